@@ -1,0 +1,1 @@
+"""flatline's hypotheses, reports, log book and the `flatline` command line."""

@@ -1,0 +1,22 @@
+"""Shared fixtures: a small, fast config on the tiny random model, and a clean environment for W&B."""
+import os
+
+import pytest
+
+from trainer.config import load_config
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
+
+
+def tiny_config(*overrides: str, task: str = "bandit"):
+    """A tiny-random config that trains in about a second per step."""
+    base = [f"task={task}", "model=tiny-random", "lora_r=0", "learning_rate=1e-2", "num_generations=4",
+            "per_device_train_batch_size=8", "max_completion_length=4", "max_steps=3", "report_to=none",
+            "progress_bar=false", "eval_every=0", "train_size=16", "eval_size=4"]
+    return load_config(None, base + list(overrides))
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config

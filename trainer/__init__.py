@@ -1,0 +1,1 @@
+"""flatline's minimal GRPO trainer: config, tasks and rewards, models, samplers, the algorithm, the loop."""

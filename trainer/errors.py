@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints them as one line and exits with code 2, before any expensive work."""
+
+
+class FlatlineError(Exception):
+    """A mistake the user can fix (config, data, model path); the message says what and how."""
+
+
+class ConfigError(FlatlineError):
+    pass
+
+
+class DataError(FlatlineError):
+    pass
+
+
+class ModelError(FlatlineError):
+    pass
