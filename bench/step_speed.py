@@ -87,7 +87,7 @@ def main() -> int:
 
     theirs = trl_step_times(str(model_dir), prompts, reward_fn, num_generations=args.num_generations,
                             max_completion_length=args.max_completion_length, lora_r=16, lora_alpha=32,
-                            learning_rate=1e-5, temperature=1.0, steps=args.steps, seed=args.seed)
+                            learning_rate=1e-5, temperature=1.0, steps=args.steps - 1, seed=args.seed)
     theirs_median = median_after_warmup(theirs)
     ratio = ours_median / theirs_median
     print(f"TRL GRPOTrainer: median step {theirs_median:.2f} s ({', '.join(f'{t:.2f}' for t in theirs)})")

@@ -1,4 +1,4 @@
-"""The TRL half of the GRPO step benchmark: wall time of one optimisation step of TRL's GRPOTrainer on CPU.
+"""The TRL half of bench/step_speed.py: wall time of one optimisation step of TRL's GRPOTrainer on CPU.
 
 Written against trl 1.16.0 / transformers 5.23 / peft 0.21. trl is an optional dependency: it is imported
 inside :func:`trl_step_times` only.
@@ -6,8 +6,6 @@ inside :func:`trl_step_times` only.
 
 from __future__ import annotations
 
-import re
-import statistics
 import tempfile
 import time
 
@@ -151,31 +149,3 @@ def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_
         trainer.train()
         del trainer
     return timer.times
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Stand-alone run: python bench/trl_step.py  (needs /tmp/smollm2-hf; see the module docstring of the caller)
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def _arithmetic_reward(prompts, completions, **kwargs) -> list[float]:
-    """1.0 when the last number in the completion equals a + b from the prompt "What is a + b?", else 0.0."""
-    rewards = []
-    for prompt, completion in zip(prompts, completions):
-        prompt_text = prompt[-1]["content"] if isinstance(prompt, list) else prompt
-        text = completion[-1]["content"] if isinstance(completion, list) else completion
-        a, b = (int(x) for x in re.search(r"What is (\d+) \+ (\d+)\?", prompt_text).groups())
-        numbers = _NUMBER.findall(text.replace(",", ""))
-        rewards.append(1.0 if numbers and float(numbers[-1]) == a + b else 0.0)
-    return rewards
-
-
-if __name__ == "__main__":
-    pairs = [(12, 7), (23, 15), (8, 34), (41, 26)]
-    bench_prompts = [
-        [{"role": "user", "content": f"What is {a} + {b}? Answer with just the number."}] for a, b in pairs
-    ]
-    times = trl_step_times("/tmp/smollm2-hf", bench_prompts, _arithmetic_reward, steps=3)
-    print("TRL GRPOTrainer step times (s):", ", ".join(f"{t:.2f}" for t in times))
-    print(f"median of steps after the first: {statistics.median(times[1:]):.2f} s")

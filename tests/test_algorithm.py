@@ -196,3 +196,13 @@ def test_kl_term_adds_beta_times_k3():
     k3 = math.exp(-0.1) + 0.1 - 1
     assert with_kl.item() == pytest.approx(plain.item() + 0.5 * k3, rel=1e-5)
     assert parts["kl"].item() == pytest.approx(k3, rel=1e-5)
+
+
+def test_length_buckets_split_where_padding_drops_most():
+    from trainer.batching import length_buckets
+
+    lengths = torch.tensor([48, 5, 48, 6, 7, 48, 5, 48])
+    buckets = length_buckets(lengths)
+    assert [sorted(b.tolist()) for b in buckets] == [[1, 3, 4, 6], [0, 2, 5, 7]]
+    assert [b.tolist() for b in length_buckets(torch.tensor([10, 10, 11, 10]))] == [[0, 1, 3, 2]]
+    assert sorted(torch.cat(length_buckets(torch.randint(1, 50, (32,)))).tolist()) == list(range(32))

@@ -7,7 +7,7 @@ import pytest
 
 from trainer.config import Config, build_config, load_config, to_toml
 from trainer.errors import ConfigError
-from trainer.tasks import build_task
+from trainer.loop import prepare
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.toml"))
 
@@ -21,10 +21,12 @@ def test_every_field_has_a_docstring():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_shipped_configs_validate_with_their_data(path, monkeypatch):
+def test_shipped_configs_validate_with_their_data_and_prompt_lengths(path, monkeypatch):
     monkeypatch.chdir(path.parent.parent)
     cfg = load_config(path)
-    assert build_task(cfg).examples("train")
+    prepared = prepare(cfg)  # data rows, model location, every prompt within max_prompt_length
+    assert prepared.task.examples("train")
+    assert max(len(ids) for ids in prepared.prompt_ids.values()) <= cfg.max_prompt_length
 
 
 def test_shipped_configs_exist():

@@ -114,10 +114,10 @@ def test_gradient_accumulation_matches_one_big_batch():
 def test_num_iterations_reuses_the_rollout_with_old_logprobs():
     trainer = build_trainer(tiny_config("num_iterations=2", "max_steps=2"))
     trainer.step()
-    first = trainer._rollout
+    first = trainer.last_rollout
     assert first.old_logprobs is not None
     row = trainer.step()
-    assert trainer._rollout is first
+    assert trainer.last_rollout is first
     assert "clip_ratio/region_mean" in row
 
 

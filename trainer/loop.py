@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.algorithm import group_reward_std, masked_mean, token_entropy, token_logprobs
+from trainer.algorithm import completion_mask, group_reward_std, masked_mean, token_entropy, token_logprobs
 from trainer.models import ModelSource, eos_token_ids, load_model, load_tokenizer, resolve_source
 from trainer.plugins import Plugins, call_reward, load_plugins
 from trainer.sampler import HFSampler, SampleBatch
+from trainer.batching import completion_logits, length_buckets
 from trainer.tasks import build_task
 from trainer.tasks.base import Example, Task
 from trainer.errors import DataError
@@ -36,8 +37,9 @@ class Rollout:
 
     examples: list[Example]  # [P]
     samples: SampleBatch  # tensors [N, ...], N = P * G
-    completion_mask: torch.Tensor  # [N, T]
-    completions: list[str]  # [N]
+    completion_mask: torch.Tensor  # [N, T] the loss mask (mask_fn's)
+    completion_lengths: torch.Tensor  # [N] tokens up to and including EOS (the default mask's, whatever mask_fn says)
+    completions: list[str]  # [N] decoded up to EOS
     rewards: torch.Tensor  # [N] float32, NaN where no component could be scored
     reward_components: dict[str, list]  # name -> [N] values (None: not scored)
     reward_errors: int
@@ -156,6 +158,11 @@ class Trainer:
         self.num_tokens = 0
         self.reward_errors_warned = False
 
+    @property
+    def last_rollout(self) -> Rollout | None:
+        """The generation batch the last step trained on."""
+        return self._rollout
+
     # --- data ---
     def next_examples(self, count: int) -> list[Example]:
         """The next `count` training examples, reshuffled each epoch."""
@@ -173,11 +180,18 @@ class Trainer:
         return self.sampler.sample([self.prompt_ids[e.id] for e in examples], num_generations,
                                    cfg.max_completion_length, temperature, cfg.top_p, cfg.top_k)
 
+    def decode(self, samples: SampleBatch) -> tuple[list[str], torch.Tensor]:
+        """Completion texts and lengths, up to and including the first EOS (independent of any mask_fn)."""
+        lengths = completion_mask(samples.completion_ids, self.eos_token_ids).sum(dim=1)  # [N]
+        texts = self.tokenizer.batch_decode([row[:n] for row, n in zip(samples.completion_ids, lengths)],
+                                            skip_special_tokens=True)
+        return texts, lengths
+
     def score(self, examples: list[Example], completions: list[str], completion_ids: torch.Tensor,
-              mask: torch.Tensor, num_generations: int) -> tuple[dict[str, list], int, dict[str, float]]:
+              lengths: torch.Tensor, num_generations: int) -> tuple[dict[str, list], int, dict[str, float]]:
         """Reward components per completion, the count of errors, and the weights that combine them."""
         owners = [examples[i // num_generations] for i in range(len(completions))]
-        ids = [row[m.bool()].tolist() for row, m in zip(completion_ids, mask)]
+        ids = [row[:n].tolist() for row, n in zip(completion_ids, lengths)]
         if self.plugins.reward is not None:
             prompts = [self.tokenizer.decode(self.prompt_ids[e.id]) for e in owners]
             columns = {key: [e.row.get(key) for e in owners] for key in (owners[0].row if owners else {})}
@@ -212,13 +226,12 @@ class Trainer:
         G = cfg.num_generations
         examples = self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps)
         samples = self.generate(examples, G, cfg.temperature)
-        mask = self.plugins.mask_fn(samples.completion_ids, self.eos_token_ids)
-        completions = self.tokenizer.batch_decode(
-            [row[m.bool()] for row, m in zip(samples.completion_ids, mask)], skip_special_tokens=True)
-        components, errors, weights = self.score(examples, completions, samples.completion_ids, mask, G)
+        completions, lengths = self.decode(samples)
+        components, errors, weights = self.score(examples, completions, samples.completion_ids, lengths, G)
         rewards = combine_rewards(components, weights)
         advantages = self.plugins.advantage_fn(rewards, G, scale_rewards=cfg.scale_rewards, eps=cfg.advantage_eps)
-        rollout = Rollout(examples, samples, mask, completions, rewards, components, errors, advantages)
+        loss_mask = self.plugins.mask_fn(samples.completion_ids, self.eos_token_ids)
+        rollout = Rollout(examples, samples, loss_mask, lengths, completions, rewards, components, errors, advantages)
         if cfg.num_iterations > 1:
             rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model)
         if cfg.beta > 0:
@@ -226,25 +239,35 @@ class Trainer:
         return rollout
 
     # --- trainer-side logprobs ---
-    def forward(self, model, samples: SampleBatch, mask: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Logits for the completion tokens of `rows`: [n, T, V]. Position ids match generate's."""
-        prompt_ids, prompt_mask = samples.prompt_ids[rows], samples.prompt_mask[rows]
-        completion_ids = samples.completion_ids[rows]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [n, L+T]
-        attention = torch.cat([prompt_mask, mask[rows]], dim=1)  # [n, L+T]
-        position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
-        out = model(input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1], position_ids=position_ids[:, :-1],
-                    logits_to_keep=completion_ids.size(1), use_cache=False)
-        return out.logits  # [n, T, V]: position L-1+t predicts completion token t
+    def completion_logprobs(self, model, rollout: Rollout, rows: torch.Tensor, with_entropy: bool = False):
+        """Per-token logprobs (and entropy) of completions `rows` under `model`: [n, T] each.
+
+        Rows are run in length buckets, each prompt once per bucket (trainer.batching); the result is in the
+        order of `rows`, zero past the longest row of its bucket, and differentiable when grad is on.
+        """
+        samples, mask, G = rollout.samples, rollout.completion_mask, self.cfg.num_generations
+        T = samples.completion_ids.size(1)
+        mask_extent = (mask[rows] * torch.arange(1, T + 1)).amax(dim=1)  # a user's mask may reach past EOS
+        lengths = torch.maximum(rollout.completion_lengths[rows], mask_extent)
+        logps, entropy, order = [], [], []
+        for bucket in length_buckets(lengths):
+            index = rows[bucket]
+            width = int(lengths[bucket].max())
+            groups, prompt_of_row = torch.unique(index // G, return_inverse=True)
+            logits = completion_logits(model, samples.prompt_ids[groups * G], samples.prompt_mask[groups * G],
+                                       prompt_of_row, samples.completion_ids[index, :width])
+            logps.append(pad_right(token_logprobs(logits, samples.completion_ids[index, :width], self.cfg.temperature), T))
+            if with_entropy:
+                entropy.append(pad_right(token_entropy(logits.detach(), self.cfg.temperature), T))
+            order.append(bucket)
+            del logits
+        restore = torch.argsort(torch.cat(order))
+        return torch.cat(logps)[restore], (torch.cat(entropy)[restore] if with_entropy else None)
 
     @torch.no_grad()
     def logprobs_no_grad(self, rollout: Rollout, model) -> torch.Tensor:
-        temperature = self.cfg.temperature
-        parts = []
-        for rows in self.micro_batches(len(rollout.completions)):
-            logits = self.forward(model, rollout.samples, rollout.completion_mask, rows)
-            parts.append(token_logprobs(logits, rollout.samples.completion_ids[rows], temperature))
-        return torch.cat(parts)
+        return torch.cat([self.completion_logprobs(model, rollout, rows)[0]
+                          for rows in self.micro_batches(len(rollout.completions))])
 
     def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
         if self.reference is not None:
@@ -252,9 +275,9 @@ class Trainer:
         with self.model.disable_adapter():
             return self.logprobs_no_grad(rollout, self.model)
 
-    def micro_batches(self, total: int) -> list[slice]:
-        size = self.cfg.per_device_train_batch_size
-        return [slice(start, min(total, start + size)) for start in range(0, total, size)]
+    def micro_batches(self, total: int) -> list[torch.Tensor]:
+        """Row indices of each micro-batch (whole groups, since the batch size is a multiple of G)."""
+        return list(torch.arange(total).split(self.cfg.per_device_train_batch_size))
 
     # --- one optimizer step ---
     def step(self) -> dict:
@@ -270,8 +293,7 @@ class Trainer:
         num_items = int(mask.sum())
         logps_parts, entropy_parts, loss_parts = [], [], []
         for rows in self.micro_batches(len(rollout.completions)):
-            logits = self.forward(self.model, samples, mask, rows)
-            logps = token_logprobs(logits, samples.completion_ids[rows], cfg.temperature)  # [n, T]
+            logps, entropy = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T]
             old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows]
             ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows]
             loss, parts = self.plugins.loss_fn(
@@ -281,9 +303,9 @@ class Trainer:
                 gradient_accumulation_steps=cfg.gradient_accumulation_steps)
             loss.backward()
             logps_parts.append(logps.detach())
-            entropy_parts.append(token_entropy(logits.detach(), cfg.temperature))
+            entropy_parts.append(entropy)
             loss_parts.append({k: float(v) for k, v in parts.items()})
-            del logits, logps, loss
+            del logps, loss
 
         params = [p for _, p in self.trainable]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
@@ -329,13 +351,11 @@ class Trainer:
             return {}
         cfg = self.cfg
         samples = self.generate(self.eval_examples, 1, cfg.eval_temperature)
-        mask = self.plugins.mask_fn(samples.completion_ids, self.eos_token_ids)
-        completions = self.tokenizer.batch_decode(
-            [row[m.bool()] for row, m in zip(samples.completion_ids, mask)], skip_special_tokens=True)
-        components, errors, weights = self.score(self.eval_examples, completions, samples.completion_ids, mask, 1)
+        completions, lengths = self.decode(samples)
+        components, errors, weights = self.score(self.eval_examples, completions, samples.completion_ids, lengths, 1)
         rewards = combine_rewards(components, weights)
         row = {"eval/reward": float(torch.nanmean(rewards)) if rewards.numel() else 0.0,
-               "eval/mean_length": float(mask.sum(1).float().mean()),
+               "eval/mean_length": float(lengths.float().mean()),
                "eval/clipped_ratio": float(samples.truncated.float().mean())}
         for name, values in components.items():
             scored = [v for v in values if v is not None]
@@ -360,6 +380,11 @@ class Trainer:
                 "truncated": bool(rollout.samples.truncated[i]),
             })
         return out
+
+
+def pad_right(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad [n, t] to [n, width]."""
+    return torch.nn.functional.pad(values, (0, width - values.size(1)))
 
 
 def combine_rewards(components: dict[str, list], weights: dict[str, float]) -> torch.Tensor:
@@ -389,7 +414,7 @@ def merge_loss_parts(parts: list[dict], loss_type: str) -> dict:
 def rollout_metrics(rollout: Rollout, num_generations: int) -> dict:
     """TRL-compatible reward and completion metrics of one generation batch."""
     rewards = rollout.rewards
-    lengths = rollout.completion_mask.sum(dim=1).float()  # [N]
+    lengths = rollout.completion_lengths.float()  # [N]
     truncated = rollout.samples.truncated
     terminated = lengths[~truncated]
     std = group_reward_std(rewards, num_generations)  # [P]

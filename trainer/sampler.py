@@ -12,6 +12,7 @@ from typing import Protocol
 import torch
 
 from trainer.algorithm import completion_mask, token_logprobs
+from trainer.batching import prefill
 
 
 @dataclass
@@ -63,14 +64,23 @@ class HFSampler:
         prompt_ids, prompt_mask = left_pad(prompts, self.pad_token_id)  # [P, L]
         greedy = temperature == 0
         generation = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=not greedy, num_return_sequences=num_generations,
-            temperature=None if greedy else temperature, top_p=None if greedy or top_p >= 1 else top_p,
-            top_k=top_k or None, eos_token_id=list(self.eos_token_ids), pad_token_id=self.pad_token_id,
+            max_new_tokens=max_new_tokens, do_sample=not greedy,
+            temperature=None if greedy else temperature, top_p=None if greedy else top_p,
+            top_k=None if greedy else top_k,  # 0 disables top-k explicitly (transformers' own default is 50)
+            eos_token_id=list(self.eos_token_ids), pad_token_id=self.pad_token_id,
             return_dict_in_generate=True, output_logits=True)
+        expanded_ids = prompt_ids.repeat_interleave(num_generations, dim=0)  # [N, L]
+        expanded_mask = prompt_mask.repeat_interleave(num_generations, dim=0)
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation)
+            # Each prompt is prefilled once (all but its last token) and its cache shared by its G completions.
+            cache = None
+            if prompt_ids.size(1) > 1:
+                rows = torch.arange(len(prompts)).repeat_interleave(num_generations)
+                _, cache = prefill(self.model, prompt_ids[:, :-1], prompt_mask[:, :-1], rows)
+            out = self.model.generate(input_ids=expanded_ids, attention_mask=expanded_mask, past_key_values=cache,
+                                      generation_config=generation)
         finally:
             self.model.train(was_training)
         completion_ids = out.sequences[:, prompt_ids.size(1):]  # [N, T]
@@ -79,8 +89,8 @@ class HFSampler:
         mask = completion_mask(completion_ids, self.eos_token_ids)  # [N, T]
         has_eos = torch.isin(completion_ids, torch.as_tensor(self.eos_token_ids)).any(dim=1)
         return SampleBatch(
-            prompt_ids=prompt_ids.repeat_interleave(num_generations, dim=0),
-            prompt_mask=prompt_mask.repeat_interleave(num_generations, dim=0),
+            prompt_ids=expanded_ids,
+            prompt_mask=expanded_mask,
             completion_ids=completion_ids,
             sampler_logprobs=logprobs * mask,
             truncated=~has_eos,

@@ -1,0 +1,53 @@
+"""W&B: real wandb in offline mode inside the run directory; a missing wandb never stops a run."""
+import builtins
+import json
+
+import pytest
+
+from tests.conftest import tiny_config
+from trainer.run import run_name, train
+from trainer.tracking import wandb_mode
+
+
+def test_offline_wandb_run_lands_in_the_run_directory(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = tiny_config("report_to=wandb", "max_steps=2", "exp_major=3", "exp_minor=1")
+    run_dir = train(cfg, out=tmp_path / "run", log=lambda *_: None)
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    assert json.loads((run_dir / "summary.json").read_text())["wandb"]
+
+
+def test_missing_wandb_does_not_stop_the_run(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    with pytest.warns(UserWarning, match="wandb is not installed"):
+        run_dir = train(tiny_config("report_to=wandb", "max_steps=1"), out=tmp_path / "run", log=lambda *_: None)
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_mode_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
+
+
+def test_run_names():
+    from datetime import datetime
+
+    now = datetime(2026, 11, 22, 9, 5, 7)
+    assert run_name(tiny_config("exp_major=4", "exp_minor=2", task="musique"), now) == "exp4.2-musique-1122"
+    assert run_name(tiny_config(), now) == "bandit-1122-090507"
+    assert run_name(tiny_config("run_name=mine"), now) == "mine"
