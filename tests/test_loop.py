@@ -86,10 +86,29 @@ def test_listeners_get_the_step_record_and_their_numbers_are_logged():
     assert record.optimizer is trainer.optimizer
 
 
-def test_no_listener_no_snapshot():
+def test_a_raising_listener_is_disabled_with_one_warning():
+    calls = []
+
+    def broken(record):
+        calls.append(record.step)
+        raise RuntimeError("probe bug")
+
+    trainer = build_trainer(tiny_config(), listeners=[broken])
+    with pytest.warns(UserWarning, match="probe bug.*disabled"):
+        trainer.step()
+    row = trainer.step()
+    assert calls == [1] and trainer.listeners == [] and row["step"] == 2
+
+
+def test_no_listener_no_step_record(monkeypatch):
+    import trainer.loop as loop
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a StepRecord was built with nothing listening")
+
     trainer = build_trainer(tiny_config())
-    trainer.step()  # nothing listens: no StepRecord, no weight copies (nothing to assert but that it runs)
-    assert trainer.listeners == []
+    monkeypatch.setattr(loop, "StepRecord", refuse)
+    assert trainer.step()["step"] == 1
 
 
 def test_gradient_accumulation_matches_one_big_batch():

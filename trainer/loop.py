@@ -334,8 +334,13 @@ class Trainer:
         if self.listeners:
             record = StepRecord(self.step_count, rollout, self.decoded_prompts(rollout), trainer_logprobs, entropy,
                                 parts, grad_norm, self.model, self.optimizer, dict(row), pre_step, self._iteration - 1)
-            for listener in self.listeners:
-                row.update(listener(record) or {})
+            for listener in list(self.listeners):
+                try:
+                    row.update(listener(record) or {})
+                except Exception as exc:  # a broken listener must never stop or change training
+                    warnings.warn(f"listener {getattr(listener, '__name__', type(listener).__name__)} raised "
+                                  f"{type(exc).__name__}: {exc}; it is disabled for the rest of the run")
+                    self.listeners.remove(listener)
         return row
 
     def decoded_prompts(self, rollout: Rollout) -> list[str]:

@@ -12,7 +12,7 @@ greedily. The score reads `completion_ids[0]` only; the text is ignored, so the 
 from __future__ import annotations
 
 from trainer.errors import ConfigError
-from trainer.tasks.base import Example, Task, resolve_weights, select_split
+from trainer.tasks.base import Example, Task, resolve_weights
 
 PROMPT = "Pick a token."
 GOOD_ARM = 0
@@ -48,12 +48,8 @@ class BanditTask(Task):
     components = tuple(DEFAULT_WEIGHTS)
 
     def __init__(self, arms: int, weights: dict[str, float]):
+        super().__init__([make_example("bandit-train")], [make_example("bandit-eval")], weights)
         self.arms = arms
-        self.weights = weights
-        self.splits = {"train": [make_example("bandit-train")], "eval": [make_example("bandit-eval")]}
-
-    def examples(self, split: str) -> list[Example]:
-        return select_split(self.splits, split)
 
     def score(self, completion: str, example: Example, completion_ids: list[int]) -> dict[str, float | None]:
         reward = arm_reward(int(completion_ids[0]), self.arms) if len(completion_ids) else 0.0

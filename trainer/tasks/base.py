@@ -32,15 +32,20 @@ class Example:
 
 
 class Task:
-    """Base class: subclasses set `name`, `components`, `weights` and implement `examples` and `score`."""
+    """Base class: subclasses set `name` and `components` and implement `score`."""
 
     name: str = ""
     components: tuple[str, ...] = ()
-    weights: dict[str, float] = {}
+
+    def __init__(self, train: list[Example], eval: list[Example], weights: dict[str, float]):
+        self.splits = {"train": train, "eval": eval}
+        self.weights = weights
 
     def examples(self, split: str) -> list[Example]:
         """The rows of split "train" or "eval" (disjoint)."""
-        raise NotImplementedError
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.splits[split]
 
     def score(self, completion: str, example: Example, completion_ids: list[int]) -> dict[str, float | None]:
         """One value per component for one completion (None when it cannot be scored)."""
@@ -111,13 +116,6 @@ def resolve_weights(task: str, defaults: dict[str, float], overrides: dict[str, 
             raise ConfigError(f"reward_weights.{name}: must be a finite number >= 0, got {value!r}")
         weights[name] = float(value)
     return weights
-
-
-def select_split(splits: dict[str, list[Example]], split: str) -> list[Example]:
-    """splits[split] for split "train" or "eval"; anything else is a ValueError (a caller bug, not user input)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return splits[split]
 
 
 def hold_out(rows: list, eval_rows: list | None, eval_size: int, train_size: int, source: str) -> tuple[list, list]:

@@ -1,7 +1,7 @@
 """GSM8K: grade-school maths word problems, scored by numeric exact match of the final answer.
 
 Rows are GSM8K records, {"question": str, "answer": "<worked solution>\\n#### <number>"}, from a local JSONL
-file (`data`, e.g. /work/shared/data/gsm8k/train.jsonl) or a hub spec (`hf:openai/gsm8k,main,test[:256]`).
+file (`data`, e.g. data/gsm8k/train.jsonl) or a hub spec (`hf:openai/gsm8k,main,test[:256]`).
 Eval rows come from `eval_data` when set, else the last `eval_size` rows of `data` are held out.
 
 A completion's answer is the number after its last '####' (GSM8K's own format), else its last number
@@ -14,7 +14,7 @@ import math
 import re
 
 from trainer.errors import ConfigError, DataError
-from trainer.tasks.base import Example, Task, hold_out, require_field, require_text, resolve_weights, select_split
+from trainer.tasks.base import Example, Task, hold_out, require_field, require_text, resolve_weights
 from trainer.tasks.hub import load_records
 
 ANSWER_MARK = "####"
@@ -94,13 +94,6 @@ class GSM8KTask(Task):
     name = "gsm8k"
     components = tuple(DEFAULT_WEIGHTS)
 
-    def __init__(self, train: list[Example], eval: list[Example], weights: dict[str, float]):
-        self.splits = {"train": train, "eval": eval}
-        self.weights = weights
-
-    def examples(self, split: str) -> list[Example]:
-        return select_split(self.splits, split)
-
     def score(self, completion: str, example: Example, completion_ids: list[int]) -> dict[str, float | None]:
         return score_correct(completion, example.row)
 
@@ -108,7 +101,7 @@ class GSM8KTask(Task):
 def from_config(config) -> GSM8KTask:
     """Load and validate `data` (and `eval_data`) now, so a bad row stops the run before a model loads."""
     if not config.data:
-        raise ConfigError("data: task gsm8k needs a JSONL path (e.g. /work/shared/data/gsm8k/train.jsonl) "
+        raise ConfigError("data: task gsm8k needs a JSONL path (e.g. data/gsm8k/train.jsonl) "
                           "or a hub spec (e.g. hf:openai/gsm8k,main,train)")
     weights = resolve_weights("gsm8k", DEFAULT_WEIGHTS, config.reward_weights)
     rows = load_rows(config.data)

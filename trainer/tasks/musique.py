@@ -19,7 +19,7 @@ from collections import Counter
 
 from trainer.errors import DataError
 from trainer.tasks import musique_synthetic
-from trainer.tasks.base import Example, Task, hold_out, require_field, require_text, resolve_weights, select_split
+from trainer.tasks.base import Example, Task, hold_out, require_field, require_text, resolve_weights
 from trainer.tasks.hub import is_hub_spec, load_records, parse_hub_spec
 
 INSTRUCTION = ("Answer the question using the paragraphs above. Think briefly if you need to, then end with a line "
@@ -157,13 +157,6 @@ class MusiqueTask(Task):
 
     name = "musique"
     components = tuple(DEFAULT_WEIGHTS)
-
-    def __init__(self, train: list[Example], eval: list[Example], weights: dict[str, float]):
-        self.splits = {"train": train, "eval": eval}
-        self.weights = weights
-
-    def examples(self, split: str) -> list[Example]:
-        return select_split(self.splits, split)
 
     def score(self, completion: str, example: Example, completion_ids: list[int]) -> dict[str, float | None]:
         return score_completion(completion, example.row)
