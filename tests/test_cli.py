@@ -49,6 +49,14 @@ def test_missing_model_directory(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_unreachable_hub_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = run_cli(capsys, "train", "configs/bandit.toml", "--set", "model=nobody/no-such-model",
+                        "--out", str(tmp_path / "run"))
+    assert code == 2 and "nobody/no-such-model" in err and "network" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_embedded_model_package(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FLATLINE_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)

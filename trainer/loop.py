@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 import torch
 
 from trainer.algorithm import completion_mask, group_reward_std, masked_mean, token_entropy, token_logprobs
+from trainer.batching import completion_logits, length_buckets
+from trainer.errors import DataError
 from trainer.models import ModelSource, eos_token_ids, load_model, load_tokenizer, resolve_source
 from trainer.plugins import Plugins, call_reward, load_plugins
 from trainer.sampler import HFSampler, SampleBatch
-from trainer.batching import completion_logits, length_buckets
 from trainer.tasks import build_task
 from trainer.tasks.base import Example, Task
-from trainer.errors import DataError
 
 
 @dataclass
@@ -281,32 +281,16 @@ class Trainer:
 
     # --- one optimizer step ---
     def step(self) -> dict:
+        """Sample (every num_iterations steps), then one optimizer step; returns the step's metrics row."""
         cfg = self.cfg
         started = time.perf_counter()
         if self._rollout is None or self._iteration >= cfg.num_iterations:
             self._rollout, self._iteration = self.rollout(), 0
+            self.num_tokens += int(self._rollout.samples.prompt_mask.sum() + self._rollout.completion_lengths.sum())
         rollout = self._rollout
         generated = time.perf_counter()
 
-        self.model.train()
-        samples, mask = rollout.samples, rollout.completion_mask
-        num_items = int(mask.sum())
-        logps_parts, entropy_parts, loss_parts = [], [], []
-        for rows in self.micro_batches(len(rollout.completions)):
-            logps, entropy = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T]
-            old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows]
-            ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows]
-            loss, parts = self.plugins.loss_fn(
-                logps, old, rollout.advantages[rows], mask[rows], loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
-                epsilon_high=cfg.epsilon_upper, beta=cfg.beta, ref_logps=ref,
-                max_completion_length=cfg.max_completion_length, num_items_in_batch=num_items,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps)
-            loss.backward()
-            logps_parts.append(logps.detach())
-            entropy_parts.append(entropy)
-            loss_parts.append({k: float(v) for k, v in parts.items()})
-            del logps, loss
-
+        trainer_logprobs, entropy, parts = self.backward(rollout)
         params = [p for _, p in self.trainable]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
         wants_weights = any(getattr(listener, "wants_pre_step_weights", False) for listener in self.listeners)
@@ -320,13 +304,9 @@ class Trainer:
         self._iteration += 1
         trained = time.perf_counter()
 
-        trainer_logprobs = torch.cat(logps_parts)
-        entropy = torch.cat(entropy_parts)
-        parts = merge_loss_parts(loss_parts, cfg.loss_type)
-        self.num_tokens += int(samples.prompt_mask.sum()) + num_items
         row = {"step": self.step_count, "learning_rate": learning_rate, "grad_norm": grad_norm, **parts}
         row.update(rollout_metrics(rollout, cfg.num_generations))
-        row["entropy"] = float(masked_mean(entropy, mask))
+        row["entropy"] = float(masked_mean(entropy, rollout.completion_mask))
         row["num_tokens"] = self.num_tokens
         row["time/generate"] = generated - started
         row["time/train"] = trained - generated
@@ -342,6 +322,28 @@ class Trainer:
                                   f"{type(exc).__name__}: {exc}; it is disabled for the rest of the run")
                     self.listeners.remove(listener)
         return row
+
+    def backward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Loss and backward over the rollout's micro-batches; returns trainer logprobs, entropy [N, T], loss parts."""
+        cfg = self.cfg
+        self.model.train()
+        mask = rollout.completion_mask
+        num_items = int(mask.sum())
+        logps_parts, entropy_parts, loss_parts = [], [], []
+        for rows in self.micro_batches(len(rollout.completions)):
+            logps, entropy = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T]
+            old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows]
+            ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows]
+            loss, parts = self.plugins.loss_fn(
+                logps, old, rollout.advantages[rows], mask[rows], loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
+                epsilon_high=cfg.epsilon_upper, beta=cfg.beta, ref_logps=ref,
+                max_completion_length=cfg.max_completion_length, num_items_in_batch=num_items,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+            loss.backward()
+            logps_parts.append(logps.detach())
+            entropy_parts.append(entropy)
+            loss_parts.append({k: float(v) for k, v in parts.items()})
+        return torch.cat(logps_parts), torch.cat(entropy_parts), merge_loss_parts(loss_parts, cfg.loss_type)
 
     def decoded_prompts(self, rollout: Rollout) -> list[str]:
         G = self.cfg.num_generations

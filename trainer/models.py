@@ -124,7 +124,12 @@ def load_tokenizer(source: ModelSource):
     elif source.kind == "tiny":
         tokenizer = _smollm2_tokenizer()
     else:
-        tokenizer = AutoTokenizer.from_pretrained(source.path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.path)
+        except (OSError, ValueError) as exc:
+            hint = " (a hub id needs network; a local model must be an existing directory)" if source.kind == "hub" else ""
+            raise ModelError(f"could not load the tokenizer of model {source.path!r}{hint}: "
+                             f"{str(exc).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -172,7 +177,7 @@ def load_model(source: ModelSource, tokenizer, cfg):
         path = convert_embedded() if source.kind == "embedded" else source.path
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise ModelError(f"could not load model {source.path!r}: {str(exc).splitlines()[0]}") from None
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return apply_lora(model, cfg)
