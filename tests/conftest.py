@@ -1,4 +1,5 @@
 """Shared fixtures: a small, fast config on the tiny random model, and a clean environment for W&B."""
+import builtins
 import os
 
 import pytest
@@ -20,3 +21,19 @@ def tiny_config(*overrides: str, task: str = "bandit"):
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture
+def hide_module(monkeypatch):
+    """hide_module("wandb") makes `import wandb` raise ImportError for the rest of the test."""
+    real_import = builtins.__import__
+
+    def hide(hidden: str) -> None:
+        def guarded(name, *args, **kwargs):
+            if name == hidden:
+                raise ImportError(f"No module named '{hidden}'")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", guarded)
+
+    return hide

@@ -371,16 +371,8 @@ def test_hub_load_failure_is_one_line_data_error(monkeypatch):
     assert "\n" not in message
 
 
-def test_hub_missing_datasets_package(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_datasets(name, *args, **kwargs):
-        if name == "datasets":
-            raise ImportError("No module named 'datasets'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
+def test_hub_missing_datasets_package(hide_module):
+    hide_module("datasets")
     with pytest.raises(DataError, match="pip install datasets"):
         hub.load_hub_rows(hub.parse_hub_spec("hf:openai/gsm8k,main,test"))
 
