@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORT_TO = ("wandb", "none")
 SAMPLERS = ("hf",)
+PROBE_LEVELS = ("none", "cheap", "full")
 PLUG_POINTS = ("reward", "advantage_fn", "mask_fn", "loss_fn")
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 
@@ -53,6 +54,8 @@ class Config:
     """W&B project."""
     progress_bar: bool = True
     """Show a progress bar on runs longer than a few steps."""
+    probes: str = "cheap"
+    """Instruments written into metrics.jsonl: none | cheap (reads the step's tensors) | full (may run extra forwards)."""
 
     # --- data ---
     data: str = ""
@@ -173,6 +176,7 @@ CHOICES = {
     "lr_scheduler_type": SCHEDULERS,
     "report_to": REPORT_TO,
     "sampler": SAMPLERS,
+    "probes": PROBE_LEVELS,
 }
 POSITIVE = ("learning_rate", "max_steps", "num_generations", "per_device_train_batch_size", "max_completion_length",
             "max_prompt_length", "gradient_accumulation_steps", "num_iterations", "lora_alpha", "bandit_arms",

@@ -291,6 +291,7 @@ class Trainer:
         generated = time.perf_counter()
 
         trainer_logprobs, entropy, parts = self.backward(rollout)
+        gradient_metrics = self.notify("on_gradients", self.model, self.optimizer, self.step_count + 1)
         params = [p for _, p in self.trainable]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
         wants_weights = any(getattr(listener, "wants_pre_step_weights", False) for listener in self.listeners)
@@ -304,7 +305,7 @@ class Trainer:
         self._iteration += 1
         trained = time.perf_counter()
 
-        row = {"step": self.step_count, "learning_rate": learning_rate, "grad_norm": grad_norm, **parts}
+        row = {"step": self.step_count, "learning_rate": learning_rate, "grad_norm": grad_norm, **parts, **gradient_metrics}
         row.update(rollout_metrics(rollout, cfg.num_generations))
         row["entropy"] = float(masked_mean(entropy, rollout.completion_mask))
         row["num_tokens"] = self.num_tokens
@@ -314,14 +315,24 @@ class Trainer:
         if self.listeners:
             record = StepRecord(self.step_count, rollout, self.decoded_prompts(rollout), trainer_logprobs, entropy,
                                 parts, grad_norm, self.model, self.optimizer, dict(row), pre_step, self._iteration - 1)
-            for listener in list(self.listeners):
-                try:
-                    row.update(listener(record) or {})
-                except Exception as exc:  # a broken listener must never stop or change training
-                    warnings.warn(f"listener {getattr(listener, '__name__', type(listener).__name__)} raised "
-                                  f"{type(exc).__name__}: {exc}; it is disabled for the rest of the run")
-                    self.listeners.remove(listener)
+            row.update(self.notify("__call__", record))
         return row
+
+    def notify(self, hook: str, *args) -> dict:
+        """Call `hook` on every listener that has it and merge the numbers they return; a listener that
+        raises is dropped with one warning (it must never stop or change training)."""
+        merged = {}
+        for listener in list(self.listeners):
+            method = getattr(listener, hook, None)
+            if method is None:
+                continue
+            try:
+                merged.update(method(*args) or {})
+            except Exception as exc:
+                warnings.warn(f"listener {getattr(listener, '__name__', type(listener).__name__)} raised "
+                              f"{type(exc).__name__}: {exc}; it is disabled for the rest of the run")
+                self.listeners.remove(listener)
+        return merged
 
     def backward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Loss and backward over the rollout's micro-batches; returns trainer logprobs, entropy [N, T], loss parts."""

@@ -54,11 +54,16 @@ def summarize(rows: list[dict], window: int = SUMMARY_WINDOW) -> dict:
     return summary
 
 
-def train(cfg, out: str | Path | None = None, listeners=(), log=print) -> Path:
-    """Train with `cfg`; returns the run directory. Bad input raises FlatlineError before anything is written."""
+def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None) -> Path:
+    """Train with `cfg`; returns the run directory. Bad input raises FlatlineError before anything is written.
+
+    make_listeners(trainer) -> listeners, for listeners that need the built trainer (the CLI attaches probes so).
+    """
     started = time.perf_counter()
     prepared = prepare(cfg)
     trainer = build_trainer(cfg, listeners, prepared)
+    if make_listeners is not None:
+        trainer.listeners.extend(make_listeners(trainer))
     name = run_name(cfg)
     run_dir = create_run_dir(Path(out) if out else Path(cfg.output_dir) / name)
     (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")

@@ -1,0 +1,96 @@
+"""Sync probe: exact hand-built cases, a real in-sync trainer, and a sampler scoring with different weights."""
+import copy
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from probes.base import ProbeContext
+from probes.sync import SyncProbe, sync_stats
+from tests.conftest import tiny_config
+from trainer.loop import build_trainer
+
+NAMES = {"logprob_diff_mean", "logprob_diff_max", "probs_diff_mean", "probs_diff_max", "k3_kl", "is_weight_mean",
+         "is_weight_min", "is_weight_max", "ess"}
+
+
+def test_identical_logprobs_agree_exactly():
+    logps = torch.log(torch.tensor([[0.5, 0.25, 0.9], [0.1, 0.7, 0.3]]))
+    s = sync_stats(logps, logps.clone(), torch.ones(2, 3))
+    assert set(s) == NAMES
+    assert s["logprob_diff_mean"] == s["logprob_diff_max"] == s["probs_diff_max"] == s["k3_kl"] == 0.0
+    assert s["is_weight_mean"] == s["is_weight_min"] == s["is_weight_max"] == 1.0 and s["ess"] == 1.0
+
+
+def test_one_token_with_log_ratio_one_gives_the_exact_ess():
+    sampler = torch.full((2, 2), -1.0)
+    trainer = sampler + torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # sequence weights e and 1
+    s = sync_stats(sampler, trainer, torch.ones(2, 2))
+    e = math.e
+    assert s["ess"] == pytest.approx((e + 1) ** 2 / (2 * (e * e + 1)))
+    assert s["logprob_diff_mean"] == pytest.approx(0.25) and s["logprob_diff_max"] == pytest.approx(1.0)
+    assert s["is_weight_mean"] == pytest.approx((e + 3) / 4) and s["is_weight_max"] == pytest.approx(e)
+    assert s["is_weight_min"] == pytest.approx(1.0)
+    assert s["k3_kl"] == pytest.approx((e - 1 - 1) / 4)  # exp(1) - 1 - 1 on one token of four
+    assert s["probs_diff_max"] == pytest.approx(math.exp(0) - math.exp(-1))
+
+
+def test_masked_positions_and_empty_rows_are_ignored_and_huge_ratios_do_not_overflow():
+    sampler = torch.zeros(3, 3)
+    trainer = torch.tensor([[-1000.0, 5.0, 7.0], [0.0, 9.0, 9.0], [3.0, 3.0, 3.0]])  # garbage where masked
+    mask = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 0, 0]])  # row 2 has no loss token: left out of the ESS
+    s = sync_stats(sampler, trainer, mask)
+    assert s["ess"] == pytest.approx(0.5)  # weights e^-1000 and 1: one of two sequences carries everything
+    assert s["logprob_diff_max"] == 1000.0 and math.isfinite(s["k3_kl"])
+    assert sync_stats(sampler, trainer, torch.zeros(3, 3)) == {}
+
+
+def test_later_passes_over_a_rollout_are_skipped():
+    logps = torch.zeros(1, 2)
+    rollout = SimpleNamespace(samples=SimpleNamespace(sampler_logprobs=logps), completion_mask=torch.ones(1, 2))
+    record = SimpleNamespace(iteration=1, rollout=rollout, trainer_logprobs=logps + 1)
+    assert SyncProbe().on_step(record) == {}
+    record.iteration = 0
+    assert SyncProbe().on_step(record)["logprob_diff_max"] == 1.0
+
+
+class Recorder:
+    wants_pre_step_weights = True
+
+    def __init__(self):
+        self.records = []
+
+    def __call__(self, record):
+        self.records.append(record)
+        return {}
+
+
+@pytest.fixture(scope="module")
+def stepped():
+    recorder = Recorder()
+    trainer = build_trainer(tiny_config("temperature=0.7"), listeners=[recorder])
+    trainer.step()
+    return trainer, recorder.records[0]
+
+
+def test_real_sampler_and_trainer_are_in_sync(stepped):
+    trainer, record = stepped
+    s = SyncProbe(ProbeContext.from_trainer(trainer)).on_step(record)
+    assert s["logprob_diff_max"] < 1e-4 and s["ess"] > 0.999
+
+
+def test_sampler_scoring_with_other_weights_is_flagged(stepped):
+    trainer, record = stepped
+    stale = copy.deepcopy(record.model)  # the sampler's copy: the step's weights, perturbed
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in stale.named_parameters():
+            base = record.pre_step_weights.get(name, p)
+            p.copy_(base + 0.3 * base.std() * torch.randn(p.shape, generator=generator))
+    sampler_logprobs = trainer.logprobs_no_grad(record.rollout, stale) * record.rollout.completion_mask
+    samples = dataclasses.replace(record.rollout.samples, sampler_logprobs=sampler_logprobs)
+    bad = dataclasses.replace(record, rollout=dataclasses.replace(record.rollout, samples=samples))
+    s = SyncProbe(ProbeContext.from_trainer(trainer)).on_step(bad)
+    assert s["logprob_diff_mean"] > 0.05 and s["ess"] < 1
