@@ -18,9 +18,27 @@ def tiny_config(*overrides: str, task: str = "bandit"):
     return load_config(None, base + list(overrides))
 
 
-@pytest.fixture
-def tiny():
-    return tiny_config
+class Recorder:
+    """A trainer listener that keeps every StepRecord (and asks for the pre-step weights)."""
+
+    wants_pre_step_weights = True
+
+    def __init__(self):
+        self.records = []
+
+    def __call__(self, record):
+        self.records.append(record)
+        return {}
+
+
+def step_once(cfg):
+    """Build a trainer for `cfg`, take one step; returns (trainer, that step's record)."""
+    from trainer.loop import build_trainer
+
+    recorder = Recorder()
+    trainer = build_trainer(cfg, listeners=[recorder])
+    trainer.step()
+    return trainer, recorder.records[0]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import tomllib
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.conftest import Recorder, tiny_config
 from trainer.config import load_config
 from trainer.errors import ConfigError
 from trainer.loop import build_trainer, combine_rewards, lr_factor
@@ -60,30 +60,19 @@ def test_sampler_and_trainer_agree_on_logprobs():
     assert (trainer_logps - rollout.samples.sampler_logprobs)[mask].abs().max() < 1e-4
 
 
-class Recorder:
-    wants_pre_step_weights = True
-
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, record):
-        self.records.append(record)
-        changed = sum(int(not torch.equal(record.pre_step_weights[n], p)) for n, p in record.model.named_parameters()
-                      if p.requires_grad)
-        return {"test/changed_tensors": changed}
-
-
 def test_listeners_get_the_step_record_and_their_numbers_are_logged():
     recorder = Recorder()
-    trainer = build_trainer(tiny_config(), listeners=[recorder])
+    trainer = build_trainer(tiny_config(), listeners=[recorder, lambda record: {"test/seen_step": record.step}])
     row = trainer.step()
     record = recorder.records[0]
     N = trainer.cfg.per_device_train_batch_size
     assert record.step == 1 and len(record.prompts) == N and len(record.rollout.completions) == N
     assert record.trainer_logprobs.shape == record.rollout.samples.sampler_logprobs.shape
     assert record.rollout.advantages.shape == (N,)
-    assert row["test/changed_tensors"] > 0
+    assert row["test/seen_step"] == 1
     assert record.optimizer is trainer.optimizer
+    changed = [name for name, p in trainer.trainable if not torch.equal(record.pre_step_weights[name], p)]
+    assert changed or row["grad_norm"] == 0  # the snapshot is from before the step
 
 
 def test_a_raising_listener_is_disabled_with_one_warning():

@@ -9,9 +9,9 @@ import torch
 from probes.base import ProbeContext, ProbeSet
 from probes.masks import (GAP_MARKER, MaskAlignmentProbe, MaskProbe, alignment_check, first_eos_lengths,
                           full_sequence_view, loss_region_text, mask_stats, rescored_logprobs)
-from tests.conftest import tiny_config
+from tests.conftest import step_once, tiny_config
 from trainer.algorithm import completion_mask
-from trainer.loop import Rollout, build_trainer
+from trainer.loop import Rollout
 from trainer.sampler import SampleBatch, left_pad
 
 PAD = EOS = 2  # the pad == eos trap
@@ -95,24 +95,11 @@ def test_loss_region_text_shows_what_is_trained_with_gaps_marked():
 
 # --- alignment on a real tiny trainer ---
 
-class Recorder:
-    wants_pre_step_weights = True
-
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, record):
-        self.records.append(record)
-        return {}
-
-
 @pytest.fixture(scope="module")
 def stepped():
     """A bandit trainer after one step whose update changed the weights, and that step's record."""
-    recorder = Recorder()
-    trainer = build_trainer(tiny_config(), listeners=[recorder])
-    trainer.step()
-    return trainer, recorder.records[0], ProbeContext.from_trainer(trainer)
+    trainer, record = step_once(tiny_config())
+    return trainer, record, ProbeContext.from_trainer(trainer)
 
 
 def test_real_record_mask_is_healthy(stepped):

@@ -9,8 +9,7 @@ import torch
 
 from probes.base import ProbeContext
 from probes.sync import SyncProbe, sync_stats
-from tests.conftest import tiny_config
-from trainer.loop import build_trainer
+from tests.conftest import step_once, tiny_config
 
 NAMES = {"logprob_diff_mean", "logprob_diff_max", "probs_diff_mean", "probs_diff_max", "k3_kl", "is_weight_mean",
          "is_weight_min", "is_weight_max", "ess"}
@@ -56,23 +55,9 @@ def test_later_passes_over_a_rollout_are_skipped():
     assert SyncProbe().on_step(record)["logprob_diff_max"] == 1.0
 
 
-class Recorder:
-    wants_pre_step_weights = True
-
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, record):
-        self.records.append(record)
-        return {}
-
-
 @pytest.fixture(scope="module")
 def stepped():
-    recorder = Recorder()
-    trainer = build_trainer(tiny_config("temperature=0.7"), listeners=[recorder])
-    trainer.step()
-    return trainer, recorder.records[0]
+    return step_once(tiny_config("temperature=0.7"))
 
 
 def test_real_sampler_and_trainer_are_in_sync(stepped):

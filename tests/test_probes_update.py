@@ -125,7 +125,7 @@ def test_lora_trainer_healthy_then_optimizer_without_b():
     expected = []  # B was 0 before the step and A did not move: delta(scale * B @ A) = scale * B_after @ A
     for name, module in trainer.model.named_modules():
         if hasattr(module, "lora_A") and "default" in module.lora_A:
-            delta = module.scaling["default"] * module.lora_B["default"].weight @ module.lora_A["default"].weight
+            delta = module.scaling["default"] * module.lora_B["default"].weight.detach() @ module.lora_A["default"].weight.detach()
             expected.append(float(delta.norm() / module.base_layer.weight.norm()))
     assert len(expected) == 4
     assert good["update/lora_effective_rel_update"] == pytest.approx(sum(expected) / 4, rel=1e-5)
