@@ -34,6 +34,8 @@ class Tracker:
     def url_or_name(self) -> str:
         if self.run is None:
             return ""
+        if getattr(self.run, "offline", False):
+            return self.run.name  # an offline run has no URL (asking for it prints a warning)
         return getattr(self.run, "url", None) or self.run.name
 
     def log(self, row: dict, step: int) -> None:
