@@ -16,7 +16,8 @@ import math
 import torch
 
 from probes.base import Probe
-from probes.reward import reference_total
+from probes.reward import reference_total, task_scores_rollout
+from trainer.algorithm import group_reward_std
 
 # A group whose reward std is below this is "zero variance up to float32 noise": float32 keeps ~7 significant
 # digits, and 8 float32 copies of 1.350639 have a float32 std of 1.19e-7, not 0 (research/failure-catalogue.md,
@@ -40,23 +41,17 @@ def grouped(values: torch.Tensor, num_generations: int) -> torch.Tensor | None:
 def group_reward_stats(rewards: torch.Tensor, num_generations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per group: Bessel std of the valid (non-NaN) rewards, whether they are all equal, and their common value.
 
-    A group with fewer than two valid rewards has std 0 and counts as all-equal (it has no within-group
-    variance to learn from); its common value is its one valid reward, or NaN when it has none.
+    The std is the trainer's own (trainer.algorithm.group_reward_std): exactly 0 where the valid rewards are
+    all equal, and for a group with fewer than two valid rewards (no within-group variance to learn from).
+    The common value is the group's highest valid reward, or NaN when it has none.
     Returns (std [P], flat [P] bool, common [P]); rewards must be groupable (see `grouped`).
     """
+    std = group_reward_std(rewards.detach(), num_generations)  # [P] float64
     group = grouped(rewards, num_generations)  # [P, G]
-    valid = torch.isfinite(group)
-    count = valid.sum(dim=1)  # [P]
-    filled = torch.where(valid, group, torch.zeros_like(group))
-    mean = filled.sum(dim=1) / count.clamp(min=1)  # [P]
-    centered = torch.where(valid, group - mean.unsqueeze(1), torch.zeros_like(group))
-    std = (centered.pow(2).sum(dim=1) / (count - 1).clamp(min=1)).sqrt()  # [P]
+    valid = ~torch.isnan(group)
     high = torch.where(valid, group, torch.full_like(group, -math.inf)).amax(dim=1)
-    low = torch.where(valid, group, torch.full_like(group, math.inf)).amin(dim=1)
-    flat = (count < 2) | (high == low)  # [P]
-    std = torch.where(flat, torch.zeros_like(std), std)  # exactly 0 where all equal, whatever the rounding of mean
-    common = torch.where(count > 0, high, torch.full_like(high, math.nan))  # [P], meaningful where flat
-    return std, flat, common
+    common = torch.where(valid.any(dim=1), high, torch.full_like(high, math.nan))  # [P], meaningful where flat
+    return std, std == 0, common
 
 
 def classify_flat_groups(flat: torch.Tensor, common: torch.Tensor, ceiling: float, floor: float) -> dict:
@@ -143,7 +138,7 @@ class AdvantageProbe(Probe):
 
     def task_max(self, rollout) -> float | None:
         task = self.context.task
-        if task is None or set(rollout.reward_components) != set(getattr(task, "components", ())):
+        if not task_scores_rollout(task, rollout):
             return None
         if not self._task_max_tried and rollout.examples:
             self._task_max_tried = True

@@ -70,6 +70,11 @@ def reference_total(task, example) -> tuple[float | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def task_scores_rollout(task, rollout) -> bool:
+    """True when the rollout's reward components are the task's own (no plug-in `reward` replaced them)."""
+    return task is not None and set(rollout.reward_components) == set(getattr(task, "components", ()))
+
+
 def max_total(weights: dict[str, float]) -> float:
     """The largest total a completion can earn: every component at 1 (each is scored "higher is better" in [0, 1])."""
     return float(sum(w for w in weights.values() if w > 0))
@@ -99,14 +104,10 @@ class RewardProbe(Probe):
         super().__init__(context, every)
         self._self_check: dict | None = None
 
-    def task_scores_rollout(self, rollout) -> bool:
-        task = self.context.task
-        return task is not None and set(rollout.reward_components) == set(getattr(task, "components", ()))
-
     def on_step(self, record) -> dict:
         rollout = record.rollout
         components = rollout.reward_components
-        uses_task = self.task_scores_rollout(rollout)
+        uses_task = task_scores_rollout(self.context.task, rollout)
         out = {"errors": int(rollout.reward_errors), "none": 0}
         for name, values in components.items():
             stats = component_stats(values)

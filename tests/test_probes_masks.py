@@ -145,7 +145,7 @@ def test_alignment_with_left_padded_prompts_of_different_lengths(stepped):
     generator = torch.Generator().manual_seed(0)
     completion_ids = torch.randint(100, 1000, (2 * G, T), generator=generator)
     samples = SampleBatch(prompt_ids.repeat_interleave(G, 0), prompt_mask.repeat_interleave(G, 0), completion_ids,
-                          torch.zeros(2 * G, T), torch.ones(2 * G, dtype=torch.bool))
+                          torch.zeros(2 * G, T), torch.full((2 * G,), T), torch.ones(2 * G, dtype=torch.bool))
     mask = torch.ones(2 * G, T, dtype=torch.long)
     rollout = Rollout([None, None], samples, mask, torch.full((2 * G,), T), [""] * 2 * G, torch.zeros(2 * G), {}, 0,
                       torch.zeros(2 * G))

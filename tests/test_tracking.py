@@ -1,5 +1,6 @@
 """W&B: real wandb in offline mode inside the run directory; a missing wandb never stops a run."""
 import json
+from datetime import datetime
 
 import pytest
 
@@ -16,7 +17,8 @@ def test_offline_wandb_run_lands_in_the_run_directory(tmp_path, monkeypatch):
     run_dir = train(cfg, out=tmp_path / "run", log=lambda *_: None)
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
-    assert json.loads((run_dir / "summary.json").read_text())["wandb"]
+    today = datetime.now().strftime("%m%d")
+    assert json.loads((run_dir / "summary.json").read_text())["wandb"] == f"exp3.1-bandit-{today}"  # not "run"
 
 
 def test_missing_wandb_does_not_stop_the_run(tmp_path, hide_module):
@@ -37,8 +39,6 @@ def test_mode_follows_the_environment(monkeypatch):
 
 
 def test_run_names():
-    from datetime import datetime
-
     now = datetime(2026, 11, 22, 9, 5, 7)
     assert run_name(tiny_config("exp_major=4", "exp_minor=2", task="musique"), now) == "exp4.2-musique-1122"
     assert run_name(tiny_config(), now) == "bandit-1122-090507"

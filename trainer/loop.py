@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.algorithm import completion_mask, group_reward_std, masked_mean, token_entropy, token_logprobs
+from trainer.algorithm import group_reward_std, masked_mean, token_entropy, token_logprobs
 from trainer.batching import completion_logits, length_buckets
 from trainer.errors import DataError
 from trainer.models import ModelSource, eos_token_ids, load_model, load_tokenizer, resolve_source
@@ -133,6 +133,7 @@ class Trainer:
         cfg = self.cfg = prepared.cfg
         self.task, self.plugins, self.tokenizer = prepared.task, prepared.plugins, prepared.tokenizer
         self.prompt_ids = prepared.prompt_ids
+        self._prompt_texts: dict[str, str] = {}
         self.model = model
         self.listeners = list(listeners)
         self.eos_token_ids = eos_token_ids(self.tokenizer, model)
@@ -180,9 +181,15 @@ class Trainer:
         return self.sampler.sample([self.prompt_ids[e.id] for e in examples], num_generations,
                                    cfg.max_completion_length, temperature, cfg.top_p, cfg.top_k)
 
+    def prompt_text(self, example: Example) -> str:
+        """The prompt as the model sees it (chat template applied), decoded once per example."""
+        if example.id not in self._prompt_texts:
+            self._prompt_texts[example.id] = self.tokenizer.decode(self.prompt_ids[example.id])
+        return self._prompt_texts[example.id]
+
     def decode(self, samples: SampleBatch) -> tuple[list[str], torch.Tensor]:
         """Completion texts and lengths, up to and including the first EOS (independent of any mask_fn)."""
-        lengths = completion_mask(samples.completion_ids, self.eos_token_ids).sum(dim=1)  # [N]
+        lengths = samples.completion_lengths  # [N]
         texts = self.tokenizer.batch_decode([row[:n] for row, n in zip(samples.completion_ids, lengths)],
                                             skip_special_tokens=True)
         return texts, lengths
@@ -193,7 +200,7 @@ class Trainer:
         owners = [examples[i // num_generations] for i in range(len(completions))]
         ids = [row[:n].tolist() for row, n in zip(completion_ids, lengths)]
         if self.plugins.reward is not None:
-            prompts = [self.tokenizer.decode(self.prompt_ids[e.id]) for e in owners]
+            prompts = [self.prompt_text(e) for e in owners]
             columns = {key: [e.row.get(key) for e in owners] for key in (owners[0].row if owners else {})}
             try:
                 components = call_reward(self.plugins.reward, prompts, completions, columns)
@@ -358,7 +365,7 @@ class Trainer:
 
     def decoded_prompts(self, rollout: Rollout) -> list[str]:
         G = self.cfg.num_generations
-        texts = [self.tokenizer.decode(self.prompt_ids[e.id]) for e in rollout.examples]
+        texts = [self.prompt_text(e) for e in rollout.examples]
         return [texts[i // G] for i in range(len(rollout.completions))]
 
     # --- evaluation ---
@@ -389,7 +396,7 @@ class Trainer:
             ids = rollout.samples.completion_ids[i][rollout.completion_mask[i].bool()]
             out.append({
                 "step": self.step_count, "example": rollout.examples[group].id,
-                "prompt": self.tokenizer.decode(self.prompt_ids[rollout.examples[group].id]),
+                "prompt": self.prompt_text(rollout.examples[group]),
                 "completion": rollout.completions[i],
                 "masked_text": self.tokenizer.decode(ids),
                 "reward": float(rollout.rewards[i]),

@@ -70,7 +70,8 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
     log(f"run directory: {run_dir}")
     tracker = Tracker()
     if cfg.report_to == "wandb":
-        tracker.start(cfg.wandb_project, run_dir.name if out else name, str(run_dir), to_dict(cfg))
+        named = cfg.run_name or cfg.exp_major >= 0
+        tracker.start(cfg.wandb_project, name if named else run_dir.name, str(run_dir), to_dict(cfg))
     metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
     bar = _progress_bar(cfg, name)
     rows = []

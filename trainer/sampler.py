@@ -23,6 +23,7 @@ class SampleBatch:
     prompt_mask: torch.Tensor  # [N, P_len] 1 on prompt tokens
     completion_ids: torch.Tensor  # [N, T] right-padded with pad_token_id
     sampler_logprobs: torch.Tensor  # [N, T] float32, 0 after the end of each completion
+    completion_lengths: torch.Tensor  # [N] tokens up to and including the first EOS
     truncated: torch.Tensor  # [N] bool: reached max_new_tokens without EOS
 
 
@@ -93,5 +94,6 @@ class HFSampler:
             prompt_mask=expanded_mask,
             completion_ids=completion_ids,
             sampler_logprobs=logprobs * mask,
+            completion_lengths=mask.sum(dim=1),
             truncated=~has_eos,
         )
