@@ -2,7 +2,8 @@
 
 Reads record.rollout.completion_lengths ([N] tokens up to and including EOS), .samples.truncated ([N] bool)
 and .samples.prompt_mask ([N, L]), and the limits in the probe context (max_completion_length,
-max_prompt_length, context_length). Serves length.truncation and length.context_overflow; length.growth
+max_prompt_length, context_length). Serves length.truncation (with the mean reward of truncated and of terminated completions) and
+length.context_overflow; length.growth
 reads the `mean` history.
 """
 from __future__ import annotations
@@ -63,4 +64,20 @@ class LengthProbe(Probe):
         out = completion_length_stats(rollout.completion_lengths, rollout.samples.truncated)
         out.update(prompt_length_stats(rollout.samples.prompt_mask, ctx.max_prompt_length, ctx.max_completion_length,
                                        ctx.context_length))
+        rewards = getattr(rollout, "rewards", None)
+        if rewards is not None:
+            out.update(reward_by_truncation(rewards, rollout.samples.truncated))
         return out
+
+
+def reward_by_truncation(rewards: torch.Tensor, truncated: torch.Tensor) -> dict:
+    """Mean reward of the truncated and of the terminated completions (each absent when there are none, NaN
+    rewards left out): whether the length limit costs reward, or only cuts text the reward does not need."""
+    rewards = rewards.detach().double().reshape(-1)  # [N]
+    truncated = truncated.detach().bool().reshape(-1)  # [N]
+    scored = torch.isfinite(rewards)
+    out = {}
+    for name, rows in (("truncated_reward_mean", truncated & scored), ("terminated_reward_mean", ~truncated & scored)):
+        if rows.any():
+            out[name] = float(rewards[rows].mean())
+    return out

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from probes.base import ProbeContext, ProbeSet
-from probes.length import LengthProbe
+from probes.length import LengthProbe, reward_by_truncation
 from tests.conftest import tiny_config
 from trainer.loop import build_trainer
 
@@ -58,8 +58,17 @@ def test_on_a_real_trainer_step_with_a_two_token_budget():
     row = trainer.step()
     rollout = trainer.last_rollout
     assert row["length/truncated_frac"] == float(rollout.samples.truncated.float().mean()) == row["completions/clipped_ratio"]
+    truncated = rollout.samples.truncated
+    if truncated.any():
+        assert row["length/truncated_reward_mean"] == pytest.approx(float(rollout.rewards[truncated].double().mean()))
     assert row["length/truncated_frac"] == 1.0  # this seed samples no EOS in 2 tokens
     assert row["length/max"] == 2.0 and row["length/mean"] == row["completions/mean_length"]
     prompt = float(rollout.samples.prompt_mask.sum(dim=1).max())
     assert row["length/prompt_max"] == prompt and row["length/prompt_limit_frac"] == pytest.approx(prompt / 512)
     assert row["length/context_overflow_frac"] == 0.0  # tiny-random has 2048 positions
+
+
+def test_reward_of_truncated_and_terminated_completions():
+    out = reward_by_truncation(torch.tensor([0.0, 1.0, float("nan"), 1.0]), torch.tensor([True, False, True, False]))
+    assert out == {"truncated_reward_mean": 0.0, "terminated_reward_mean": 1.0}  # the NaN (unscored) row left out
+    assert reward_by_truncation(torch.tensor([1.0, 0.0]), torch.tensor([False, False])) == {"terminated_reward_mean": 0.5}

@@ -1,0 +1,43 @@
+"""Where each finding and threshold comes from (collected in ../shared/research/failure-catalogue.md)."""
+
+TRL = "https://github.com/huggingface/trl"
+VERL = "https://github.com/volcengine/verl"
+
+REFS = {
+    "zero_std": f"TRL #3857: reward_std 0 gives zero advantages and zero gradient ({TRL}/issues/3857)",
+    "zero_std_swift": "ms-swift #4547: all-correct / all-wrong groups carry no GRPO signal (https://github.com/modelscope/ms-swift/issues/4547)",
+    "ptt_std": "microsoft/post-training-toolkit: flags group_reward_std < 0.01 over 20 steps (https://github.com/microsoft/post-training-toolkit)",
+    "rldoctor": "rldoctor 0.2.0: advantage_collapse splits all-correct vs all-wrong groups (https://github.com/junglezke/rl-doctor)",
+    "grouping": "Search-R1 #88: per-group advantages must sum to ~0 with G members each (https://github.com/PeterGriffinJin/Search-R1/issues/88)",
+    "fp32_trap": "flatline research: identical float32 rewards 1.350639 have std 1.19e-7, not 0 (failure-catalogue.md)",
+    "truncation": f"TRL #6219: completions cut at max_completion_length score 0 ({TRL}/issues/6219)",
+    "verl_clip": f"verl: response_length/clip_ratio above 0.1 is too much truncation ({VERL})",
+    "prompt_trunc": "TRL < 0.26: max_prompt_length=512 left-truncates prompts, dropping the system prompt or paragraphs",
+    "parsing": f"TRL #4202: conversational completions reach reward functions as lists of dicts ({TRL}/issues/4202)",
+    "eos": f"TRL #4970 / #4974 / PR #6357: pad == eos masks the EOS token out of the loss ({TRL}/issues/4970)",
+    "env_mask": f"TRL #5144, PR #4975: multi-turn tool tokens must be masked out of the loss ({TRL}/issues/5144)",
+    "frozen_adapter": f"TRL #6700 / #3031: PeftModel.from_pretrained(is_trainable=False) leaves the optimizer empty ({TRL}/issues/6700)",
+    "lora_lr": "TRL 'LoRA Without Regret': LoRA's best learning rate is ~10x full fine-tuning's (https://huggingface.co/docs/trl/lora_without_regret)",
+    "bf16_update": "AReaL PR #1634: bf16 parameters with AdamW quantise small updates away (https://github.com/inclusionAI/AReaL/pull/1634)",
+    "bf16_merge": "PULSE arXiv 2602.03839: a LoRA delta below |w|/256 vanishes when merged into bf16 weights",
+    "grad_norm_preclip": f"verl #2282: the logged grad_norm is before clipping ({VERL}/issues/2282)",
+    "adam_scale": "Adam is invariant to a uniform rescaling of the gradient, so constant clipping reweights steps rather than stopping them (failure-catalogue.md C4)",
+    "zero_loss": f"TRL #3452: a GRPO loss of ~0 at the start is expected on-policy ({TRL}/issues/3452)",
+    "clip_zero": f"TRL #3120: clip_ratio 0 is expected with num_iterations = 1 ({TRL}/issues/3120)",
+    "sync_lora": f"TRL #2856 (fixed in PR #2873): LoRA weights never reached vLLM ({TRL}/issues/2856)",
+    "sync_sleep": f"TRL #5312: vLLM sleep mode level 2 drops the synced weights ({TRL}/issues/5312)",
+    "verl_rollout": f"verl docs/algo/rollout_corr.md: rollout_probs_diff_mean < 0.005 fine, > 0.01 a precision problem; ESS < 0.3, IS mean outside [0.5, 2] unhealthy ({VERL}/blob/main/docs/algo/rollout_corr.md)",
+    "is_cancel": f"TRL #4772 / #5814: importance-sampling correction masks whole sequences and cancels the gradient ({TRL}/issues/4772)",
+    "kl_beta": f"TRL #3194 and GRPOConfig.beta: the KL penalty's weight; beta = 0 disables it ({TRL}/issues/3194)",
+    "entropy": "Cui et al., 'The Entropy Mechanism of RL for Reasoning LMs', arXiv 2505.22617; DAPO's epsilon_high = 0.28",
+    "dapo": "DAPO, arXiv 2503.14476: clip-higher (epsilon_high 0.28) keeps exploration alive",
+    "length_bias": "Dr. GRPO, arXiv 2503.20783: per-sequence normalisation rewards long wrong answers",
+    "hacking": "Skalse et al. 2022 and rldoctor's reward_hacking detector: train reward up while held-out score is flat",
+    "control": "failure-catalogue.md: control flat too -> infrastructure (A, C); control learns -> the task's signal (B)",
+    "plateau": "rldoctor plateau detector: Theil-Sen slope and Mann-Kendall test on the reward curve",
+    "spikes": "Cockpit (Schneider et al., NeurIPS 2021): gradient norm tracked per step; spikes judged against the run's median",
+}
+
+
+def refs(*keys: str) -> list[str]:
+    return [REFS[k] for k in keys]
