@@ -6,7 +6,7 @@ CONFIG ?= configs/default.toml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatline-installed
 
-.PHONY: train test bench install
+.PHONY: train test cases bench install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+cases: $(STAMP)
+	$(PY) -m pytest cases $(CASES_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

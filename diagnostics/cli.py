@@ -1,6 +1,8 @@
 """The `flatline` command line.
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
+    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|inconclusive] [--control RUN] [--out DIR]
+    flatline log [--log-book PATH]
 
 Bad input (config, data, model location) is reported as one line on stderr with exit code 2, before any
 model loads or any file is written.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from trainer.errors import FlatlineError
 
@@ -25,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (a new suffix is added if it exists)")
     train.add_argument("--probes", choices=("none", "cheap", "full"),
                        help="instruments to run (default: the config's `probes`, cheap unless set)")
+    diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
+    diagnose.add_argument("run", help="a run directory, a metrics .jsonl, or a TRL trainer_state.json")
+    diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
+    diagnose.add_argument("--fail-on", choices=("fail", "inconclusive"),
+                          help="exit 1 when a verdict at or above this level is found (for CI)")
+    diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
+    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
+    log = commands.add_parser("log", help="print the experiment log book")
+    log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
     return parser
 
 
@@ -44,14 +56,58 @@ def cmd_train(args) -> int:
 
     overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
     cfg = load_config(args.config, overrides)
-    train(cfg, out=args.out, make_listeners=probe_listeners)
+    train(cfg, out=args.out, make_listeners=probe_listeners, on_finish=judge_finished_run(cfg))
+    return 0
+
+
+def judge_finished_run(cfg):
+    """train()'s on_finish: judge the run, write diagnosis.md/json into its directory, add the log book entry."""
+
+    def on_finish(run_dir, tracker) -> None:
+        from diagnostics.conclude import conclude
+        from diagnostics.history import load_history
+        from diagnostics.judge import judge
+
+        history = load_history(run_dir)
+        conclude(history, judge(history), report_dirs=[run_dir], log_book=cfg.log_book, tracker=tracker)
+
+    return on_finish
+
+
+def cmd_diagnose(args) -> int:
+    import json
+
+    from diagnostics.history import load_history
+    from diagnostics.judge import judge
+    from diagnostics.report import render_json, render_markdown, write_report
+
+    history = load_history(args.run)
+    control = load_history(args.control) if args.control else None
+    diagnosis = judge(history, control=control)
+    if args.out:
+        out = Path(args.out)
+        if (out / "diagnosis.md").exists():
+            raise FlatlineError(f"--out {out}: already holds a diagnosis.md; choose a new directory")
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(diagnosis, history, out)
+    if args.format == "json":
+        print(json.dumps(render_json(diagnosis), indent=2, allow_nan=False))
+    else:
+        print(render_markdown(diagnosis, history))
+    return 1 if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
+
+
+def cmd_log(args) -> int:
+    from diagnostics.logbook import log_book_path, read_log_book
+
+    print(read_log_book(log_book_path(args.log_book)), end="")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train}[args.command](args)
+        return {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log}[args.command](args)
     except FlatlineError as exc:
         print(f"flatline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

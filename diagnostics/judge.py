@@ -56,7 +56,8 @@ def hypothesis_ids() -> list[str]:
     return [i for i in CAUSE_ORDER if i in REGISTRY] + sorted(set(REGISTRY) - set(CAUSE_ORDER))
 
 
-def _rank(verdict: Verdict) -> tuple:
+def cause_rank(verdict: Verdict) -> tuple:
+    """Sort key: fail before inconclusive before pass before skipped; within a status, CAUSE_ORDER."""
     order = CAUSE_ORDER.index(verdict.id) if verdict.id in CAUSE_ORDER else len(CAUSE_ORDER)
     return (-SEVERITY[verdict.status], order)
 
@@ -112,7 +113,7 @@ def judge(history: History, control: History | None = None, ids=None) -> Diagnos
     if control is not None:
         history.control = control
     chosen = [i for i in hypothesis_ids() if ids is None or i in ids]
-    verdicts = sorted((judge_one(i, history) for i in chosen), key=_rank)
+    verdicts = sorted((judge_one(i, history) for i in chosen), key=cause_rank)
     control_run = history.control.run if history.control is not None else None
     return Diagnosis(history.run, verdicts, key_metrics(history), control_run)
 

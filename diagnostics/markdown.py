@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 
-# Characters with a meaning in CommonMark/GFM inline text or tables; each gets a backslash.
-_INLINE_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+# Characters with a meaning inside a line of CommonMark/GFM text or a table cell; each gets a backslash. Line-start
+# constructs (#, -, +, 1.) cannot arise: escaped text never starts a line, its newlines become a visible mark.
+_INLINE_SPECIAL = re.compile(r"([\\`*\[\]|<>~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 

@@ -75,19 +75,19 @@ def test_path_precedence_config_then_env_then_default(tmp_path, monkeypatch):
 def test_entry_lists_facts_config_metrics_and_open_verdicts():
     entry = entry_for("exp0.1-arithmetic-1122")
     lines = entry.splitlines()
-    assert lines[0] == "## 2025-11-22 14:05 — exp0\\.1\\-arithmetic\\-1122"
+    assert lines[0] == "## 2025-11-22 14:05 — exp0.1-arithmetic-1122"
     assert "- status: **FAIL**" in lines
-    assert any(line.startswith("- headline: Not learning because: advantage\\.degenerate\\_groups") for line in lines)
-    assert "- W&B: offline\\-run\\-7" in lines
-    assert "- report: reports/exp0\\.1\\-arithmetic\\-1122/diagnosis\\.md" in lines
-    assert "- run directory: reports/exp0\\.1\\-arithmetic\\-1122" in lines
-    assert "| learning\\_rate | 1e\\-05 |" in lines and "| num\\_generations | 8 |" in lines
-    assert "run\\_name" not in entry and "lora_r" not in entry
-    assert "| reward\\_last | 0\\.1235 |" in lines and "| kl\\_last | — |" in lines
-    assert "| advantage\\.degenerate\\_groups | fail | every group had identical rewards | " \
-           "raise num\\_generations or temperature |" in lines
-    assert any(line.startswith("| entropy\\.collapse | inconclusive |") for line in lines)
-    assert "ok\\.0" not in entry and "kl\\.drift" not in entry
+    assert any(line.startswith("- headline: Not learning because: advantage.degenerate_groups") for line in lines)
+    assert "- W&B: offline-run-7" in lines
+    assert "- report: reports/exp0.1-arithmetic-1122/diagnosis.md" in lines
+    assert "- run directory: reports/exp0.1-arithmetic-1122" in lines
+    assert "| learning_rate | 1e-05 |" in lines and "| num_generations | 8 |" in lines
+    assert "run_name" not in entry and "lora_r" not in entry
+    assert "| reward_last | 0.1235 |" in lines and "| kl_last | — |" in lines
+    assert "| advantage.degenerate_groups | fail | every group had identical rewards | " \
+           "raise num_generations or temperature |" in lines
+    assert any(line.startswith("| entropy.collapse | inconclusive |") for line in lines)
+    assert "ok.0" not in entry and "kl.drift" not in entry
     assert lines[-1] == "3 ruled out, 1 skipped"
     assert entry.endswith("skipped\n") and not entry.endswith("\n\n")
     assert entry.index("**Config**") < entry.index("**Key metrics**") < entry.index("**Verdicts**")
@@ -105,7 +105,7 @@ def test_entry_without_config_wandb_or_report():
 
 def test_wandb_argument_overrides_summary():
     entry = render_entry(make_diagnosis(), make_history(), when=WHEN, wandb="https://wandb.ai/me/flatline/runs/x")
-    assert "- W&B: https://wandb\\.ai/me/flatline/runs/x" in entry.splitlines()
+    assert "- W&B: https://wandb.ai/me/flatline/runs/x" in entry.splitlines()
 
 
 def test_malicious_strings_cannot_add_columns_headings_or_html():

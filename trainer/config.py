@@ -56,6 +56,10 @@ class Config:
     """Show a progress bar on runs longer than a few steps."""
     probes: str = "cheap"
     """Instruments written into metrics.jsonl: none | cheap (reads the step's tensors) | full (may run extra forwards)."""
+    log_book: str = ""
+    """Experiment log book (markdown, newest entry first); empty: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md."""
+    report_dir: str = "reports"
+    """Where diagnosis reports go: <report_dir>/<run name>/diagnosis.md and diagnosis.json."""
 
     # --- data ---
     data: str = ""
@@ -237,7 +241,7 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': {value!r} is not 'module:function' (e.g. 'my_rewards:score')")
 
 
-def _parse_override(text: str) -> tuple[str, object]:
+def parse_override(text: str) -> tuple[str, object]:
     """`key=value` with value parsed as a TOML value when it parses, else as a bare string."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value")
@@ -275,7 +279,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: invalid TOML ({exc})") from None
     for override in overrides:
-        key, value = _parse_override(override)
+        key, value = parse_override(override)
         if key.startswith("reward_weights."):
             values.setdefault("reward_weights", {})[key.split(".", 1)[1]] = value
         else:

@@ -54,10 +54,11 @@ def summarize(rows: list[dict], window: int = SUMMARY_WINDOW) -> dict:
     return summary
 
 
-def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None) -> Path:
+def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None, on_finish=None) -> Path:
     """Train with `cfg`; returns the run directory. Bad input raises FlatlineError before anything is written.
 
     make_listeners(trainer) -> listeners, for listeners that need the built trainer (the CLI attaches probes so).
+    on_finish(run_dir, tracker), after summary.json is written and before W&B closes (the CLI judges the run there).
     """
     started = time.perf_counter()
     prepared = prepare(cfg)
@@ -74,7 +75,7 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
         tracker.start(cfg.wandb_project, name if named else run_dir.name, str(run_dir), to_dict(cfg))
     metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
     bar = _progress_bar(cfg, name)
-    rows = []
+    rows, completed = [], False
     try:
         for _ in range(cfg.max_steps):
             row = trainer.step()
@@ -88,6 +89,7 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward']:.3f}", refresh=False)
+        completed = True
     finally:
         metrics.close()
         samples.close()
@@ -98,7 +100,11 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
         summary["total_seconds"] = time.perf_counter() - started
         summary["wandb"] = tracker.url_or_name
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        tracker.finish()
+        try:
+            if on_finish is not None and completed and rows:
+                on_finish(run_dir, tracker)
+        finally:
+            tracker.finish()
     log(summary_line(summary))
     return run_dir
 

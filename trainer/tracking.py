@@ -47,6 +47,20 @@ class Tracker:
             warnings.warn(f"W&B logging stopped: {type(exc).__name__}: {exc}")
             self.run = None
 
+    def summarize(self, summary: dict, tables: dict[str, tuple[list[str], list[list]]] = ()) -> None:
+        """Set run-summary values and log tables ({name: (columns, rows)}), e.g. a run's verdicts."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            for key, value in summary.items():
+                self.run.summary[key] = value
+            for name, (columns, rows) in dict(tables).items():
+                self.run.log({name: wandb.Table(columns=columns, data=rows)})
+        except Exception as exc:
+            warnings.warn(f"W&B summary failed: {type(exc).__name__}: {exc}")
+
     def finish(self) -> None:
         if self.run is not None:
             try:

@@ -10,6 +10,8 @@ from diagnostics.verdict import hypothesis
 # "Most groups": at or above half of the groups flat over the run, half the batch adds no gradient (TRL #3857;
 # DAPO's dynamic sampling exists to filter exactly these groups).
 DEGENERATE_FRAC = 0.5
+# From a third of the groups flat on a run that is not learning, the wasted share is worth a look (inconclusive).
+DEGENERATE_WARN_FRAC = 1 / 3
 # A kind of flat group (all-max or all-min) "dominates" when it makes up two thirds of the flat groups.
 DOMINANT_SHARE = 2 / 3
 # A group's advantages must sum to ~0; float32 rounding of unit-scale advantages over G <= 64 members is ~1e-6,
@@ -39,7 +41,8 @@ def degenerate_groups(h, v):
     p = progress(h)
     if p is not None:
         evidence.update(p.evidence())
-    if flat_frac < DEGENERATE_FRAC:
+    learning = p is not None and (p.rising or p.eval_rising)
+    if flat_frac < DEGENERATE_FRAC and (flat_frac < DEGENERATE_WARN_FRAC or learning):
         return v.passed(f"{flat_frac:.0%} of groups had no reward variance on average; most groups carry signal",
                         evidence)
     kind, prescription = "mixed", "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations"
@@ -48,7 +51,9 @@ def degenerate_groups(h, v):
             kind, prescription = "all-min", TOO_HARD
         elif all_max / flat_frac >= DOMINANT_SHARE:
             kind, prescription = "all-max", TOO_EASY
-    if kind == "all-max" and p is not None and (p.rising or p.at_ceiling):
+    # convergence needs the rise itself: a run at the ceiling from its first step (flatline always logs the
+    # ceiling) had nothing to learn on these prompts, and that is the "too easy" finding, not a pass
+    if kind == "all-max" and p is not None and p.rising:
         return v.passed(f"{flat_frac:.0%} of groups were flat, at the maximum reward, after the reward rose: "
                         "the run converged on these prompts", evidence)
     where = {"all-min": "every completion at the minimum reward (too hard)",
@@ -59,6 +64,9 @@ def degenerate_groups(h, v):
     if p is not None and p.rising:
         return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription,
                               refs("zero_std", "rldoctor"))
+    if flat_frac < DEGENERATE_FRAC:
+        return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
+                              evidence, prescription, refs("zero_std", "rldoctor"))
     return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor"))
 
 

@@ -75,16 +75,22 @@ def enough_steps(h: History) -> bool:
     return h.steps >= MIN_TREND_POINTS
 
 
-def signal_steps(h: History) -> set[float]:
-    """Steps whose batch had at least one non-zero advantage (else a zero gradient is the right answer)."""
+def signal_steps(h: History) -> set[float] | None:
+    """Steps whose batch had at least one non-zero advantage (else a zero gradient is the right answer); None when
+    the log does not say (no advantage/zero_frac or frac_reward_zero_std), as against an empty set: no step had one."""
     zero = h.series("advantage/zero_frac")
     if len(zero):
         return {s for s, v in zip(zero.steps, zero.values) if math.isfinite(v) and v < 1.0}
     flat = h.series("frac_reward_zero_std")
-    return {s for s, v in zip(flat.steps, flat.values) if math.isfinite(v) and v < 1.0}
+    if len(flat):
+        return {s for s, v in zip(flat.steps, flat.values) if math.isfinite(v) and v < 1.0}
+    return None
 
 
-def at_steps(series, steps: set[float]):
+def at_steps(series, steps: set[float] | None):
+    """The series on those steps only; steps None (the log does not say which had signal) keeps every step."""
+    if steps is None:
+        return series
     keep = np.array([s in steps for s in series.steps], dtype=bool)
     return type(series)(series.name, series.steps[keep], series.values[keep])
 

@@ -34,7 +34,7 @@ def no_flow(h, v):
     if not len(norm):
         return v.skipped("no grad_norm (or gradients/global_norm) in the log")
     signal = signal_steps(h)
-    judged = at_steps(norm, signal) if signal else norm
+    judged = at_steps(norm, signal)
     evidence = {"steps_with_signal": len(judged), "grad_norm_median": judged.median()}
     loss = h.series("loss").finite()
     if len(loss):

@@ -23,7 +23,7 @@ def penalty_dominates(h, v):
     if not len(share):
         return v.skipped("needs flatline's policy probe with beta > 0 (policy/kl_grad_share)")
     signal = signal_steps(h)
-    judged = at_steps(share, signal) if signal else share
+    judged = at_steps(share, signal)
     if not len(judged):
         return v.skipped("no step had non-zero advantages, so only the KL term could pull (see advantage.degenerate_groups)")
     evidence = {"kl_grad_share_median": judged.median(), "beta": beta if beta is not None else "unknown"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from diagnostics.hypotheses.common import progress
+from diagnostics.hypotheses.common import at_steps, progress, signal_steps
 from diagnostics.references import refs
 from diagnostics.verdict import hypothesis
 
@@ -22,15 +22,25 @@ CLIP_SATURATION_FRAC = 0.3
 
 
 def rel_update_series(h):
-    """update/rel_update with the first LoRA step's inf (B moves off exactly 0) dropped."""
-    return h.series("update/rel_update").finite()
+    """update/rel_update on steps with a non-zero advantage (without one, standing still is right), with the first
+    LoRA step's inf (B moves off exactly 0) dropped."""
+    return on_signal_steps(h, h.series("update/rel_update")).finite()
+
+
+def on_signal_steps(h, series):
+    return at_steps(series, signal_steps(h))
+
+
+NO_SIGNAL = "no step had a non-zero advantage, so no update was due (see advantage.degenerate_groups)"
 
 
 @hypothesis("update.weights_unchanged", "did the trainable (LoRA) weights actually change?")
 def weights_unchanged(h, v):
-    changed = h.series("update/changed_frac").finite()
-    if not len(changed):
+    if not h.has("update/changed_frac"):
         return v.skipped("needs flatline's update probe (update/changed_frac), or probes.attach on your loop")
+    changed = on_signal_steps(h, h.series("update/changed_frac")).finite()
+    if not len(changed):
+        return v.skipped(NO_SIGNAL)
     unchanged = changed.frac(lambda x: x <= 0)
     evidence = {"unchanged_steps_frac": unchanged, "changed_frac_median": changed.median()}
     if unchanged >= UNCHANGED_STEPS_FRAC:
@@ -78,9 +88,11 @@ def precision_swallowed(h, v):
 
 @hypothesis("update.too_small", "is the relative update size too small to move the policy (lr too low)?")
 def too_small(h, v):
+    if not h.has("update/rel_update"):
+        return v.skipped("needs flatline's update probe (update/rel_update)")
     rel = rel_update_series(h)
     if not len(rel):
-        return v.skipped("needs flatline's update probe (update/rel_update)")
+        return v.skipped(NO_SIGNAL)
     median = rel.median()
     lr = h.setting("learning_rate")
     evidence = {"rel_update_median": median, "rel_update_min_threshold": REL_UPDATE_MIN}

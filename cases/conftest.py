@@ -1,0 +1,169 @@
+"""The cases plugin: one short instrumented training run per task (cached for the session), a verdict per case,
+and at the end a report per run (reports/<run>/diagnosis.md + .json) and a log book entry.
+
+    pytest cases/                                   # the embedded CPU configuration (SmolLM2, MuSiQue + control)
+    pytest cases/ -k "masking and musique"
+    pytest cases/ --flatline-config my.toml         # your model, data and plug-ins; control derived from it
+    pytest cases/ --flatline-config my.toml --flatline-control control.toml
+
+A confirmed hypothesis fails its case (evidence and prescription in the message), a ruled-out one passes,
+inconclusive and skipped verdicts show as skipped with the reason.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+FAMILIES = ("advantage", "reward", "masking", "gradients", "update", "sync", "length", "kl", "entropy", "progress",
+            "control")
+VERDICT_PROPERTY = "flatline_verdict"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("flatline")
+    group.addoption("--flatline-config", default=None,
+                    help="your TOML config: the run under diagnosis (default: the embedded CPU configuration)")
+    group.addoption("--flatline-control", default=None,
+                    help="the control's config (default: your config on the GSM8K-format control task)")
+    group.addoption("--flatline-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key of both runs, e.g. --flatline-set max_steps=8")
+
+
+def pytest_configure(config):
+    registered = "\n".join(config.getini("markers"))
+    for marker in (*FAMILIES, "musique", "gsm8k"):
+        if f"{marker}:" not in registered:  # run from outside this repo's pyproject
+            config.addinivalue_line("markers", f"{marker}: flatline cases")
+    config.pluginmanager.register(VerdictCollector(), "flatline-verdicts")
+
+
+class CaseSession:
+    """Trains each task's run on first use and keeps its History for the rest of the session."""
+
+    def __init__(self, config):
+        self.options = config
+        self.histories = {}
+        self.failures = {}
+
+    def history(self, task: str):
+        if task in self.failures:
+            pytest.fail(f"flatline could not train the {task} run: {self.failures[task]}", pytrace=False)
+        if task not in self.histories:
+            self.histories[task] = self._train(task)
+        return self.histories[task]
+
+    def _train(self, task: str):
+        from diagnostics.case_runs import case_config, train_case
+        from diagnostics.conclude import wandb_summary
+        from diagnostics.history import load_history
+        from diagnostics.judge import judge
+        from trainer.errors import FlatlineError
+
+        opts = self.options
+        try:
+            cfg = case_config(task, opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
+                              opts.getoption("--flatline-set"))
+
+            def send_full_judgement_to_wandb(run_dir, tracker):
+                tracker.summarize(*wandb_summary(judge(load_history(run_dir))))
+
+            run_dir = train_case(cfg, on_finish=send_full_judgement_to_wandb, log=lambda *_: None)
+        except FlatlineError as exc:  # a bad user config: every case of this task reports it, none crashes
+            self.failures[task] = str(exc)
+            pytest.fail(f"flatline could not train the {task} run: {exc}", pytrace=False)
+        history = load_history(run_dir)
+        history.config.setdefault("log_book", cfg.log_book)
+        history.config.setdefault("report_dir", cfg.report_dir)
+        return history
+
+    def verdict(self, hypothesis_id: str, task: str):
+        from diagnostics.judge import judge_one
+
+        history = self.history(task)
+        if hypothesis_id == "control.learns" and task != "gsm8k":
+            history.control = self.history("gsm8k")
+        return history, judge_one(hypothesis_id, history)
+
+
+@pytest.fixture(scope="session")
+def flatline_session(pytestconfig):
+    return CaseSession(pytestconfig)
+
+
+@pytest.fixture(params=["musique", "gsm8k"])
+def task(request):
+    request.applymarker(getattr(pytest.mark, request.param))
+    return request.param
+
+
+@pytest.fixture
+def judge_case(request, flatline_session, task):
+    """judge_case("advantage.degenerate_groups"): judge one hypothesis on this task's run and turn the verdict
+    into the case's outcome."""
+
+    def check(hypothesis_id: str) -> None:
+        history, verdict = flatline_session.verdict(hypothesis_id, task)
+        record = {"run": history.run, "run_dir": str(history.run_dir), "task": task,
+                  "log_book": history.setting("log_book", ""), "report_dir": history.setting("report_dir", "reports"),
+                  "control_run": history.control.run if history.control is not None else None,
+                  "verdict": verdict.to_json()}
+        request.node.user_properties.append((VERDICT_PROPERTY, json.dumps(record)))
+        if verdict.status == "fail":
+            pytest.fail(verdict.message(), pytrace=False)
+        if verdict.status in ("inconclusive", "skipped"):
+            pytest.skip(f"{verdict.status}: {verdict.reason}")
+
+    return check
+
+
+class VerdictCollector:
+    """Collects the verdicts from test reports (so they also arrive from xdist workers) and, at the end of the
+    session, writes one report and one log book entry per run."""
+
+    def __init__(self):
+        self.runs: dict[str, dict] = {}
+        self.reports: list[tuple[str, str, str]] = []
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == VERDICT_PROPERTY:
+                record = json.loads(value)
+                run = self.runs.setdefault(record["run"], {k: record[k] for k in
+                                                           ("run_dir", "task", "log_book", "report_dir", "control_run")})
+                run.setdefault("verdicts", []).append(record["verdict"])
+
+    def pytest_sessionfinish(self, session):
+        if hasattr(session.config, "workerinput"):
+            return  # an xdist worker: the controller writes the reports
+        self.reports = [write_run_report(name, run) for name, run in self.runs.items()]
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.reports:
+            return
+        terminalreporter.section("flatline diagnosis")
+        for name, report, headline in self.reports:
+            terminalreporter.write_line(f"{name}: {headline}")
+            terminalreporter.write_line(f"  report: {report}")
+
+
+def write_run_report(name: str, run: dict) -> tuple[str, str, str]:
+    """The collected verdicts of one run as reports/<run>/diagnosis.md (+ .json, plots), a copy in the run
+    directory, and a log book entry."""
+    from diagnostics.conclude import conclude
+    from diagnostics.history import load_history
+    from diagnostics.judge import Diagnosis, cause_rank, key_metrics
+    from diagnostics.verdict import Verdict
+    from trainer.rundir import create_run_dir
+
+    history = load_history(run["run_dir"])
+    fields = ("id", "title", "status", "evidence", "prescription", "references", "reason")
+    verdicts = sorted((Verdict(**{k: v[k] for k in fields}) for v in run["verdicts"]), key=cause_rank)
+    diagnosis = Diagnosis(name, verdicts, key_metrics(history), run["control_run"])
+    report_dir = create_run_dir(Path(run["report_dir"]) / name)
+    report = conclude(history, diagnosis, report_dirs=[report_dir, Path(run["run_dir"])], log_book=run["log_book"],
+                      log=lambda *_: None)
+    return name, str(report), diagnosis.headline()

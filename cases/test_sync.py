@@ -1,0 +1,12 @@
+"""sync: is the sampler the policy being trained. `pytest cases/ -k sync`; each case runs on the musique and gsm8k runs."""
+import pytest
+
+pytestmark = pytest.mark.sync
+
+
+def test_sampler_mismatch(judge_case):
+    judge_case("sync.sampler_mismatch")
+
+
+def test_importance_weights(judge_case):
+    judge_case("sync.importance_weights")

@@ -1,0 +1,253 @@
+"""Mechanics hypotheses (masking.*, gradients.*, update.*, sync.*) against known-good and known-bad metric
+histories, including the expert-judgement cases: constant clipping under Adam is harmless, a zero gradient on a
+step without advantages is correct, a smoothly decaying gradient norm is convergence, not a spike.
+
+    .venv/bin/python -m pytest -q tests/test_hypotheses_mechanics.py
+"""
+import pytest
+
+from test_hypotheses import HEALTHY_CONFIG, N, flat, healthy, history, ramp, verdict
+
+
+# ---------------------------------------------------------------- masking.*
+
+@pytest.mark.parametrize("hid, metric, value, words", [
+    ("masking.prompt_in_loss", "masks/prompt_frac", 0.47, "47.0% of the loss tokens were prompt tokens"),
+    ("masking.padding_in_loss", "masks/pad_frac", 0.12, "12.0% of the loss tokens were padding"),
+    ("masking.eos_excluded", "masks/eos_in_loss_frac", 0.0, "0% of finished completions had their EOS"),
+    ("masking.env_tokens_in_loss", "masks/env_frac", 0.3, "30.0% of the loss tokens came from the environment"),
+])
+def test_masking_faults_fail(hid, metric, value, words):
+    v = verdict(hid, healthy(**{metric: value}))
+    assert v.status == "fail" and words in v.reason, v.message()
+    assert value in v.evidence.values()
+    assert v.prescription and v.references
+
+
+@pytest.mark.parametrize("hid", ["masking.prompt_in_loss", "masking.padding_in_loss", "masking.eos_excluded",
+                                 "masking.env_tokens_in_loss"])
+def test_clean_masks_pass(hid):
+    assert verdict(hid, healthy()).status == "pass"
+
+
+def test_logits_and_labels_shifted_fail_prompt_in_loss():
+    v = verdict("masking.prompt_in_loss", healthy(**{"masks/alignment_max_diff": 2.0}))
+    assert v.status == "fail" and v.evidence["alignment_max_diff"] == 2.0
+    assert "differs from the trained logprobs by 2 nats" in v.reason and "prompt_len - 1" in v.prescription
+
+
+def test_pad_in_one_step_is_enough():
+    v = verdict("masking.padding_in_loss", healthy(**{"masks/pad_frac": [0.0] * (N - 1) + [0.02]}))
+    assert v.status == "fail" and v.evidence["pad_frac_max"] == 0.02
+
+
+def test_eos_unmeasurable_when_nothing_finishes_is_skipped():
+    v = verdict("masking.eos_excluded", healthy(**{"masks/eos_in_loss_frac": "nan", "masks/finished_frac": 0.0}))
+    assert v.status == "skipped" and "length.truncation" in v.reason
+
+
+# ---------------------------------------------------------------- gradients.no_flow / non_finite
+
+def test_zero_gradient_on_steps_with_advantages_fails():
+    v = verdict("gradients.no_flow", healthy(grad_norm=0.0, **{"advantage/zero_frac": 0.3}))
+    assert v.status == "fail"
+    assert v.evidence["zero_grad_steps_frac"] == 1.0 and v.evidence["steps_with_signal"] == N
+    assert "detach" in v.prescription
+
+
+def test_zero_gradient_only_where_every_advantage_is_zero_is_correct():
+    silent = [1.0] * 6 + [0.3] * (N - 6)
+    norm = [0.0] * 6 + flat(0.2, N - 6, 0.02, seed=61)
+    v = verdict("gradients.no_flow", healthy(grad_norm=norm, **{"advantage/zero_frac": silent}))
+    assert v.status == "pass", v.message()
+    assert v.evidence["steps_with_signal"] == N - 6 and v.evidence["zero_grad_steps_frac"] == 0.0
+
+
+def test_no_step_with_signal_skips_no_flow():
+    v = verdict("gradients.no_flow", healthy(grad_norm=0.0, **{"advantage/zero_frac": 1.0}))
+    assert v.status == "skipped" and "advantage.degenerate_groups" in v.reason
+
+
+def test_no_flow_without_advantage_columns_judges_every_step():
+    h = history(grad_norm=0.0, reward=flat(0.2))  # a foreign log: nothing says which steps had signal
+    v = verdict("gradients.no_flow", h)
+    assert v.status == "fail" and v.evidence["steps_with_signal"] == N
+
+
+def test_params_without_grad_on_signal_steps_fail():
+    v = verdict("gradients.no_flow", healthy(**{"gradients/params_without_grad": 12}))
+    assert v.status == "fail" and "12 trainable tensors got no gradient" in v.reason
+
+
+def test_nan_grad_norm_row_is_non_finite():
+    v = verdict("gradients.non_finite", healthy(grad_norm=flat(0.2, N - 1) + ["nan"]))
+    assert v.status == "fail" and v.evidence["nonfinite_grad_norm_steps"] == 1
+    assert verdict("gradients.non_finite", healthy(loss=[0.0, "inf"] + [0.0] * (N - 2))).status == "fail"
+    assert verdict("gradients.non_finite", healthy()).status == "pass"
+
+
+# ---------------------------------------------------------------- gradients.clipping_dominates
+
+def clipped_hard(config=None, rel=6e-3):
+    return healthy(config={"max_grad_norm": 0.01, **(config or {})}, grad_norm=flat(0.2, N, 0.02, seed=62),
+                   **{"update/rel_update": flat(rel, N, rel / 10, seed=63)})
+
+
+def test_clipping_every_step_under_default_adamw_with_healthy_updates_passes():
+    assert "optim" not in HEALTHY_CONFIG
+    v = verdict("gradients.clipping_dominates", clipped_hard())
+    assert v.status == "pass", v.message()
+    assert v.evidence["clipped_steps_frac"] == 1.0 and v.evidence["max_grad_norm"] == 0.01
+    assert "Adam" in v.reason
+
+
+def test_clipping_every_step_under_sgd_fails():
+    v = verdict("gradients.clipping_dominates", clipped_hard({"optim": "sgd"}))
+    assert v.status == "fail" and "non-adaptive" in v.reason
+    assert f"max_grad_norm to about the median pre-clip norm ({v.evidence['grad_norm_median']:.3g})" in v.prescription
+    assert v.evidence["grad_norm_median"] == pytest.approx(0.2, rel=0.1)
+
+
+def test_clipping_every_step_with_tiny_adam_updates_fails():
+    v = verdict("gradients.clipping_dominates", clipped_hard(rel=1e-7))
+    assert v.status == "fail" and "update is small" in v.reason
+    assert v.evidence["rel_update_median"] == pytest.approx(1e-7, rel=0.2)
+
+
+def test_clipping_under_adam_without_update_probe_is_inconclusive():
+    v = verdict("gradients.clipping_dominates", healthy(config={"max_grad_norm": 0.01}, **{"update/rel_update": None}))
+    assert v.status == "inconclusive" and "update/rel_update" in v.reason
+
+
+def test_rare_clipping_passes_and_unknown_max_norm_skips():
+    assert verdict("gradients.clipping_dominates", healthy()).status == "pass"
+    bare = history(grad_norm=flat(0.2, noise=0.02))
+    assert verdict("gradients.clipping_dominates", bare).status == "skipped"
+
+
+# ---------------------------------------------------------------- gradients.spikes
+
+def with_spikes(at: list, factor: float = 20.0) -> list:
+    norm = flat(0.2, N, 0.01, seed=64)
+    for step in at:
+        norm[step - 1] = 0.2 * factor
+    return norm
+
+
+def test_recurring_large_spikes_fail():
+    v = verdict("gradients.spikes", healthy(grad_norm=with_spikes([8, 14, 20])))
+    assert v.status == "fail" and v.evidence["spikes"] == 3
+    assert v.evidence["largest_ratio_to_local_median"] == pytest.approx(20, rel=0.1)
+    assert "learning_rate" in v.prescription
+
+
+def test_one_spike_is_inconclusive():
+    v = verdict("gradients.spikes", healthy(grad_norm=with_spikes([12])))
+    assert v.status == "inconclusive" and v.evidence["spikes"] == 1
+
+
+def test_steady_norm_has_no_spikes():
+    v = verdict("gradients.spikes", healthy())
+    assert v.status == "pass" and v.evidence["spikes"] == 0
+
+
+def test_smoothly_decaying_norm_is_convergence_not_spikes():
+    decay = [3.0 * (0.01 / 3.0) ** (i / (N - 1)) for i in range(N)]  # 3.0 -> 0.01 geometrically
+    v = verdict("gradients.spikes", healthy(grad_norm=decay))
+    assert v.status == "pass" and v.evidence["largest_ratio_to_local_median"] < 1
+    assert verdict("gradients.clipping_dominates", healthy(grad_norm=decay)).status != "fail"
+
+
+# ---------------------------------------------------------------- update.*
+
+def test_weights_never_changing_fail():
+    v = verdict("update.weights_unchanged", healthy(**{"update/changed_frac": 0.0}))
+    assert v.status == "fail" and v.evidence["unchanged_steps_frac"] == 1.0
+    assert "update.optimizer_coverage" in v.prescription
+    assert verdict("update.weights_unchanged", healthy()).status == "pass"
+
+
+def test_nothing_trainable_fails_coverage():
+    v = verdict("update.optimizer_coverage", healthy(**{"update/trainable_params": 0, "update/optimizer_params": 0}))
+    assert v.status == "fail" and v.evidence["trainable_params"] == 0
+    assert "is_trainable=True" in v.prescription
+
+
+def test_trainable_params_outside_the_optimizer_fail():
+    v = verdict("update.optimizer_coverage", healthy(**{"update/trainable_not_in_optimizer": 2_199_552,
+                                                        "update/optimizer_params": 2_199_552}))
+    assert v.status == "fail" and "2199552 trainable elements are not in the optimizer" in v.reason
+    assert verdict("update.optimizer_coverage", healthy()).status == "pass"
+
+
+def test_updates_swallowed_by_bf16_fail():
+    v = verdict("update.precision_swallowed", healthy(**{"update/precision_kept": 0.0, "update/swallowed_frac": 1.0}))
+    assert v.status == "fail" and v.evidence["precision_kept_median"] == 0.0 and v.evidence["dtype"] == "bfloat16"
+    assert "float32" in v.prescription
+    assert verdict("update.precision_swallowed", healthy()).status == "pass"
+
+
+def test_tiny_updates_with_flat_reward_are_too_small():
+    h = healthy(reward=flat(0.2, noise=0.03, seed=65), **{"update/rel_update": flat(3e-6, N, 3e-7, seed=66),
+                                                          "eval/reward": None})
+    v = verdict("update.too_small", h)
+    assert v.status == "fail"
+    assert v.evidence["rel_update_median"] == pytest.approx(3e-6, rel=0.2) and v.evidence["learning_rate"] == 1e-5
+    assert "learning_rate" in v.prescription and "10x" in v.prescription  # LoRA run: lr ~10x full fine-tuning
+
+
+def test_tiny_updates_with_rising_reward_are_not_too_small():
+    v = verdict("update.too_small", healthy(**{"update/rel_update": flat(3e-6, N, 3e-7, seed=66)}))
+    assert v.status == "pass" and "reward is rising" in v.reason
+
+
+def test_rel_update_with_an_inf_first_step_uses_the_finite_median():
+    v = verdict("update.too_small", healthy(**{"update/rel_update": ["inf"] + [6e-3] * (N - 1)}))
+    assert v.status == "pass" and v.evidence["rel_update_median"] == 6e-3
+
+
+def test_frozen_weights_drifting_fail():
+    v = verdict("update.base_drift", healthy(**{"update/base_drift_tensors": 3, "update/base_drift_max_rel": 4e-3}))
+    assert v.status == "fail" and v.evidence["drifted_tensors_max"] == 3 and "3 frozen tensors" in v.reason
+    assert verdict("update.base_drift", healthy()).status == "pass"
+
+
+def test_on_policy_run_has_no_clip_saturation():
+    v = verdict("update.clip_saturation", healthy(config={"num_iterations": 1}))
+    assert v.status == "pass" and v.evidence["num_iterations"] == 1
+
+
+def test_most_tokens_clipped_with_several_iterations_fail():
+    v = verdict("update.clip_saturation", healthy(config={"num_iterations": 2}, **{"clip_ratio/region_mean": 0.6}))
+    assert v.status == "fail" and v.evidence["clip_ratio_mean"] == pytest.approx(0.6)
+    assert verdict("update.clip_saturation", healthy(config={"num_iterations": 2},
+                                                     **{"clip_ratio/region_mean": 0.12})).status == "pass"
+
+
+# ---------------------------------------------------------------- sync.*
+
+@pytest.mark.parametrize("diff, status", [(0.05, "fail"), (0.007, "inconclusive"), (0.0, "pass")])
+def test_sampler_probability_gap(diff, status):
+    v = verdict("sync.sampler_mismatch", healthy(**{"sync/probs_diff_mean": diff, "sync/logprob_diff_mean": None}))
+    assert v.status == status, v.message()
+    assert v.evidence["probs_diff_mean_median"] == pytest.approx(diff)
+
+
+def test_trl_sampling_logp_difference_alone_is_judged():
+    h = history(series={"sampling/sampling_logp_difference/mean": flat(0.1, noise=0.01, seed=67)})
+    v = verdict("sync.sampler_mismatch", h)
+    assert v.status == "fail" and v.evidence["logprob_diff_mean_median"] == pytest.approx(0.1, rel=0.1)
+    assert "lora_int_id" in v.prescription
+
+
+def test_growing_logprob_gap_says_the_sampler_keeps_old_weights():
+    h = history(series={"sampling/sampling_logp_difference/mean": ramp(0.0, 0.3, noise=0.005, seed=68, lo=0.0)})
+    v = verdict("sync.sampler_mismatch", h)
+    assert v.status == "fail" and "keeps old weights" in v.reason
+
+
+def test_collapsed_effective_sample_size_fails():
+    v = verdict("sync.importance_weights", healthy(**{"sync/ess": 0.1}))
+    assert v.status == "fail" and v.evidence["ess_median"] == 0.1 and "0.10 of the batch" in v.reason
+    assert verdict("sync.importance_weights", healthy(**{"sync/is_weight_mean": 3.0})).status == "fail"
+    assert verdict("sync.importance_weights", healthy()).status == "pass"
