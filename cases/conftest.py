@@ -135,6 +135,7 @@ class VerdictCollector:
                 run = self.runs.setdefault(record["run"], {k: record[k] for k in
                                                            ("run_dir", "task", "log_book", "report_dir", "control_run")})
                 run.setdefault("verdicts", []).append(record["verdict"])
+                run["control_run"] = run["control_run"] or record["control_run"]  # set by control.learns only
 
     def pytest_sessionfinish(self, session):
         if hasattr(session.config, "workerinput"):

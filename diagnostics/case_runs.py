@@ -13,9 +13,8 @@ from trainer.config import Config, build_config, load_config, parse_override
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("musique", "gsm8k")
-# The embedded CPU configuration: SmolLM2 on offline MuSiQue, and the embedded default (arithmetic in GSM8K's
-# record format) as its control.
-EMBEDDED_CONFIGS = {"musique": REPO / "configs" / "musique.toml", "gsm8k": REPO / "configs" / "default.toml"}
+# The embedded CPU configuration: SmolLM2 with LoRA on offline MuSiQue; its control is derived like any user's.
+EMBEDDED_CONFIG = REPO / "configs" / "musique.toml"
 # Tasks that answer "gsm8k" as a control: GSM8K itself and arithmetic generated in GSM8K's format.
 GSM8K_FORMAT = ("gsm8k", "arithmetic")
 # Small models cannot learn GSM8K in a short run, so their control is GSM8K-format arithmetic; larger models get
@@ -44,13 +43,12 @@ def case_config(task: str, config_path: str | Path | None = None, control_path: 
                 overrides: list[str] = ()) -> Config:
     """The config the cases train for `task` ("musique": the subject, "gsm8k": the control).
 
-    With no config: the embedded CPU configuration. With the user's config: that config is the subject, and the
-    control is control_path's config, or the subject's config moved onto the GSM8K-format control task."""
+    The subject is the user's config (the embedded CPU configuration when None); the control is control_path's
+    config, or the subject's config moved onto the GSM8K-format control task."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
-    if config_path is None:
-        cfg = load_config(EMBEDDED_CONFIGS[task])
-    elif task == "gsm8k" and control_path is not None:
+    config_path = config_path or EMBEDDED_CONFIG
+    if task == "gsm8k" and control_path is not None:
         cfg = load_config(control_path)
     else:
         cfg = load_config(config_path)
