@@ -58,7 +58,8 @@ def test_a_third_to_a_half_flat_on_a_flat_run_is_inconclusive_not_fail():
     v = verdict("advantage.degenerate_groups", flat_groups(0.0, 0.45, flat(0.1, noise=0.02, seed=24)))
     assert v.status == "inconclusive" and "under half" in v.reason and v.prescription == TOO_HARD
     rising = verdict("advantage.degenerate_groups", flat_groups(0.0, 0.45, ramp(0.1, 0.6, noise=0.02, seed=25)))
-    assert rising.status == "pass"
+    assert rising.status == "inconclusive"  # learning, but a third of the batch is still wasted: worth a look
+    assert verdict("advantage.degenerate_groups", flat_groups(0.0, 0.3, flat(0.1, noise=0.02, seed=26))).status == "pass"
 
 
 def test_few_flat_groups_pass():
@@ -143,10 +144,10 @@ def test_musique_like_format_never_pays_and_f1_owns_the_variance():
                                   f1=(1.0, 0.3, 0.0, 0.0, 0.4)))
     v = verdict("reward.component_dominance", h)
     assert v.status == "fail"
-    assert "format never earned" in v.reason and "em never earned" in v.reason
-    assert "f1 owns 100%" in v.reason
+    assert "format sits at its minimum on 100%" in v.reason and "em sits at its minimum on 100%" in v.reason
+    assert "moves mostly through f1 (100% of the within-group variance)" in v.reason
     assert v.evidence["f1/variance_share"] == 1.0 and v.evidence["format/frac_at_min"] == 1.0
-    assert "reward_weights.format" in v.prescription and "learns f1 alone" in v.prescription
+    assert "em and format (almost) never pay" in v.prescription and "the run learns f1, not the task" in v.prescription
 
 
 def test_a_single_component_passes():

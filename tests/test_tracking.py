@@ -43,3 +43,27 @@ def test_run_names():
     assert run_name(tiny_config("exp_major=4", "exp_minor=2", task="musique"), now) == "exp4.2-musique-1122"
     assert run_name(tiny_config(), now) == "bandit-1122-090507"
     assert run_name(tiny_config("run_name=mine"), now) == "mine"
+
+
+def test_train_hands_the_live_tracker_to_on_finish_and_verdicts_reach_the_wandb_summary(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    from diagnostics.conclude import wandb_summary
+    from diagnostics.history import load_history
+    from diagnostics.judge import judge
+
+    seen = {}
+
+    def on_finish(run_dir, tracker):
+        summary, tables = wandb_summary(judge(load_history(run_dir)))
+        tracker.summarize(summary, tables)
+        seen.update(tracker.run.summary)  # still open: W&B closes after on_finish
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a failing W&B call would warn
+        train(tiny_config("report_to=wandb", "max_steps=2"), out=tmp_path / "run", log=lambda *_: None,
+              on_finish=on_finish)
+    assert seen["flatline/status"] in ("pass", "fail", "inconclusive")
+    assert seen["flatline/gradients.non_finite"] == "pass" and "flatline/key/reward_last" in seen

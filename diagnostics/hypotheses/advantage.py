@@ -10,7 +10,7 @@ from diagnostics.verdict import hypothesis
 # "Most groups": at or above half of the groups flat over the run, half the batch adds no gradient (TRL #3857;
 # DAPO's dynamic sampling exists to filter exactly these groups).
 DEGENERATE_FRAC = 0.5
-# From a third of the groups flat on a run that is not learning, the wasted share is worth a look (inconclusive).
+# From a third of the groups flat, the wasted share of the batch is worth a look (inconclusive).
 DEGENERATE_WARN_FRAC = 1 / 3
 # A kind of flat group (all-max or all-min) "dominates" when it makes up two thirds of the flat groups.
 DOMINANT_SHARE = 2 / 3
@@ -40,9 +40,8 @@ def degenerate_groups(h, v):
         evidence.update(all_max_frac_mean=all_max, all_min_frac_mean=all_min)
     p = progress(h)
     if p is not None:
-        evidence.update(p.evidence())
-    learning = p is not None and (p.rising or p.eval_rising)
-    if flat_frac < DEGENERATE_FRAC and (flat_frac < DEGENERATE_WARN_FRAC or learning):
+        evidence.update(p.evidence(trend=False))
+    if flat_frac < DEGENERATE_WARN_FRAC:
         return v.passed(f"{flat_frac:.0%} of groups had no reward variance on average; most groups carry signal",
                         evidence)
     kind, prescription = "mixed", "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations"
@@ -61,12 +60,12 @@ def degenerate_groups(h, v):
     reason = f"{flat_frac:.0%} of groups had zero reward variance, mostly {where}: those groups give zero advantage"
     if not split_known:
         reason += " (whether they sit at the max or the min needs flatline's advantage probe)"
-    if p is not None and p.rising:
-        return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription,
-                              refs("zero_std", "rldoctor"))
     if flat_frac < DEGENERATE_FRAC:
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
                               evidence, prescription, refs("zero_std", "rldoctor"))
+    if p is not None and p.rising:
+        return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription,
+                              refs("zero_std", "rldoctor"))
     return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor"))
 
 

@@ -48,10 +48,11 @@ class Progress:
     def eval_rising(self) -> bool:
         return self.eval_points >= 2 and self.eval_gain >= MIN_GAIN
 
-    def evidence(self, prefix: str = "") -> dict:
-        out = {f"{prefix}reward_first": self.first, f"{prefix}reward_last": self.last,
-               f"{prefix}reward_kendall_tau": self.trend.tau, f"{prefix}reward_kendall_p": self.trend.p_value,
-               f"{prefix}reward_theil_sen_slope": self.trend.slope}
+    def evidence(self, prefix: str = "", trend: bool = True) -> dict:
+        out = {f"{prefix}reward_first": self.first, f"{prefix}reward_last": self.last}
+        if trend:
+            out.update({f"{prefix}reward_kendall_tau": self.trend.tau, f"{prefix}reward_kendall_p": self.trend.p_value,
+                        f"{prefix}reward_theil_sen_slope": self.trend.slope})
         if self.eval_points >= 2:
             out[f"{prefix}eval_first"], out[f"{prefix}eval_last"] = self.eval_first, self.eval_last
         return out

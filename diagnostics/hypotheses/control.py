@@ -24,7 +24,7 @@ def learns(h, v):
     evidence = {"control_run": control.run, **p.evidence("control_")}
     subject = progress(h) if control is not h else None
     if subject is not None:
-        evidence.update(subject.evidence("subject_"))
+        evidence.update(subject.evidence("subject_", trend=False))
     if p.rising or p.eval_rising or p.at_ceiling:
         if subject is not None and not (subject.rising or subject.eval_rising or subject.at_ceiling):
             return v.passed("the control learns with the same trainer and config while this run is flat: the fault "

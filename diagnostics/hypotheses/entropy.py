@@ -40,7 +40,7 @@ def collapse(h, v):
         return v.passed("sampling stays diverse", evidence)
     p = progress(h)
     if p is not None:
-        evidence.update(p.evidence())
+        evidence.update(p.evidence(trend=False))
         if p.at_ceiling or (p.rising and p.last > p.first):
             return v.passed("entropy fell while the reward rose: the policy converged, it did not collapse", evidence,
                             refs("entropy"))

@@ -41,11 +41,11 @@ def truncation(h, v):
     shrinking = enough_steps(h) and clipped.trend().falling
     learning = p is not None and (p.rising or p.at_ceiling)
     if p is not None:
-        evidence.update(p.evidence())
+        evidence.update(p.evidence(trend=False))
     costs = (math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= TRUNCATION_REWARD_GAP)
     never_finishes = not math.isfinite(done_reward)
-    bigger = f"max_completion_length = {2 * int(limit)}" if limit else "a larger max_completion_length"
-    advice = f"try {bigger}, or ask for a shorter answer in the prompt"
+    bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
+    advice = f"{bigger}, or ask for a shorter answer in the prompt"
     if learning and (shrinking or not costs):
         why = "the truncated share is falling as it learns" if shrinking else "truncated completions score as well as finished ones"
         return v.passed(f"{recent.mean():.0%} of recent completions hit the limit, but the reward rises and {why}",
@@ -102,7 +102,7 @@ def growth(h, v):
         return v.passed("completion length is not growing", evidence)
     p = progress(h)
     if p is not None:
-        evidence.update(p.evidence())
+        evidence.update(p.evidence(trend=False))
     if p is not None and p.eval_points >= 2:
         if p.eval_gain >= MIN_GAIN:
             return v.passed("length grows with a held-out gain", evidence)

@@ -69,7 +69,7 @@ def component_dominance(h, v):
         return v.skipped("needs flatline's reward probe (reward/<component>/variance_share)")
     if len(components) == 1:
         return v.passed(f"a single reward component ({components[0]}): nothing to dominate", {})
-    evidence, saturated, owner = {}, [], None
+    evidence, saturated, shares = {}, [], {}
     for name in components:
         share = h.series(f"reward/{name}/variance_share").mean()
         at_min = h.series(f"reward/{name}/frac_at_min").mean()
@@ -78,25 +78,32 @@ def component_dominance(h, v):
         evidence.update({f"{name}/variance_share": share, f"{name}/frac_at_min": at_min, f"{name}/frac_at_max": at_max})
         constant = math.isfinite(lo) and math.isfinite(hi) and lo == hi
         if at_min >= SATURATED_FRAC and not (constant and lo > 0):
-            saturated.append((name, "never earned (stuck at its minimum)"))
+            saturated.append((name, "min", f"{name} sits at its minimum on {at_min:.0%} of completions"))
         elif at_max >= SATURATED_FRAC:
-            saturated.append((name, "always earned (stuck at its maximum)"))
-        if math.isfinite(share) and share >= OWNS_VARIANCE:
-            owner = (name, share)
-    if not saturated and owner is None:
+            saturated.append((name, "max", f"{name} sits at its maximum on {at_max:.0%} of completions"))
+        if math.isfinite(share):
+            shares[name] = share
+    owner = max(shares, key=shares.get) if shares else None
+    owns_all = owner is not None and shares[owner] >= OWNS_VARIANCE
+    if not saturated and not owns_all:
         return v.passed("every component varies and none owns the variance", evidence)
-    parts = [f"{name} {what}" for name, what in saturated]
-    if owner is not None:
-        parts.append(f"{owner[0]} owns {owner[1]:.0%} of the within-group variance")
+    if len(saturated) == len(components):
+        return v.passed("no component varies at all: the reward as a whole is silent (reward.no_signal), no single "
+                        "component dominates", evidence)
+    parts = [text for _, _, text in saturated]
+    if owner is not None and (owns_all or saturated):
+        parts.append(f"the reward moves mostly through {owner} ({shares[owner]:.0%} of the within-group variance)")
+    never = [name for name, end, _ in saturated if end == "min"]
+    always = [name for name, end, _ in saturated if end == "max"]
     advice = []
-    for name, what in saturated:
-        if "never" in what:
-            advice.append(f"{name} never pays: check it on a known-good answer, state its format in the prompt, "
-                          f"or lower reward_weights.{name}")
-        else:
-            advice.append(f"{name} always pays and teaches nothing: drop it or lower reward_weights.{name}")
+    if never:
+        advice.append(f"{' and '.join(never)} (almost) never pay: confirm each gives a known-good answer full marks "
+                      "(the reward self-check) and that the prompt states the format they check; if so, the model cannot earn "
+                      "them yet: easier prompts, more num_generations, or a graded component that pays partial progress")
+    if always:
+        advice.append(f"{' and '.join(always)} always pay and teach nothing: drop them or lower their reward_weights")
     if owner is not None:
-        advice.append(f"only {owner[0]} separates completions, so the run learns {owner[0]} alone")
+        advice.append(f"as it stands the run learns {owner}, not the task")
     return v.fail("; ".join(parts), evidence, "; ".join(advice), refs("rldoctor"))
 
 
