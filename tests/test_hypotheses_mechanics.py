@@ -15,7 +15,7 @@ from test_hypotheses import HEALTHY_CONFIG, N, flat, healthy, history, ramp, ver
     ("masking.prompt_in_loss", "masks/prompt_frac", 0.47, "47.0% of the loss tokens were prompt tokens"),
     ("masking.padding_in_loss", "masks/pad_frac", 0.12, "12.0% of the loss tokens were padding"),
     ("masking.eos_excluded", "masks/eos_in_loss_frac", 0.0, "0% of finished completions had their EOS"),
-    ("masking.env_tokens_in_loss", "masks/env_frac", 0.3, "30.0% of the loss tokens came from the environment"),
+    ("masking.env_tokens_in_loss", "masks/env_frac", 0.3, "30.0% of the loss tokens were environment (tool output) tokens"),
 ])
 def test_masking_faults_fail(hid, metric, value, words):
     v = verdict(hid, healthy(**{metric: value}))

@@ -35,16 +35,22 @@ def prompt_in_loss(h, v):
     return v.passed("no prompt token in the loss" + (", logits and labels aligned" if len(align) else ""), evidence)
 
 
+def tokens_in_loss(h, v, metric: str, kind: str, prescription: str, references: list, needs: str = ""):
+    """Fail when any step's loss tokens included `kind` tokens (metric: their share of the loss tokens)."""
+    if not h.has(metric):
+        return v.skipped(f"needs flatline's masks probe ({metric}){needs}")
+    worst = _worst(h, metric)
+    evidence = {f"{metric.split('/', 1)[1]}_max": worst}
+    if worst > 0:
+        return v.fail(f"up to {worst:.1%} of the loss tokens were {kind}", evidence, prescription, references)
+    return v.passed(f"no {kind} in the loss", evidence)
+
+
 @hypothesis("masking.padding_in_loss", "are pad tokens trained on?")
 def padding_in_loss(h, v):
-    if not h.has("masks/pad_frac"):
-        return v.skipped("needs flatline's masks probe (masks/pad_frac)")
-    pad = _worst(h, "masks/pad_frac")
-    evidence = {"pad_frac_max": pad}
-    if pad > 0:
-        return v.fail(f"up to {pad:.1%} of the loss tokens were padding after the completion's end", evidence,
-                      "cut the mask at the first EOS (trainer.algorithm.completion_mask), not at the pad id", refs("eos"))
-    return v.passed("no padding in the loss", evidence)
+    return tokens_in_loss(h, v, "masks/pad_frac", "padding after the completion's end",
+                          "cut the mask at the first EOS (trainer.algorithm.completion_mask), not at the pad id",
+                          refs("eos"))
 
 
 @hypothesis("masking.eos_excluded", "is the EOS token left out (pad == eos trap)?")
@@ -68,12 +74,6 @@ def eos_excluded(h, v):
 
 @hypothesis("masking.env_tokens_in_loss", "are tool/environment tokens trained on (multi-turn)?")
 def env_tokens_in_loss(h, v):
-    if not h.has("masks/env_frac"):
-        return v.skipped("needs flatline's masks probe (masks/env_frac) and an environment mask")
-    env = _worst(h, "masks/env_frac")
-    evidence = {"env_frac_max": env}
-    if env > 0:
-        return v.fail(f"up to {env:.1%} of the loss tokens came from the environment (tool output)", evidence,
-                      "mask tool/environment turns out of the loss; keep the chat template prefix-preserving",
-                      refs("env_mask"))
-    return v.passed("no environment tokens in the loss", evidence)
+    return tokens_in_loss(h, v, "masks/env_frac", "environment (tool output) tokens",
+                          "mask tool/environment turns out of the loss; keep the chat template prefix-preserving",
+                          refs("env_mask"), needs=" and an environment mask")
