@@ -73,7 +73,7 @@ def _facts(diagnosis: Diagnosis, history: History, report_dir, wandb: str) -> li
 
 
 def _config_block(config: dict) -> list[str]:
-    rows = [[escape_inline(key), _cell(config[key])] for key in CONFIG_KEYS if key in config]
+    rows = [[escape_inline(key), _cell(config[key])] for key in CONFIG_KEYS if config.get(key) not in (None, "")]
     return ["**Config**", table(["key", "value"], rows)] if rows else []
 
 

@@ -30,6 +30,10 @@ def learns(h, v):
             return v.passed("the control learns with the same trainer and config while this run is flat: the fault "
                             "lies in the task's signal (reward, data, difficulty), not the infrastructure",
                             evidence, refs("control"))
+        if subject is not None:
+            return v.passed("the control learns with the same trainer and config, so the infrastructure works: "
+                            "what limits this run lies in the task's signal (see the reward and advantage verdicts)",
+                            evidence, refs("control"))
         return v.passed("the control task learns with this trainer and config", evidence, refs("control"))
     if control.steps < PLATEAU_MIN_STEPS:
         return v.inconclusive(f"the control run has only {control.steps} steps and no gain yet", evidence,
