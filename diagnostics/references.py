@@ -7,6 +7,7 @@ REFS = {
     "zero_std": f"TRL #3857: reward_std 0 gives zero advantages and zero gradient ({TRL}/issues/3857)",
     "zero_std_swift": "ms-swift #4547: all-correct / all-wrong groups carry no GRPO signal (https://github.com/modelscope/ms-swift/issues/4547)",
     "ptt_std": "microsoft/post-training-toolkit: flags group_reward_std < 0.01 over 20 steps (https://github.com/microsoft/post-training-toolkit)",
+    "rldoctor_composition": "rldoctor 0.2.0: reward_composition detector, one reward component owning the variance (https://github.com/junglezke/rl-doctor)",
     "rldoctor": "rldoctor 0.2.0: advantage_collapse splits all-correct vs all-wrong groups (https://github.com/junglezke/rl-doctor)",
     "grouping": "Search-R1 #88: per-group advantages must sum to ~0 with G members each (https://github.com/PeterGriffinJin/Search-R1/issues/88)",
     "fp32_trap": "flatline research: identical float32 rewards 1.350639 have std 1.19e-7, not 0 (failure-catalogue.md)",

@@ -104,7 +104,7 @@ def component_dominance(h, v):
         advice.append(f"{' and '.join(always)} always pay and teach nothing: drop them or lower their reward_weights")
     if owner is not None:
         advice.append(f"as it stands the run learns {owner}, not the task")
-    return v.fail("; ".join(parts), evidence, "; ".join(advice), refs("rldoctor"))
+    return v.fail("; ".join(parts), evidence, "; ".join(advice), refs("rldoctor_composition"))
 
 
 @hypothesis("reward.parse_failures", "do reward functions error, return None, or fail on known-good answers?")
