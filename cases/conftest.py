@@ -39,6 +39,20 @@ def pytest_configure(config):
     config.pluginmanager.register(VerdictCollector(), "flatline-verdicts")
 
 
+def pytest_sessionstart(session):
+    """Refuse a bad --flatline-config (or control, or --flatline-set) once, before any case or training runs."""
+    from diagnostics.case_runs import TASKS, case_config
+    from trainer.errors import FlatlineError
+
+    opts = session.config
+    for task in TASKS:
+        try:
+            case_config(task, opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
+                        opts.getoption("--flatline-set"))
+        except FlatlineError as exc:
+            raise pytest.UsageError(f"flatline: {exc}") from None
+
+
 class CaseSession:
     """Trains each task's run on first use and keeps its History for the rest of the session."""
 

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from diagnostics.history import History
@@ -118,37 +117,28 @@ def judge(history: History, control: History | None = None, ids=None) -> Diagnos
     return Diagnosis(history.run, verdicts, key_metrics(history), control_run)
 
 
-def _mean_of(series, n: int | None = None, head: bool = False) -> float | None:
-    s = series.finite()
-    if not len(s):
-        return None
-    if n is not None:
-        s = s.head(n) if head else s.tail(n)
-    return round(float(s.values.mean()), 4)
-
-
 # Steps averaged at each end of the run for "first" and "last" figures (as the run summary's).
 KEY_WINDOW = 5
+# Health figures in a log book entry: (name, metric, how the steps are summarised).
+KEY_FIGURES = (("zero_std_frac", "frac_reward_zero_std", "mean"),
+               ("clipped_ratio", "completions/clipped_ratio", "mean"), ("grad_norm_median", "grad_norm", "median"), ("rel_update_median", "update/rel_update", "median"),
+               ("entropy_last", "entropy", "last"), ("kl_last", "kl", "last"))
 
 
 def key_metrics(history: History) -> dict:
     """The few numbers a log book entry shows: reward and held-out score at both ends, and the health figures."""
     out: dict = {"steps": history.steps}
-    reward = history.series("reward")
-    out["reward_first"] = _mean_of(reward, KEY_WINDOW, head=True)
-    out["reward_last"] = _mean_of(reward, KEY_WINDOW)
-    for name in ("eval/reward",):
+    reward = history.series("reward").finite()
+    if len(reward):
+        out["reward_first"] = round(reward.head(KEY_WINDOW).mean(), 4)
+        out["reward_last"] = round(reward.tail(KEY_WINDOW).mean(), 4)
+    held_out = history.series("eval/reward").finite()
+    if len(held_out):
+        out["eval_first"], out["eval_last"] = round(float(held_out.values[0]), 4), round(float(held_out.values[-1]), 4)
+    for key, name, how in KEY_FIGURES:
         s = history.series(name).finite()
         if len(s):
-            out["eval_first"], out["eval_last"] = round(float(s.values[0]), 4), round(float(s.values[-1]), 4)
-    for key, name in (("zero_std_frac", "frac_reward_zero_std"), ("clipped_ratio", "completions/clipped_ratio"),
-                      ("grad_norm_median", "grad_norm"), ("rel_update_median", "update/rel_update"),
-                      ("entropy_last", "entropy"), ("kl_last", "kl")):
-        s = history.series(name).finite()
-        if len(s):
-            value = float(s.values[-1]) if key.endswith("_last") else (
-                float(s.values.mean()) if key.endswith("frac") or key.endswith("ratio") else float(s.median()))
-            out[key] = round(value, 6) if math.isfinite(value) else None
+            out[key] = round({"mean": s.mean, "median": s.median, "last": s.last}[how](), 6)
     wall = history.summary.get("total_seconds") or history.summary.get("wall_seconds")
     if wall:
         out["wall_seconds"] = round(float(wall), 1)

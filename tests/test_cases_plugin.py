@@ -84,3 +84,10 @@ def test_control_is_the_same_config_on_the_gsm8k_format_task(tmp_path):
     assert big.task == "gsm8k" and big.data.endswith("data/gsm8k/train.jsonl") and Path(big.data).exists()
     with pytest.raises(ValueError):
         case_config("hotpotqa", config)
+
+
+def test_a_bad_user_config_is_refused_once_before_anything_trains(tmp_path):
+    done = run_cases(tmp_path, "--flatline-set", "learnig_rate=3")
+    assert done.returncode == 4  # pytest's usage error
+    assert "unknown config key 'learnig_rate'; did you mean 'learning_rate'?" in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
