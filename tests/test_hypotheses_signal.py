@@ -119,8 +119,11 @@ def test_converged_all_max_steps_are_not_silent():
     v = verdict("reward.no_signal", h)
     assert v.status == "pass"
     assert v.evidence["solved_steps"] == N - 8 and v.evidence["steps_without_variance_frac"] == 0.0
-    every_step_solved = history(series={"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_max_frac": 1.0})
-    assert verdict("reward.no_signal", every_step_solved).status == "pass"
+    # at the "maximum" from the first step (a constant reward, whose max is the batch's own) is silence, not a solve
+    constant = history(series={"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_max_frac": 1.0},
+                       reward=[1.0] * N)
+    silent = verdict("reward.no_signal", constant)
+    assert silent.status == "fail" and "constant reward" in silent.prescription
 
 
 def test_half_silent_steps_are_inconclusive():

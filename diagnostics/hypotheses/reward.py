@@ -35,7 +35,11 @@ def no_signal(h, v):
     if not len(flat.finite()):
         return v.skipped("no advantage/zero_std_frac or frac_reward_zero_std in the log")
     all_max = h.series("advantage/zero_std_all_max_frac")
-    solved = {s for s, x in zip(all_max.steps, all_max.values) if x >= 1.0}
+    p = progress(h)
+    # a batch all at the maximum is "solved" only after the reward rose to it: a reward that is constant from the
+    # start (or a plug-in whose maximum is unknown, so every flat group reads as all-max) is silent, not solved
+    rose = p is not None and p.rising
+    solved = {s for s, x in zip(all_max.steps, all_max.values) if x >= 1.0} if rose else set()
     judged = [(s, x) for s, x in zip(flat.steps, flat.values) if s not in solved and math.isfinite(x)]
     evidence = {"steps": len(flat), "solved_steps": len(solved)}
     if not judged:
