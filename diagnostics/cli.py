@@ -3,6 +3,7 @@
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
     flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|inconclusive] [--control RUN] [--out DIR]
     flatline log [--log-book PATH]
+    flatline selftest [--full] [--only NAME ...] [--seeds N]
 
 Bad input (config, data, model location) is reported as one line on stderr with exit code 2, before any
 model loads or any file is written.
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
     log = commands.add_parser("log", help="print the experiment log book")
     log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
+    selftest = commands.add_parser("selftest", help="planted faults each verdict must catch; healthy runs stay quiet")
+    selftest.add_argument("--full", action="store_true", help="every fault and healthy run (default: the CI subset)")
+    selftest.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults / healthy runs")
+    selftest.add_argument("--seeds", type=int, default=1, help="seeds per healthy run (default 1)")
     return parser
 
 
@@ -97,6 +102,30 @@ def cmd_diagnose(args) -> int:
     return 1 if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
 
 
+def cmd_selftest(args) -> int:
+    import warnings
+
+    from diagnostics.selftest.faults import FAULTS, HEALTHY
+    from diagnostics.selftest.matrix import render, run_case
+
+    cases = [c for c in FAULTS + HEALTHY if args.full or c.fast or args.only]
+    if args.only:
+        unknown = set(args.only) - {c.name for c in FAULTS + HEALTHY}
+        if unknown:
+            raise FlatlineError(f"--only: no fault named {', '.join(sorted(unknown))}; "
+                                f"choose from {', '.join(c.name for c in FAULTS + HEALTHY)}")
+        cases = [c for c in cases if c.name in args.only]
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the faults make the trainer and probes warn by design
+        for case in cases:
+            for seed in range(args.seeds if not case.must_fail else 1):
+                results.append(run_case(case, seed))
+                print(f"  {case.name} seed {seed}: failed {sorted(results[-1].failed) or 'nothing'}", flush=True)
+    print(render(results))
+    return 1 if any(r.missed or r.false_alarms for r in results) else 0
+
+
 def cmd_log(args) -> int:
     from diagnostics.logbook import log_book_path, read_log_book
 
@@ -107,7 +136,8 @@ def cmd_log(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log}[args.command](args)
+        commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest}
+        return commands[args.command](args)
     except FlatlineError as exc:
         print(f"flatline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -158,6 +158,7 @@ class Trainer:
         self.step_count = 0
         self.num_tokens = 0
         self.reward_errors_warned = False
+        self._no_graph_warned = False
 
     @property
     def last_rollout(self) -> Rollout | None:
@@ -357,7 +358,12 @@ class Trainer:
                 epsilon_high=cfg.epsilon_upper, beta=cfg.beta, ref_logps=ref,
                 max_completion_length=cfg.max_completion_length, num_items_in_batch=num_items,
                 gradient_accumulation_steps=cfg.gradient_accumulation_steps)
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
+            elif not self._no_graph_warned:  # e.g. a loss_fn on detached logprobs, or no trainable parameter
+                warnings.warn("the loss does not depend on any trainable parameter (no autograd graph): the step "
+                              "computes no gradient; flatline's gradients.no_flow verdict will say why")
+                self._no_graph_warned = True
             logps_parts.append(logps.detach())
             entropy_parts.append(entropy)
             loss_parts.append({k: float(v) for k, v in parts.items()})

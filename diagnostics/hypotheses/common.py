@@ -14,6 +14,9 @@ WINDOW = 5
 # even when the step-to-step noise keeps Kendall's tau from significance; rldoctor's plateau detector uses a
 # trend test first and a minimum relative change second in the same way.
 MIN_GAIN = 0.1
+# A window-to-window gain must also stand NOISE_Z standard errors clear of the step-to-step noise (two windows of
+# 5 noisy batch means can differ by 0.1 by chance alone).
+NOISE_Z = 2.0
 # Reward within 5% of the task's maximum is "solved": flat reward there is convergence, not a plateau.
 CEILING_MARGIN = 0.05
 
@@ -27,6 +30,7 @@ class Progress:
     eval_last: float
     eval_points: int
     ceiling: float  # the task's maximum reward when known, else NaN
+    gain_se: float = 0.0  # standard error of last - first from the spread inside the two windows
 
     @property
     def gain(self) -> float:
@@ -38,7 +42,7 @@ class Progress:
 
     @property
     def rising(self) -> bool:
-        return self.trend.rising or self.gain >= MIN_GAIN
+        return self.trend.rising or (self.gain >= MIN_GAIN and self.gain >= NOISE_Z * self.gain_se)
 
     @property
     def at_ceiling(self) -> bool:
@@ -66,7 +70,11 @@ def progress(h: History) -> Progress | None:
     evals = h.series("eval/reward").finite()
     ceiling = h.series("advantage/reward_ceiling").finite()
     task_max = float(np.max(ceiling.values)) if len(ceiling) else math.nan
+    head, tail = reward.head(WINDOW).values, reward.tail(WINDOW).values
+    spread = (np.var(head, ddof=1) / len(head) if len(head) > 1 else 0.0) + \
+        (np.var(tail, ddof=1) / len(tail) if len(tail) > 1 else 0.0)
     return Progress(trend=reward.trend(), first=reward.head(WINDOW).mean(), last=reward.tail(WINDOW).mean(),
+                    gain_se=float(math.sqrt(spread)),
                     eval_first=float(evals.values[0]) if len(evals) else math.nan,
                     eval_last=float(evals.values[-1]) if len(evals) else math.nan,
                     eval_points=len(evals), ceiling=task_max)

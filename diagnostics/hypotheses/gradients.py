@@ -21,6 +21,8 @@ CLIP_STEPS_FRAC = 0.9
 SPIKE_FACTOR = 10.0
 SPIKE_WINDOW = 10
 SPIKE_MIN_COUNT = 3
+# Adam's step is scale-free while the clipped per-element gradient is this many times its epsilon or more.
+ADAM_EPS_MARGIN = 100
 ADAM_LIKE = ("adam", "lion", "adafactor", "rmsprop", "sophia", "muon")
 
 
@@ -105,17 +107,24 @@ def clipping_dominates(h, v):
     adam = _adam_like(h)
     if len(rel):
         evidence["rel_update_median"] = rel.median()
-    if adam and len(rel) and rel.median() >= REL_UPDATE_MIN:
-        return v.passed(f"clipped on {clipped:.0%} of steps, but the optimizer is Adam-like and the update size is "
-                        "healthy: a uniform rescale of the gradient is undone by Adam's normalisation",
+    trainable = h.series("update/trainable_params").last()
+    adam_eps = float(h.setting("adam_epsilon", 1e-8))
+    # the clipped gradient's per-element size; far above Adam's epsilon, Adam's step does not depend on it
+    per_element = max_norm / math.sqrt(trainable) if math.isfinite(trainable) and trainable > 0 else math.nan
+    if math.isfinite(per_element):
+        evidence["clipped_grad_per_element"] = per_element
+    if adam and not (math.isfinite(per_element) and per_element < ADAM_EPS_MARGIN * adam_eps):
+        healthy = len(rel) and rel.median() >= REL_UPDATE_MIN
+        return v.passed(f"clipped on {clipped:.0%} of steps, but the optimizer is Adam-like: a uniform rescale of the "
+                        "gradient is undone by its normalisation" +
+                        ("; the update size is healthy" if healthy else "; the update size is update.too_small's call"),
                         evidence, refs("adam_scale"))
-    if adam and not len(rel):
-        return v.inconclusive(f"clipped on {clipped:.0%} of steps with an Adam-like optimizer; whether updates still "
-                              "move the weights needs update/rel_update (flatline's update probe)", evidence,
-                              f"raise max_grad_norm above the typical norm ({norm.median():.3g}) to compare",
-                              refs("adam_scale"))
-    return v.fail(f"clipped on {clipped:.0%} of steps and the update is small" if adam else
-                  f"clipped on {clipped:.0%} of steps with a non-adaptive optimizer: clipping sets the step size",
+    if adam:
+        return v.fail(f"clipped on {clipped:.0%} of steps down to {per_element:.2g} per element, near Adam's epsilon "
+                      f"({adam_eps:g}): the update shrinks with the clip", evidence,
+                      f"raise max_grad_norm to about the median pre-clip norm ({norm.median():.3g})",
+                      refs("grad_norm_preclip", "adam_scale"))
+    return v.fail(f"clipped on {clipped:.0%} of steps with a non-adaptive optimizer: clipping sets the step size",
                   evidence, f"raise max_grad_norm to about the median pre-clip norm ({norm.median():.3g}) or above",
                   refs("grad_norm_preclip", "adam_scale"))
 

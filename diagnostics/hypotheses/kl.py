@@ -1,7 +1,7 @@
 """kl.*: does the KL penalty swamp the policy gradient, and is the policy running away from the reference."""
 from __future__ import annotations
 
-from diagnostics.hypotheses.common import at_steps, signal_steps
+from diagnostics.hypotheses.common import at_steps, progress, signal_steps
 from diagnostics.references import refs
 from diagnostics.verdict import hypothesis
 
@@ -10,7 +10,8 @@ from diagnostics.verdict import hypothesis
 # whatever its gradient (TRL #3452), so policy/kl_loss_share reads ~1 on healthy runs.
 KL_GRAD_SHARE_MAX = 0.5
 # Per-token KL to the reference: GRPO runs with beta ~0.04 stay well under 1 nat/token; a significant rise that
-# ends above it is the policy leaving the reference's support (rldoctor's kl_drift judges the trend the same way).
+# ends above it, without a matching reward gain, is the policy leaving the reference's support for nothing
+# (rldoctor's kl_drift judges the trend the same way); with the reward rising it is the policy finding the answer.
 KL_DRIFT_MAX = 1.0
 
 
@@ -43,6 +44,11 @@ def drift(h, v):
         return v.skipped("no kl in the log")
     trend = kl.trend()
     evidence = {"kl_last": kl.last(), "kl_max": kl.max(), "kl_kendall_tau": trend.tau, "kl_kendall_p": trend.p_value}
+    p = progress(h)
+    gaining = p is not None and (p.rising or p.eval_rising or p.at_ceiling)
+    if trend.rising and kl.last() > KL_DRIFT_MAX and gaining:
+        return v.passed(f"KL rose to {kl.last():.3g} nats/token together with the reward: the policy moved to what "
+                        "pays, as it should", {**evidence, **p.evidence(trend=False)}, refs("kl_beta"))
     if trend.rising and kl.last() > KL_DRIFT_MAX:
         return v.fail(f"KL to the reference keeps rising and reached {kl.last():.3g} nats/token", evidence,
                       "lower learning_rate or raise beta; read late samples for degenerate text", refs("kl_beta"))

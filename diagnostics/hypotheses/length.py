@@ -50,9 +50,12 @@ def truncation(h, v):
         why = "the truncated share is falling as it learns" if shrinking else "truncated completions score as well as finished ones"
         return v.passed(f"{recent.mean():.0%} of recent completions hit the limit, but the reward rises and {why}",
                         evidence, refs("verl_clip"))
-    if costs or (never_finishes and not learning):
-        gap = (f"; truncated completions score {cut_reward:.3g} against {done_reward:.3g} for finished ones"
-               if costs else "; no completion finishes, so none can be scored as complete")
+    if never_finishes and not learning:
+        return v.inconclusive(f"every completion hit max_completion_length and the reward is flat: whether the cut "
+                              "costs reward cannot be told without a finished completion to compare", evidence,
+                              advice + " to see whether finished completions score better", refs("truncation"))
+    if costs:
+        gap = f"; truncated completions score {cut_reward:.3g} against {done_reward:.3g} for finished ones"
         reason = f"{recent.mean():.0%} of recent completions were cut at max_completion_length{gap}"
         if learning:
             return v.inconclusive(reason + "; the reward still rises", evidence, advice, refs("truncation", "verl_clip"))

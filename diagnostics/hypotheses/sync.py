@@ -7,9 +7,11 @@ from diagnostics.verdict import hypothesis
 # verl docs/algo/rollout_corr.md: training/rollout_probs_diff_mean below 0.005 is fine, above 0.01 a problem.
 PROBS_DIFF_OK = 0.005
 PROBS_DIFF_BAD = 0.01
-# The same thresholds in the names TRL logs (sampling/sampling_logp_difference/mean is in log-prob units; for
-# small differences |dp| ~ p |dlogp|, and the mean token probability of sampled tokens is well above 0.5).
-LOGP_DIFF_BAD = 0.02
+# In log-prob units (TRL's sampling/sampling_logp_difference/mean): probability differences vanish for tokens of
+# small probability (a flat distribution over a 49k vocabulary), log-prob differences do not. A bf16 sampler against
+# an fp32 trainer stays near 0.01 nats per token; 0.05 is five times that, 0.02 worth a look.
+LOGP_DIFF_BAD = 0.05
+LOGP_DIFF_OK = 0.02
 # verl rollout_corr: effective sample size below 0.3 of the batch, or mean IS weight outside [0.5, 2], is unhealthy.
 ESS_MIN = 0.3
 IS_MEAN_RANGE = (0.5, 2.0)
@@ -31,8 +33,8 @@ def sampler_mismatch(h, v):
         evidence["logprob_diff_mean_median"] = logp.median()
         trend = logp.trend()
         evidence["logprob_diff_kendall_tau"] = trend.tau
-    bad = probs.median() > PROBS_DIFF_BAD if len(probs) else logp.median() > LOGP_DIFF_BAD
-    watch = len(probs) and probs.median() > PROBS_DIFF_OK
+    bad = (len(probs) and probs.median() > PROBS_DIFF_BAD) or (len(logp) and logp.median() > LOGP_DIFF_BAD)
+    watch = (len(probs) and probs.median() > PROBS_DIFF_OK) or (len(logp) and logp.median() > LOGP_DIFF_OK)
     prescription = ("check that trained weights reach the sampler after every step (LoRA adapters sent to vLLM with a "
                     "new lora_int_id, or merged weights reloaded), reset the sampler's prefix cache after a sync, and "
                     "compare sampler and trainer dtypes")
@@ -42,8 +44,8 @@ def sampler_mismatch(h, v):
                       (", and the gap grows with training: the sampler keeps old weights" if growing else ""),
                       evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
     if watch:
-        return v.inconclusive(f"sampler and trainer differ by {probs.median():.3g} in probability: above the "
-                              f"{PROBS_DIFF_OK} that verl calls fine, below its {PROBS_DIFF_BAD} problem line",
+        return v.inconclusive("sampler and trainer differ a little: above what verl calls fine, below its problem "
+                              "line",
                               evidence, "compare dtypes (bf16 sampler vs fp32 trainer) and watch the trend",
                               refs("verl_rollout"))
     return v.passed("sampler and trainer score the sampled tokens alike", evidence, refs("verl_rollout"))

@@ -9,7 +9,8 @@ from diagnostics.verdict import hypothesis
 
 # Relative update ||dW|| / ||W|| per step. cs231n's rule of thumb puts a healthy update/weight ratio near 1e-3;
 # full fine-tuning of a 7B model at lr 1e-6 sits near 5e-5 and still learns over hundreds of steps. Below 1e-5
-# (100x under the rule of thumb) the policy does not move in a run's length; below 1e-4 is worth a look.
+# (100x under the rule of thumb) the policy does not move in a run's length; below 1e-4 is worth a look. Below a
+# tenth of the minimum, an apparent reward gain is noise: the weights have not moved enough to cause it.
 REL_UPDATE_MIN = 1e-5
 REL_UPDATE_LOW = 1e-4
 # Weights unchanged: half the steps left every trainable element exactly as it was.
@@ -103,7 +104,7 @@ def too_small(h, v):
     lora = int(h.setting("lora_r", 0) or 0) > 0
     advice = (f"raise learning_rate ~10x (LoRA's best lr is ~10x full fine-tuning's; now {lr})" if lora else
               f"raise learning_rate (now {lr}); aim for a relative update near 1e-4..1e-3 per step")
-    if median < REL_UPDATE_MIN and not learning:
+    if median < REL_UPDATE_MIN and (not learning or median < REL_UPDATE_MIN / 10):
         return v.fail(f"each step moves the trainable weights by {median:.2g} of their norm: too little to change "
                       "the policy", evidence, advice, refs("lora_lr"))
     if median < REL_UPDATE_LOW and not learning:

@@ -1,0 +1,1 @@
+"""`flatline selftest`: planted faults that each verdict must catch, and healthy runs that must stay quiet."""

@@ -1,0 +1,107 @@
+"""The planted faults: each a real fault in a real short training run (the bandit probe on a tiny Llama), injected
+the way it happens in practice (a config value, a user plug-in, or a structural slip), with the hypothesis ids that
+must fail and the ids that may fail with it (its symptoms). Anything else that fails is a false alarm.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+PLUGINS = "diagnostics.selftest.plugins"
+# Every run that does not learn may also fail these two: they are the symptom, not the cause.
+NOT_LEARNING = frozenset({"progress.plateau", "control.learns"})
+# A fault refused before training (bad config) is caught by the start-up checks, not by a hypothesis.
+REFUSED = "refused at start"
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    how: str  # config | plug-in | structural
+    description: str
+    must_fail: frozenset
+    may_fail: frozenset = frozenset()
+    config: dict = field(default_factory=dict)
+    mutate: Callable | None = None  # fn(trainer), applied after the trainer and its probes are built
+    fast: bool = False  # part of the CI subset
+
+    @property
+    def allowed(self) -> frozenset:
+        """Ids that may fail without a false alarm (a healthy run allows none)."""
+        return self.must_fail | self.may_fail | (NOT_LEARNING if self.must_fail else frozenset())
+
+
+def freeze_adapter(trainer) -> None:
+    """PeftModel.from_pretrained(..., is_trainable=False): the LoRA weights are loaded frozen."""
+    for name, parameter in trainer.model.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(False)
+
+
+def drop_lora_b_from_optimizer(trainer) -> None:
+    """An optimizer built before the adapter's B matrices were added (or from a filtered parameter list)."""
+    b_ids = {id(p) for name, p in trainer.model.named_parameters() if "lora_B" in name}
+    for group in trainer.optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in b_ids]
+
+
+def unsynced_sampler(trainer) -> None:
+    """The sampler keeps the weights it started with: the trained policy never reaches it (TRL #2856)."""
+    trainer.sampler.model = copy.deepcopy(trainer.model).eval()
+    trainer.sampler.sync_weights = lambda model: None
+
+
+def f(*ids: str) -> frozenset:
+    return frozenset(ids)
+
+
+LORA = {"lora_r": 8, "lora_alpha": 16, "learning_rate": 3e-2}
+FAULTS = (
+    Fault("lr_1e-7", "config", "learning_rate = 1e-7", f("update.too_small"), config={"learning_rate": 1e-7},
+          fast=True),
+    Fault("temperature_0", "config", "temperature = 0: greedy sampling, every completion of a group identical",
+          f("entropy.collapse"), f("reward.no_signal", "advantage.degenerate_groups"), config={"temperature": 0.0},
+          fast=True),
+    Fault("beta_swamps", "config", "beta = 50: the KL penalty outweighs the policy gradient",
+          f("kl.penalty_dominates"), config={"beta": 50.0}),
+    Fault("bf16_tiny_lr", "config", "bfloat16 weights, full fine-tuning, learning_rate = 1e-5",
+          f("update.precision_swallowed"), f("update.too_small", "update.weights_unchanged"),
+          config={"dtype": "bfloat16", "learning_rate": 1e-5}),
+    Fault("lora_targets_nothing", "config", "lora_target_modules match no module of the model", f(REFUSED),
+          config={**LORA, "lora_target_modules": ["query_key_value"]}, fast=True),
+    Fault("batch_advantages", "plug-in", "advantage_fn normalises over the whole batch instead of per group",
+          f("advantage.numerics"), config={"advantage_fn": f"{PLUGINS}:batch_normalised_advantages"}, fast=True),
+    Fault("shifted_groups", "plug-in", "advantage_fn groups completions one position off",
+          f("advantage.numerics"), config={"advantage_fn": f"{PLUGINS}:shifted_group_advantages"}),
+    Fault("float32_std", "plug-in", "advantage_fn takes the group std in float32; the reward is a constant 1.350639",
+          f("advantage.numerics"), f("reward.no_signal", "advantage.degenerate_groups"),
+          config={"advantage_fn": f"{PLUGINS}:float32_std_advantages", "reward": f"{PLUGINS}:constant_awkward_reward",
+                  "num_generations": 8}),  # float32 keeps a non-zero std of 8 copies (of 4 it happens to be 0)
+    Fault("constant_reward", "plug-in", "a reward that ignores the completion", f("reward.no_signal"),
+          f("advantage.degenerate_groups"), config={"reward": f"{PLUGINS}:constant_reward"}, fast=True),
+    Fault("raising_reward", "plug-in", "a reward that raises on some inputs", f("reward.parse_failures"),
+          f("reward.no_signal", "advantage.degenerate_groups"), config={"reward": f"{PLUGINS}:raising_reward"}),
+    Fault("detached_logprob", "plug-in", "loss_fn computes the loss on detached logprobs", f("gradients.no_flow"),
+          f("update.weights_unchanged", "update.too_small"), config={"loss_fn": f"{PLUGINS}:detached_loss"}),
+    Fault("sign_flipped_loss", "plug-in", "loss_fn with its sign flipped: the policy moves away from reward",
+          f("progress.plateau"), f("advantage.degenerate_groups", "reward.no_signal", "entropy.collapse"),
+          config={"loss_fn": f"{PLUGINS}:sign_flipped_loss"}),
+    Fault("frozen_adapter", "structural", "the LoRA adapter is loaded frozen", f("update.optimizer_coverage"),
+          f("gradients.no_flow", "update.weights_unchanged", "update.too_small"), config=LORA, mutate=freeze_adapter,
+          fast=True),
+    Fault("adapter_not_in_optimizer", "structural", "the LoRA B matrices are missing from the optimizer",
+          f("update.optimizer_coverage"), f("update.weights_unchanged", "update.too_small", "gradients.no_flow"),
+          config=LORA, mutate=drop_lora_b_from_optimizer),
+    Fault("unsynced_sampler", "structural", "the sampler never receives the trained weights",
+          f("sync.sampler_mismatch"), f("sync.importance_weights"), mutate=unsynced_sampler, fast=True),
+)
+
+# Healthy runs and healthy-but-odd ones: nothing may fail.
+HEALTHY = (
+    Fault("healthy", "config", "the bandit probe as shipped", f(), fast=True),
+    Fault("clip_0.01_adamw", "config", "max_grad_norm = 0.01 with AdamW: clipped every step, Adam undoes the scale",
+          f(), config={"max_grad_norm": 0.01}, fast=True),
+    Fault("kl_beta_0.04", "config", "beta = 0.04 (TRL's former default): a KL term that must not be blamed", f(),
+          config={"beta": 0.04}),
+)

@@ -1,0 +1,124 @@
+"""Run planted faults and healthy runs, judge them, and print the detection matrix.
+
+    results = [run_case(fault, seed) for fault in FAULTS for seed in seeds]
+    print(render(results)); exit_code = 1 if any(r.missed or r.false_alarms for r in results) else 0
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diagnostics.history import History
+from diagnostics.judge import judge, judge_one
+from diagnostics.selftest.faults import REFUSED, Fault
+from trainer.config import build_config, load_config
+from trainer.errors import FlatlineError
+
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bandit.toml"
+# The bandit with four groups of four per step (so per-group and whole-batch normalisation differ), every probe.
+BASE_CHANGES = {"num_generations": 4, "probes": "full", "report_to": "none", "progress_bar": False}
+
+
+@dataclass
+class CaseResult:
+    fault: Fault
+    seed: int
+    failed: set = field(default_factory=set)
+    first_flag: dict = field(default_factory=dict)  # id -> (step, seconds since the run started)
+    steps: int = 0
+    seconds: float = 0.0
+    final_reward: float = float("nan")
+    error: str = ""
+
+    @property
+    def missed(self) -> set:
+        return set(self.fault.must_fail) - self.failed
+
+    @property
+    def false_alarms(self) -> set:
+        return self.failed - set(self.fault.allowed)
+
+
+def case_config(fault: Fault, seed: int, steps: int | None = None):
+    values = {**dataclasses.asdict(load_config(BASE_CONFIG)), **BASE_CHANGES, **fault.config, "seed": seed}
+    if steps is not None:
+        values["max_steps"] = steps
+    return build_config(values)
+
+
+def first_flags(rows: list[dict], times: list[float], config: dict, ids) -> dict:
+    """For each id, the first step (and its wall time) at which judging the history up to it gives fail."""
+    found = {}
+    for hypothesis_id in ids:
+        for k in range(1, len(rows) + 1):
+            if judge_one(hypothesis_id, History(run="prefix", rows=rows[:k], config=config)).status == "fail":
+                found[hypothesis_id] = (rows[k - 1].get("step", k), times[k - 1])
+                break
+    return found
+
+
+def run_case(fault: Fault, seed: int = 0, steps: int | None = None) -> CaseResult:
+    """Train the faulty run with probes, judge it, and time when each must-fail id was first flagged."""
+    from diagnostics.cli import probe_listeners
+    from trainer.loop import build_trainer
+
+    result = CaseResult(fault, seed)
+    started = time.perf_counter()
+    try:
+        cfg = case_config(fault, seed, steps)
+        trainer = build_trainer(cfg)
+    except FlatlineError as exc:
+        result.failed = {REFUSED}
+        result.first_flag[REFUSED] = (0, time.perf_counter() - started)
+        result.error = str(exc)
+        return result
+    trainer.listeners.extend(probe_listeners(trainer))
+    if fault.mutate is not None:
+        fault.mutate(trainer)
+    rows, times = [], []
+    for _ in range(cfg.max_steps):
+        rows.append(trainer.step())
+        times.append(time.perf_counter() - started)
+    config = dataclasses.asdict(cfg)
+    history = History(run=fault.name, rows=rows, config=config)
+    result.failed = {v.id for v in judge(history).verdicts if v.status == "fail"}
+    result.first_flag = first_flags(rows, times, config, sorted(fault.must_fail & result.failed))
+    result.steps, result.seconds = len(rows), times[-1] if times else 0.0
+    result.final_reward = history.series("reward").tail(5).mean()
+    return result
+
+
+def _cell(result: CaseResult, hypothesis_id: str) -> str:
+    if hypothesis_id in result.fault.must_fail:
+        if hypothesis_id in result.first_flag:
+            step, seconds = result.first_flag[hypothesis_id]
+            return f"✓ s{step} {seconds:.0f}s"
+        return "MISS"
+    if hypothesis_id in result.failed:
+        return "(fail)" if hypothesis_id in result.fault.allowed else "FALSE ALARM"
+    return ""
+
+
+def render(results: list[CaseResult]) -> str:
+    """The fault x hypothesis matrix (only the columns anything lists or flags), then recall and false alarms."""
+    columns = sorted({i for r in results for i in r.fault.must_fail | r.failed})
+    header = ["case", "seed", "how", "reward (last 5)"] + columns
+    rows = [[r.fault.name, str(r.seed), r.fault.how, f"{r.final_reward:.2f}"] + [_cell(r, c) for c in columns]
+            for r in results]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header, *rows]]
+    faults = [r for r in results if r.fault.must_fail]
+    caught = sum(not r.missed for r in faults)
+    alarms = sum(len(r.false_alarms) for r in results)
+    lines += ["", f"recall: {caught}/{len(faults)} planted faults flagged by every hypothesis they must fail",
+              f"false alarms: {alarms} (healthy runs with a fail: "
+              f"{sum(bool(r.failed) for r in results if not r.fault.must_fail)}/"
+              f"{sum(not r.fault.must_fail for r in results)})"]
+    for r in results:
+        if r.missed:
+            lines.append(f"MISS {r.fault.name} seed {r.seed}: {', '.join(sorted(r.missed))} did not fail")
+        if r.false_alarms:
+            lines.append(f"FALSE ALARM {r.fault.name} seed {r.seed}: {', '.join(sorted(r.false_alarms))}")
+    return "\n".join(lines)
