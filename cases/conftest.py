@@ -7,7 +7,9 @@ and at the end a report per run (reports/<run>/diagnosis.md + .json) and a log b
     pytest cases/ --flatline-config my.toml --flatline-control control.toml
 
 A confirmed hypothesis fails its case (evidence and prescription in the message), a ruled-out one passes,
-inconclusive and skipped verdicts show as skipped with the reason.
+inconclusive and skipped verdicts show as skipped with the reason. The plug-in cases (cases/test_plugins.py) train
+nothing: they property-test the config's advantage_fn, mask_fn and loss_fn, and their verdicts join the subject
+(musique) run's report, or a report of their own when the session trained no subject run.
 """
 from __future__ import annotations
 
@@ -132,12 +134,38 @@ def judge_case(request, flatline_session, task):
     return check
 
 
+@pytest.fixture
+def judge_plugin(request):
+    """judge_plugin("advantage_fn"): Hypothesis property tests of the session config's plug-in (flatline's default
+    when it names none), no model trained; a violated property fails the case with its minimal counterexample."""
+
+    def check(plug_point: str) -> None:
+        from diagnostics.case_runs import case_config
+        from diagnostics.plugin_properties import judge_plugin as judge
+        from trainer.errors import FlatlineError
+
+        opts = request.config
+        try:
+            cfg = case_config("musique", opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
+                              opts.getoption("--flatline-set"))
+            verdict, failure = judge(plug_point, cfg)
+        except FlatlineError as exc:
+            pytest.fail(f"flatline could not load the {plug_point} plug-in: {exc}", pytrace=False)
+        record = {"run": None, "report_dir": cfg.report_dir, "verdict": verdict.to_json()}
+        request.node.user_properties.append((VERDICT_PROPERTY, json.dumps(record)))
+        if verdict.status == "fail":
+            pytest.fail(failure, pytrace=False)
+
+    return check
+
+
 class VerdictCollector:
     """Collects the verdicts from test reports (so they also arrive from xdist workers) and, at the end of the
     session, writes one report and one log book entry per run."""
 
     def __init__(self):
         self.runs: dict[str, dict] = {}
+        self.runless: list[dict] = []  # verdicts judged without a run (the plug-in cases)
         self.reports: list[tuple[str, str, str]] = []
 
     def pytest_runtest_logreport(self, report):
@@ -146,6 +174,9 @@ class VerdictCollector:
         for name, value in report.user_properties:
             if name == VERDICT_PROPERTY:
                 record = json.loads(value)
+                if record["run"] is None:
+                    self.runless.append(record)
+                    continue
                 run = self.runs.setdefault(record["run"], {k: record[k] for k in
                                                            ("run_dir", "task", "log_book", "report_dir", "control_run")})
                 run.setdefault("verdicts", []).append(record["verdict"])
@@ -154,7 +185,12 @@ class VerdictCollector:
     def pytest_sessionfinish(self, session):
         if hasattr(session.config, "workerinput"):
             return  # an xdist worker: the controller writes the reports
+        subject = next((run for run in self.runs.values() if run["task"] == "musique"), None)
+        if subject is not None:
+            subject["verdicts"] += [record["verdict"] for record in self.runless]
         self.reports = [write_run_report(name, run) for name, run in self.runs.items()]
+        if self.runless and subject is None:
+            self.reports.append(write_runless_report(self.runless))
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.reports:
@@ -170,15 +206,40 @@ def write_run_report(name: str, run: dict) -> tuple[str, str, str]:
     directory, and a log book entry."""
     from diagnostics.conclude import conclude
     from diagnostics.history import load_history
-    from diagnostics.judge import Diagnosis, cause_rank, key_metrics
-    from diagnostics.verdict import Verdict
+    from diagnostics.judge import Diagnosis, key_metrics
     from trainer.rundir import create_run_dir
 
     history = load_history(run["run_dir"])
-    fields = ("id", "title", "status", "evidence", "prescription", "references", "reason")
-    verdicts = sorted((Verdict(**{k: v[k] for k in fields}) for v in run["verdicts"]), key=cause_rank)
+    verdicts = _verdicts(run["verdicts"])
     diagnosis = Diagnosis(name, verdicts, key_metrics(history), run["control_run"])
     report_dir = create_run_dir(Path(run["report_dir"]) / name)
     report = conclude(history, diagnosis, report_dirs=[report_dir, Path(run["run_dir"])], log_book=run["log_book"],
                       log=lambda *_: None)
     return name, str(report), diagnosis.headline()
+
+
+def write_runless_report(records: list[dict]) -> tuple[str, str, str]:
+    """Verdicts judged without a run, when the session trained no subject run to join: their own
+    reports/plugins-<time>/diagnosis.md (+ .json) over a history of zero steps; no curves, and no log book entry
+    (the log book has one entry per judged run)."""
+    from datetime import datetime
+
+    from diagnostics.history import History
+    from diagnostics.judge import Diagnosis, key_metrics
+    from diagnostics.report import write_report
+    from trainer.rundir import create_run_dir
+
+    name = f"plugins-{datetime.now():%Y%m%d-%H%M%S}"
+    history = History(run=name, rows=[])
+    diagnosis = Diagnosis(name, _verdicts([record["verdict"] for record in records]), key_metrics(history))
+    report_dir = create_run_dir(Path(records[0]["report_dir"]) / name)
+    return name, str(write_report(diagnosis, history, report_dir)), diagnosis.headline()
+
+
+def _verdicts(records: list[dict]) -> list:
+    """Verdicts from their JSON records, likeliest cause first."""
+    from diagnostics.judge import cause_rank
+    from diagnostics.verdict import Verdict
+
+    fields = ("id", "title", "status", "evidence", "prescription", "references", "reason")
+    return sorted((Verdict(**{k: v[k] for k in fields}) for v in records), key=cause_rank)

@@ -10,6 +10,7 @@ import pytest
 
 from diagnostics.case_runs import CONTROL_MIN_STEPS, case_config, control_from
 from diagnostics.judge import hypothesis_ids
+from diagnostics.plugin_properties import PLUG_POINTS
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MUSIQUE = """
@@ -56,14 +57,15 @@ def test_full_session_writes_a_report_per_run_and_log_entries(tmp_path):
     assert [r.name.split("-")[0] for r in reports] == ["arithmetic", "musique"]  # control and subject
     for report in reports:
         diagnosis = json.loads((report / "diagnosis.json").read_text())
-        assert {v["id"] for v in diagnosis["verdicts"]} == set(hypothesis_ids())
+        plug_in_ids = {f"plugins.{p}" for p in PLUG_POINTS} if report.name.startswith("musique") else set()
+        assert {v["id"] for v in diagnosis["verdicts"]} == set(hypothesis_ids()) | plug_in_ids
         md = (report / "diagnosis.md").read_text()
         assert md.startswith(f"# Diagnosis: {report.name}") and "## Verdicts by family" in md
         failed = [v["id"] for v in diagnosis["verdicts"] if v["status"] == "fail"]
         for verdict_id in failed:  # every fail in the report is a failed case, and the other way round
-            name = verdict_id.split(".", 1)[1]
+            family, name = verdict_id.split(".", 1)
             task = "musique" if report.name.startswith("musique") else "gsm8k"
-            case = f"cases/test_{verdict_id.split('.')[0]}.py::test_{name}[{task}]"
+            case = f"cases/test_{family}.py::test_{name}" + ("" if family == "plugins" else f"[{task}]")
             assert any(line.startswith("FAILED") and case in line for line in done.stdout.splitlines()), case
     log = (tmp_path / "log.md").read_text()
     assert log.count("\n## ") == 2

@@ -123,7 +123,8 @@ def test_kl_share_only_counts_steps_with_signal():
 # ---------------------------------------------------------------- kl.drift
 
 def test_kl_rising_to_five_nats_without_a_reward_gain_fails():
-    v = verdict("kl.drift", healthy(kl=ramp(0.01, 5.0, noise=0.05, lo=0.0), reward=flat(0.3, noise=0.02)))
+    v = verdict("kl.drift", healthy(kl=ramp(0.01, 5.0, noise=0.05, lo=0.0), reward=flat(0.3, noise=0.02),
+                                   **{"eval/reward": None}))
     assert v.status == "fail" and v.evidence["kl_last"] == pytest.approx(5.0, abs=0.2)
     assert v.evidence["kl_kendall_p"] < 0.05 and "learning_rate" in v.prescription
 

@@ -131,10 +131,12 @@ def clipping_dominates(h, v):
 
 @hypothesis("gradients.spikes", "recurring gradient-norm spikes that are large, not merely statistical outliers?")
 def spikes(h, v):
-    norm = _grad_norm(h).finite()
+    # steps whose advantages were all 0 carry only the KL term's (tiny) gradient: against them every ordinary step
+    # with signal would look like a spike, so only steps with signal are compared
+    norm = at_steps(_grad_norm(h), signal_steps(h)).finite()
     norm = type(norm)(norm.name, norm.steps[norm.values > ZERO_GRAD], norm.values[norm.values > ZERO_GRAD])
     if len(norm) < SPIKE_WINDOW:
-        return v.skipped(f"needs at least {SPIKE_WINDOW} steps with a non-zero grad_norm")
+        return v.skipped(f"needs at least {SPIKE_WINDOW} steps with a non-zero grad_norm and non-zero advantages")
     ratios = []
     for i in range(3, len(norm)):
         baseline = float(np.median(norm.values[max(0, i - SPIKE_WINDOW):i]))

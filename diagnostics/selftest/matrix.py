@@ -59,8 +59,22 @@ def first_flags(rows: list[dict], times: list[float], config: dict, ids) -> dict
     return found
 
 
-def run_case(fault: Fault, seed: int = 0, steps: int | None = None) -> CaseResult:
-    """Train the faulty run with probes, judge it, and time when each must-fail id was first flagged."""
+def save_run(directory: Path, cfg, rows: list[dict]) -> None:
+    """The case as a run directory (config.toml, metrics.jsonl) that `flatline diagnose` or another tool can read."""
+    from trainer.config import to_toml
+    from trainer.rundir import JsonlWriter, create_run_dir
+
+    run_dir = create_run_dir(directory)
+    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+    writer = JsonlWriter(run_dir / "metrics.jsonl")
+    for row in rows:
+        writer.write(row)
+    writer.close()
+
+
+def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path | None = None) -> CaseResult:
+    """Train the faulty run with probes, judge it, and time when each must-fail id was first flagged; with `save`,
+    also write it as a run directory there."""
     from diagnostics.cli import probe_listeners
     from trainer.loop import build_trainer
 
@@ -81,6 +95,8 @@ def run_case(fault: Fault, seed: int = 0, steps: int | None = None) -> CaseResul
     for _ in range(cfg.max_steps):
         rows.append(trainer.step())
         times.append(time.perf_counter() - started)
+    if save is not None:
+        save_run(Path(save), cfg, rows)
     config = dataclasses.asdict(cfg)
     history = History(run=fault.name, rows=rows, config=config)
     result.failed = {v.id for v in judge(history).verdicts if v.status == "fail"}
