@@ -41,6 +41,7 @@ AWKWARD_REWARDS = (1.350639, 0.1, 0.7, 1 / 3, 2.2, -0.3)
 CHAT_QUESTION = "Which river flows through the capital of the country where the Eiffel Tower stands?"
 REPLY_PIECES = ("Answer:", "Paris", "the Seine", "\n", "42", "I think", "<|im_end|>", "<|endoftext|>", "</s>", ".")
 
+# Derandomized: the same plug-in gets the same verdict every run; no example database is written to the cwd.
 _SETTINGS = dict(deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                  phases=(Phase.explicit, Phase.generate, Phase.shrink))
@@ -528,7 +529,9 @@ PRESCRIPTIONS = {
     "loss_fn": "minimise -min(ratio * A, clip(ratio) * A) over the masked tokens, on logprobs that keep their "
                "autograd graph, as trainer.algorithm.policy_loss does",
 }
+# Characters of the counterexample and of the failure kept in a verdict's evidence (the case's message has all).
 COUNTEREXAMPLE_CHARS = 500
+FAILURE_CHARS = 300
 
 
 def call_options(plug_point: str, cfg) -> dict:
@@ -560,8 +563,8 @@ def judge_plugin(plug_point: str, cfg, max_examples: int = MAX_EXAMPLES):
         return Verdict(verdict_id, title, "pass", evidence, "", [], reason), ""
     first = violations[0]
     names = ", ".join(v.property.name for v in violations)
-    evidence.update(violated=names, failure=first.error[:COUNTEREXAMPLE_CHARS],
-                    counterexample=first.counterexample[:COUNTEREXAMPLE_CHARS])
+    evidence.update(violated=names, failure=first.error[:FAILURE_CHARS],
+                    counterexample=" ".join(first.counterexample.split())[:COUNTEREXAMPLE_CHARS])
     statement = first.property.statement
     reason = f"{dotted_path(plug_in)} breaks {names} (first: {statement[0].lower()}{statement[1:].rstrip('.')})"
     verdict = Verdict(verdict_id, title, "fail", evidence, PRESCRIPTIONS[plug_point], [], reason)
