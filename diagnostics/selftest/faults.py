@@ -8,6 +8,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 PLUGINS = "diagnostics.selftest.plugins"
 # Every run that does not learn may also fail these two: they are the symptom, not the cause.
 NOT_LEARNING = frozenset({"progress.plateau", "control.learns"})
@@ -52,6 +54,23 @@ def unsynced_sampler(trainer) -> None:
     trainer.sampler.sync_weights = lambda model: None
 
 
+def lossy_merge_cycle(trainer) -> None:
+    """After every optimizer step the adapter is merged into the base weights in bfloat16 and taken out again (a
+    weight push to a bf16 sampler): the round trip does not restore the base (TRL #6688)."""
+    pairs = []
+    for module in trainer.model.modules():
+        if hasattr(module, "lora_A") and hasattr(module, "base_layer") and "default" in getattr(module, "lora_A", {}):
+            pairs.append(module)
+
+    def merge_and_unmerge(optimizer, args, kwargs) -> None:
+        for module in pairs:
+            delta = module.get_delta_weight("default")
+            weight = module.base_layer.weight
+            weight.data = (weight.data + delta).to(torch.bfloat16).to(weight.dtype) - delta
+
+    trainer.optimizer.register_step_post_hook(merge_and_unmerge)
+
+
 def f(*ids: str) -> frozenset:
     return frozenset(ids)
 
@@ -93,6 +112,18 @@ FAULTS = (
     Fault("adapter_not_in_optimizer", "structural", "the LoRA B matrices are missing from the optimizer",
           f("update.optimizer_coverage"), f("update.weights_unchanged", "update.too_small", "gradients.no_flow"),
           config=LORA, mutate=drop_lora_b_from_optimizer),
+    Fault("lora_full_ft_lr", "config", "LoRA at a full fine-tuning learning rate (1e-6)", f("update.too_small"),
+          config={**LORA, "learning_rate": 1e-6}),
+    Fault("ratio_clip_saturated", "config", "num_iterations = 4 at a high learning rate: most tokens leave the "
+          "trust region", f("update.clip_saturation"), config={"num_iterations": 4, "learning_rate": 0.3}),
+    Fault("none_reward", "plug-in", "a reward that returns None for outputs it cannot parse", f("reward.parse_failures"),
+          config={"reward": f"{PLUGINS}:sometimes_none_reward"}),
+    Fault("infinite_reward", "plug-in", "a reward that pays -inf for some outputs", f("advantage.numerics"),
+          f("gradients.non_finite", "update.weights_unchanged", "update.too_small", "gradients.no_flow",
+            "entropy.collapse", "reward.no_signal", "advantage.degenerate_groups"),
+          config={"reward": f"{PLUGINS}:sometimes_infinite_reward"}),
+    Fault("lossy_merge", "structural", "the adapter merged into the base in bfloat16 and unmerged after every step",
+          f("update.base_drift"), config=LORA, mutate=lossy_merge_cycle),
     Fault("unsynced_sampler", "structural", "the sampler never receives the trained weights",
           f("sync.sampler_mismatch"), f("sync.importance_weights"), mutate=unsynced_sampler, fast=True),
 )

@@ -43,6 +43,18 @@ def raising_reward(prompts, completions, **columns):
     return [float(c.strip()[:1].lower() in "abcdefghijklm") for c in completions]
 
 
+def sometimes_none_reward(prompts, completions, **columns):
+    """Returns None for completions it cannot parse (here: those not starting with a letter), as TRL reward
+    functions do for unparsable output."""
+    return [float(c.strip()[:1].lower() in "abcdefghijklm") if c.strip()[:1].isalpha() else None
+            for c in completions]
+
+
+def sometimes_infinite_reward(prompts, completions, **columns):
+    """Pays -inf for completions starting with a digit (a log-probability style score of an impossible answer)."""
+    return [float("-inf") if c.strip()[:1].isdigit() else float(c.strip()[:1].isalpha()) for c in completions]
+
+
 def detached_loss(logps, old_logps, advantages, mask, **kwargs):
     """The policy loss computed on detached logprobs: a value, no gradient."""
     return policy_loss(logps.detach(), old_logps, advantages, mask, **kwargs)
