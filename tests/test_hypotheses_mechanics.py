@@ -258,3 +258,15 @@ def test_collapsed_effective_sample_size_fails():
     assert v.status == "fail" and v.evidence["ess_median"] == 0.1 and "0.10 of the batch" in v.reason
     assert verdict("sync.importance_weights", healthy(**{"sync/is_weight_mean": 3.0})).status == "fail"
     assert verdict("sync.importance_weights", healthy()).status == "pass"
+
+
+def test_ratio_clip_judged_on_steps_with_signal_and_all_clipped_steps_are_not_no_flow():
+    # num_iterations 4: the first steps clip every token (zero gradient by design), then the bandit is solved and
+    # later batches carry no advantage (and clip nothing): the clip fraction is judged on the steps with signal
+    signal = [0.0] * 4 + [1.0] * (N - 4)  # advantage/zero_frac
+    h = healthy(config={"num_iterations": 4}, **{"advantage/zero_frac": signal,
+                                                 "clip_ratio/region_mean": [0.0, 1.0, 0.7, 1.0] + [0.0] * (N - 4),
+                                                 "grad_norm": [3.0, 0.0, 4.3, 0.0] + [0.0] * (N - 4)})
+    clip = verdict("update.clip_saturation", h)
+    assert clip.status == "fail" and clip.evidence["clip_ratio_mean"] == pytest.approx(2.7 / 4)
+    assert verdict("gradients.no_flow", h).status == "pass"

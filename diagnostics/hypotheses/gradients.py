@@ -12,6 +12,8 @@ from diagnostics.verdict import hypothesis
 
 # A gradient norm at or below this is no gradient (float32 sums of real gradients never land there by chance).
 ZERO_GRAD = 1e-12
+# A step whose tokens were all clipped by the ratio clip (num_iterations > 1) has a zero gradient by design.
+ALL_CLIPPED = 0.99
 # No flow: half or more of the steps with non-zero advantages produced no gradient.
 NO_FLOW_STEPS_FRAC = 0.5
 # Clipping "on every step": at least 90% of steps had the pre-clip norm above max_grad_norm.
@@ -36,6 +38,10 @@ def no_flow(h, v):
     if not len(norm):
         return v.skipped("no grad_norm (or gradients/global_norm) in the log")
     signal = signal_steps(h)
+    clip = h.series("clip_ratio/region_mean")
+    clipped_out = {step for step, x in zip(clip.steps, clip.values) if x >= ALL_CLIPPED}
+    if signal is not None and clipped_out:
+        signal = signal - clipped_out  # every token outside the trust region: no gradient is the clip's doing
     judged = at_steps(norm, signal)
     evidence = {"steps_with_signal": len(judged), "grad_norm_median": judged.median()}
     loss = h.series("loss").finite()

@@ -92,9 +92,14 @@ def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path |
     if fault.mutate is not None:
         fault.mutate(trainer)
     rows, times = [], []
-    for _ in range(cfg.max_steps):
-        rows.append(trainer.step())
-        times.append(time.perf_counter() - started)
+    try:
+        for _ in range(cfg.max_steps):
+            rows.append(trainer.step())
+            times.append(time.perf_counter() - started)
+    except Exception as exc:  # a fault may crash the run (NaN weights): judge the steps it logged, as a user would
+        result.error = f"training stopped after {len(rows)} steps: {type(exc).__name__}: {str(exc)[:120]}"
+    if not rows:
+        return result
     if save is not None:
         save_run(Path(save), cfg, rows)
     config = dataclasses.asdict(cfg)
@@ -133,6 +138,8 @@ def render(results: list[CaseResult]) -> str:
               f"{sum(bool(r.failed) for r in results if not r.fault.must_fail)}/"
               f"{sum(not r.fault.must_fail for r in results)})"]
     for r in results:
+        if r.error:
+            lines.append(f"note: {r.fault.name} seed {r.seed}: {r.error}")
         if r.missed:
             lines.append(f"MISS {r.fault.name} seed {r.seed}: {', '.join(sorted(r.missed))} did not fail")
         if r.false_alarms:
