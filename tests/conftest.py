@@ -55,3 +55,9 @@ def hide_module(monkeypatch):
         monkeypatch.setattr(builtins, "__import__", guarded)
 
     return hide
+
+
+@pytest.fixture(autouse=True)
+def private_log_book(tmp_path_factory, monkeypatch):
+    """Runs judged inside a test write their log book entry to a temporary file, never to reports/ in the repo."""
+    monkeypatch.setenv("FLATLINE_LOG", str(tmp_path_factory.mktemp("log") / "EXPERIMENT_LOG.md"))
