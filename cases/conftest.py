@@ -41,16 +41,23 @@ def pytest_configure(config):
     config.pluginmanager.register(VerdictCollector(), "flatline-verdicts")
 
 
+def session_config(opts, task: str):
+    """The Config this session trains (or checks plug-ins of) for `task`, from the --flatline-* options."""
+    from diagnostics.case_runs import case_config
+
+    return case_config(task, opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
+                       opts.getoption("--flatline-set"))
+
+
 def pytest_sessionstart(session):
     """Refuse a bad --flatline-config (or control, or --flatline-set) once, before any case or training runs."""
-    from diagnostics.case_runs import TASKS, case_config
+    from diagnostics.case_runs import TASKS
     from trainer.errors import FlatlineError
 
     opts = session.config
     for task in TASKS:
         try:
-            case_config(task, opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
-                        opts.getoption("--flatline-set"))
+            session_config(opts, task)
         except FlatlineError as exc:
             raise pytest.UsageError(f"flatline: {exc}") from None
 
@@ -71,7 +78,7 @@ class CaseSession:
         return self.histories[task]
 
     def _train(self, task: str):
-        from diagnostics.case_runs import case_config, train_case
+        from diagnostics.case_runs import train_case
         from diagnostics.conclude import wandb_summary
         from diagnostics.history import load_history
         from diagnostics.judge import judge
@@ -79,8 +86,7 @@ class CaseSession:
 
         opts = self.options
         try:
-            cfg = case_config(task, opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
-                              opts.getoption("--flatline-set"))
+            cfg = session_config(opts, task)
 
             def send_full_judgement_to_wandb(run_dir, tracker):
                 tracker.summarize(*wandb_summary(judge(load_history(run_dir))))
@@ -140,14 +146,12 @@ def judge_plugin(request):
     when it names none), no model trained; a violated property fails the case with its minimal counterexample."""
 
     def check(plug_point: str) -> None:
-        from diagnostics.case_runs import case_config
         from diagnostics.plugin_properties import judge_plugin as judge
         from trainer.errors import FlatlineError
 
         opts = request.config
         try:
-            cfg = case_config("musique", opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
-                              opts.getoption("--flatline-set"))
+            cfg = session_config(opts, "musique")
             verdict, failure = judge(plug_point, cfg)
         except FlatlineError as exc:
             pytest.fail(f"flatline could not load the {plug_point} plug-in: {exc}", pytrace=False)
