@@ -103,10 +103,8 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_selftest(args) -> int:
-    import warnings
-
     from diagnostics.selftest.faults import FAULTS, HEALTHY
-    from diagnostics.selftest.matrix import render, run_case
+    from diagnostics.selftest.matrix import render, run_matrix
 
     cases = [c for c in FAULTS + HEALTHY if args.full or c.fast or args.only]
     if args.only:
@@ -115,13 +113,8 @@ def cmd_selftest(args) -> int:
             raise FlatlineError(f"--only: no fault named {', '.join(sorted(unknown))}; "
                                 f"choose from {', '.join(c.name for c in FAULTS + HEALTHY)}")
         cases = [c for c in cases if c.name in args.only]
-    results = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the faults make the trainer and probes warn by design
-        for case in cases:
-            for seed in range(args.seeds if not case.must_fail else 1):
-                results.append(run_case(case, seed))
-                print(f"  {case.name} seed {seed}: failed {sorted(results[-1].failed) or 'nothing'}", flush=True)
+    results = run_matrix(cases, args.seeds, progress=lambda r: print(
+        f"  {r.fault.name} seed {r.seed}: failed {sorted(r.failed) or 'nothing'}", flush=True))
     print(render(results))
     return 1 if any(r.missed or r.false_alarms for r in results) else 0
 

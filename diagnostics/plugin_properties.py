@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, InvalidArgument, Unsatisfiable
 from hypothesis.extra.numpy import arrays
 
+from trainer.errors import PluginError
+from trainer.plugins import call_mask_fn
+
 PLUG_POINTS = ("advantage_fn", "mask_fn", "loss_fn")
 # Generated examples per property: enough to find the bugs of diagnostics/selftest/plugins.py every time, fast
 # enough (a second or two per plug point) to run in every `pytest cases/`.
@@ -228,33 +231,45 @@ def changed_groups(draw):
     return ChangedGroup(rewards, G, group, other, [float(r) for r in draw(arrays(np.float64, (G,), elements=DYADIC))])
 
 
-# --- mask_fn(completion_ids [N, T], eos_token_ids) -> [N, T] ---
+# --- mask_fn(completion_ids [N, T], eos_token_ids[, prompt_ids, prompt_mask]) -> [N, T] or [N, L+T] ---
 
 class ChatCompletions(NamedTuple):
     replies: list[str]  # the assistant's messages, rendered with the chat template
     completion_ids: list[list[int]]  # [N, T] each reply's tokens, cut at T, right-padded with pad == eos
     eos_token_ids: tuple[int, ...]
+    prompt_ids: list[list[int]]  # [N, L] the chat's generation prompt, left-padded (pad == eos)
+    prompt_mask: list[list[int]]  # [N, L]
 
 
 def _first_eos(row: list[int], eos_token_ids) -> int | None:
     return next((t for t, token in enumerate(row) if token in eos_token_ids), None)
 
 
-def _mask(mask_fn, completion_ids, eos_token_ids) -> torch.Tensor:
-    """Call mask_fn as the trainer does; checks shape and 0/1 values, leaves the ids alone. Returns [N, T]."""
+def _masks(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call mask_fn as the trainer does; checks shape and 0/1 values, leaves the ids alone.
+    Returns (completion part [N, T], prompt part [N, L], zero for a mask over completion positions)."""
     ids = torch.tensor(completion_ids, dtype=torch.long)  # [N, T]
-    mask = torch.as_tensor(mask_fn(ids, tuple(eos_token_ids))).detach()
-    assert tuple(mask.shape) == tuple(ids.shape), \
-        f"returned shape {tuple(mask.shape)} for completion ids of shape [N, T] = {tuple(ids.shape)}"
-    values = mask.double()
-    assert bool(((values == 0) | (values == 1)).all()), f"mask values other than 0 and 1: {mask.tolist()}"
+    prompt = torch.tensor(prompt_ids, dtype=torch.long)  # [N, L]
+    try:
+        completion_part, prompt_part = call_mask_fn(mask_fn, ids, tuple(eos_token_ids), prompt,
+                                                    torch.tensor(prompt_mask, dtype=torch.long))
+    except PluginError as exc:
+        raise AssertionError(str(exc)) from None
+    prompt_part = torch.zeros_like(prompt) if prompt_part is None else prompt_part
+    values = torch.cat([prompt_part, completion_part], dim=1).double()
+    assert bool(((values == 0) | (values == 1)).all()), f"mask values other than 0 and 1: {values.long().tolist()}"
     assert torch.equal(ids, torch.tensor(completion_ids, dtype=torch.long)), "changed completion_ids in place"
-    return values.long()
+    assert torch.equal(prompt, torch.tensor(prompt_ids, dtype=torch.long)), "changed prompt_ids in place"
+    return completion_part.long(), prompt_part.long()
 
 
-def check_mask_ends_at_first_eos(mask_fn, replies, completion_ids, eos_token_ids):
+def _mask(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask) -> torch.Tensor:
+    return _masks(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask)[0]
+
+
+def check_mask_ends_at_first_eos(mask_fn, replies, completion_ids, eos_token_ids, prompt_ids, prompt_mask):
     """A completion that ends: 1 for every token up to and including its first EOS, 0 after (pad == eos)."""
-    mask = _mask(mask_fn, completion_ids, eos_token_ids)
+    mask = _mask(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask)
     for n, row in enumerate(completion_ids):
         end = _first_eos(row, eos_token_ids)
         if end is None:
@@ -268,9 +283,9 @@ def check_mask_ends_at_first_eos(mask_fn, replies, completion_ids, eos_token_ids
             f"{got}, expected {expected}; it {what}"
 
 
-def check_mask_keeps_truncated_whole(mask_fn, replies, completion_ids, eos_token_ids):
+def check_mask_keeps_truncated_whole(mask_fn, replies, completion_ids, eos_token_ids, prompt_ids, prompt_mask):
     """A completion with no EOS (cut at the length limit) is in the loss whole."""
-    mask = _mask(mask_fn, completion_ids, eos_token_ids)
+    mask = _mask(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask)
     for n, row in enumerate(completion_ids):
         if _first_eos(row, eos_token_ids) is None:
             assert mask[n].tolist() == [1] * len(row), \
@@ -278,13 +293,32 @@ def check_mask_keeps_truncated_whole(mask_fn, replies, completion_ids, eos_token
                 f"{mask[n].tolist()}; a truncated completion is trained on whole"
 
 
-def check_mask_sane(mask_fn, replies, completion_ids, eos_token_ids):
-    """[N, T] of 0/1, completion_ids left unchanged."""
-    _mask(mask_fn, completion_ids, eos_token_ids)
+def check_mask_sane(mask_fn, replies, completion_ids, eos_token_ids, prompt_ids, prompt_mask):
+    """[N, T] (or [N, L+T] over prompt and completion) of 0/1, the ids left unchanged."""
+    _mask(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask)
+
+
+def check_mask_leaves_prompt_out(mask_fn, replies, completion_ids, eos_token_ids, prompt_ids, prompt_mask):
+    """No prompt token is in the loss (a mask over the whole sequence is 0 on every prompt column)."""
+    prompt_part = _masks(mask_fn, completion_ids, eos_token_ids, prompt_ids, prompt_mask)[1]
+    for n, row in enumerate(prompt_part.tolist()):
+        marked = [t for t, value in enumerate(row) if value]
+        assert not marked, \
+            f"row {n}: prompt columns {marked} of {len(row)} are in the loss (prompt ids {prompt_ids[n]}, prompt mask " \
+            f"{prompt_mask[n]}); the model would be trained to predict its own prompt"
 
 
 def _ids(encoded) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def generation_prompt_ids(tokenizer) -> list[int]:
+    """The chat prompt for CHAT_QUESTION as generate() sees it (the plain question without a chat template)."""
+    try:
+        return _ids(tokenizer.apply_chat_template([{"role": "user", "content": CHAT_QUESTION}],
+                                                  add_generation_prompt=True, tokenize=True))
+    except (ValueError, TypeError, KeyError):
+        return _ids(tokenizer(CHAT_QUESTION, add_special_tokens=False))
 
 
 def reply_ids(tokenizer, reply: str) -> list[int]:
@@ -311,7 +345,11 @@ def chat_completions(draw, tokenizer):
     rows = [reply_ids(tokenizer, reply) for reply in replies]
     T = draw(st.integers(min_value=1, max_value=max(len(r) for r in rows) + 2))
     ids = [row[:T] + [eos] * (T - len(row[:T])) for row in rows]
-    return ChatCompletions(replies, ids, (eos,))
+    prompt = generation_prompt_ids(tokenizer)
+    pads = draw(st.integers(min_value=0, max_value=2))  # left padding, as when a longer prompt shares the batch
+    prompt_ids = [[eos] * pads + prompt for _ in rows]
+    prompt_mask = [[0] * pads + [1] * len(prompt) for _ in rows]
+    return ChatCompletions(replies, ids, (eos,), prompt_ids, prompt_mask)
 
 
 @functools.lru_cache(maxsize=4)
@@ -446,7 +484,8 @@ def properties(plug_point: str, scale_rewards: str = "group") -> list[Property]:
     if plug_point == "mask_fn":
         return [Property(plug_point, "sane", check_mask_sane, chat_completions),
                 Property(plug_point, "ends_at_first_eos", check_mask_ends_at_first_eos, chat_completions),
-                Property(plug_point, "keeps_truncated_whole", check_mask_keeps_truncated_whole, chat_completions)]
+                Property(plug_point, "keeps_truncated_whole", check_mask_keeps_truncated_whole, chat_completions),
+                Property(plug_point, "leaves_prompt_out", check_mask_leaves_prompt_out, chat_completions)]
     if plug_point == "loss_fn":
         return [Property(plug_point, "finite", check_loss_finite, policy_batches),
                 Property(plug_point, "gradient_follows_advantage", check_gradient_follows_advantage, policy_batches),

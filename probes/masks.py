@@ -6,8 +6,8 @@ masking.env_tokens_in_loss (failure catalogue B4, B5).
 Everything works on a full-sequence view, so the same functions serve loops flatline did not write:
 
     input_ids  [N, L+T] = cat(prompt_ids, completion_ids)   prompts left-padded, completions right-padded
-    loss_mask  [N, L+T] = cat(zeros, completion_mask)       our trainer can only train on completion
-                                                           positions; a user's loop may mask anything
+    loss_mask  [N, L+T] = cat(prompt_loss_mask, completion_mask)   prompt part zero unless a mask_fn (or a
+                                                           user's loop) puts prompt tokens in the loss
 
 - `MaskProbe` (cheap, every step): `mask_stats` over the step's rollout.
 - `MaskAlignmentProbe` (full, every 10 steps): re-scores a few rows with one plain forward and checks that
@@ -37,15 +37,17 @@ GAP_MARKER = " [...] "
 # --- the full-sequence view ---
 
 def full_sequence_view(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                       completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                       completion_mask: torch.Tensor, prompt_loss_mask: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Join a left-padded prompt batch and a right-padded completion batch into one sequence per row.
 
-    prompt_ids, prompt_mask: [N, L]; completion_ids, completion_mask (the loss mask): [N, T].
-    Returns input_ids [N, L+T], loss_mask [N, L+T] (zero over the prompt), prompt_lengths [N] (real prompt
-    tokens), completion_start L.
+    prompt_ids, prompt_mask: [N, L]; completion_ids, completion_mask (the loss mask): [N, T];
+    prompt_loss_mask: [N, L] the prompt tokens in the loss (None: none).
+    Returns input_ids [N, L+T], loss_mask [N, L+T], prompt_lengths [N] (real prompt tokens), completion_start L.
     """
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, L+T]
-    loss_mask = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.long), completion_mask.long()], dim=1)  # [N, L+T]
+    prompt_part = torch.zeros_like(prompt_ids, dtype=torch.long) if prompt_loss_mask is None else prompt_loss_mask.long()
+    loss_mask = torch.cat([prompt_part, completion_mask.long()], dim=1)  # [N, L+T]
     return input_ids, loss_mask, prompt_mask.long().sum(dim=1), prompt_ids.size(1)
 
 
@@ -237,7 +239,8 @@ class MaskProbe(Probe):
     def on_step(self, record) -> dict:
         samples = record.rollout.samples
         input_ids, loss_mask, prompt_lengths, start = full_sequence_view(
-            samples.prompt_ids, samples.prompt_mask, samples.completion_ids, record.rollout.completion_mask)
+            samples.prompt_ids, samples.prompt_mask, samples.completion_ids, record.rollout.completion_mask,
+            record.rollout.prompt_loss_mask)
         return mask_stats(input_ids, loss_mask, prompt_lengths, start, self.context.pad_token_id,
                           self.context.eos_token_ids, record.rollout.completion_lengths)
 

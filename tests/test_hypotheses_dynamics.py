@@ -35,6 +35,33 @@ def test_truncated_completions_scoring_below_finished_ones_fail():
     assert "max_completion_length = 512" in v.prescription
 
 
+CUT_SHORT = {"completions/clipped_ratio": 0.96, "length/truncated_reward_mean": 0.05,
+             "length/terminated_reward_mean": 0.0, "advantage/zero_std_all_min_frac": 0.88}
+
+
+def test_answers_cut_short_that_leave_most_groups_at_the_minimum_fail():
+    # SmolLM2 at max_completion_length = 4 ("The answer is " cut): the few finished completions are wrong too,
+    # so the reward gap says nothing; the all-min groups and the cut share do
+    h = history(config={"max_completion_length": 4}, reward=flat(0.05, noise=0.02), **CUT_SHORT)
+    v = verdict("length.truncation", h)
+    assert v.status == "fail", v.message()
+    assert "96% of recent completions were cut at max_completion_length = 4 and 88% of groups" in v.reason
+    assert "max_completion_length = 8" in v.prescription
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"length/terminated_reward_mean": float("nan")}, "nothing finished: the bandit's one-token limit"),
+    ({"advantage/zero_std_all_min_frac": 0.2}, "groups keep their signal"),
+    ({"reward": "rising"}, "learning despite the cut"),
+])
+def test_heavy_truncation_is_not_blamed_without_the_starved_groups(change, why):
+    values = {**CUT_SHORT, "reward": flat(0.05, noise=0.02), **change}
+    if values["reward"] == "rising":
+        values["reward"] = ramp(0.05, 0.5, noise=0.02)
+    v = verdict("length.truncation", history(config={"max_completion_length": 4}, **values))
+    assert v.status != "fail", why
+
+
 def test_bandit_cut_at_its_limit_that_learns_passes():
     h = history(config={"task": "bandit", "max_completion_length": 1}, reward=ramp(0.25, 1.0, noise=0.03),
                 **{"completions/clipped_ratio": 1.0, "length/truncated_reward_mean": ramp(0.25, 1.0)})

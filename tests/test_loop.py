@@ -194,3 +194,62 @@ def test_eval_metrics_per_component():
     assert set(row) >= {"eval/reward", "eval/correct", "eval/mean_length", "eval/clipped_ratio"}
     assert row["eval/reward"] == row["eval/correct"]  # one component, weight 1
     assert 1 <= row["eval/mean_length"] <= trainer.cfg.max_completion_length
+
+
+FULL_SEQUENCE_MASKS = (
+    "import torch\n"
+    "from trainer.algorithm import completion_mask\n"
+    "def no_prompt(completion_ids, eos_token_ids, prompt_ids, prompt_mask):\n"
+    "    return torch.cat([torch.zeros_like(prompt_mask), completion_mask(completion_ids, eos_token_ids)], dim=1)\n"
+    "def with_prompt(completion_ids, eos_token_ids, **batch):\n"
+    "    return torch.cat([batch['prompt_mask'], completion_mask(completion_ids, eos_token_ids)], dim=1)\n"
+    "def wrong_width(completion_ids, eos_token_ids):\n"
+    "    return completion_mask(completion_ids, eos_token_ids)[:, :-1]\n")
+
+
+@pytest.fixture
+def mask_plugins(tmp_path, monkeypatch):
+    (tmp_path / "full_masks.py").write_text(FULL_SEQUENCE_MASKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_full_sequence_mask_without_prompt_tokens_trains_exactly_as_the_default(mask_plugins):
+    rows = [build_trainer(tiny_config("max_completion_length=4", *extra), listeners=[Recorder()]).step()
+            for extra in ((), ("mask_fn=full_masks:no_prompt",))]
+    for key in ("loss", "grad_norm", "reward"):
+        assert rows[0][key] == rows[1][key], key
+
+
+@pytest.mark.parametrize("extra", [(), ("num_iterations=2", "beta=0.1")])
+def test_prompt_tokens_in_a_full_sequence_mask_are_really_trained_on(mask_plugins, extra):
+    from probes.masks import MaskProbe
+    from probes.base import ProbeContext
+
+    recorder = Recorder()
+    trainer = build_trainer(tiny_config("mask_fn=full_masks:with_prompt", "max_completion_length=4", *extra),
+                            listeners=[recorder])
+    rollout = trainer.rollout()
+    assert rollout.prompt_loss_mask is not None and rollout.loss_mask.shape == (
+        rollout.completion_mask.size(0), rollout.samples.prompt_ids.size(1) + rollout.completion_mask.size(1))
+    logps = trainer.logprobs_no_grad(rollout, trainer.model)  # [N, L+T]
+    samples = rollout.samples
+    sequence = torch.cat([samples.prompt_ids, samples.completion_ids], dim=1)
+    attention = torch.cat([samples.prompt_mask, torch.ones_like(samples.completion_ids)], dim=1)
+    with torch.no_grad():
+        logits = trainer.model(input_ids=sequence, attention_mask=attention,
+                               position_ids=(attention.cumsum(1) - 1).clamp(min=0)).logits
+    expected = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, sequence[:, 1:, None]).squeeze(-1)
+    real = rollout.loss_mask[:, 1:].bool()
+    assert (logps[:, 1:] - expected)[real].abs().max() < 1e-4  # prompt and completion tokens alike
+    row = trainer.step()
+    assert math.isfinite(row["loss"]) and row["grad_norm"] > 0
+    stats = MaskProbe(ProbeContext.from_trainer(trainer)).on_step(recorder.records[0])
+    assert stats["prompt_frac"] > 0.5  # the bandit's prompt is longer than its completion
+
+
+def test_a_mask_of_the_wrong_shape_names_the_plug_point_and_the_shapes(mask_plugins):
+    from trainer.errors import PluginError
+
+    trainer = build_trainer(tiny_config("mask_fn=full_masks:wrong_width", "max_completion_length=4"))
+    with pytest.raises(PluginError, match=r"mask_fn wrong_width returned a mask of shape .*must be \[N, T\]"):
+        trainer.step()

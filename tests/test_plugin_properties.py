@@ -100,6 +100,27 @@ def test_a_mask_that_drops_truncated_completions_is_caught(tokenizer):
     assert names(find_violations("mask_fn", ended_only, tokenizer=tokenizer)) == ["keeps_truncated_whole"]
 
 
+def test_a_loss_mask_copied_from_the_attention_mask_puts_the_prompt_in_the_loss(tokenizer):
+    found = find_violations("mask_fn", bad.attention_mask_as_loss_mask, tokenizer=tokenizer)
+    assert names(found) == ["leaves_prompt_out"]
+    assert "the model would be trained to predict its own prompt" in found[0].error
+
+
+def test_a_full_sequence_mask_that_leaves_the_prompt_out_keeps_every_property(tokenizer):
+    def full_sequence(completion_ids, eos_token_ids, prompt_ids, prompt_mask):
+        return torch.cat([torch.zeros_like(prompt_ids), completion_mask(completion_ids, eos_token_ids)], dim=1)
+
+    assert find_violations("mask_fn", full_sequence, tokenizer=tokenizer) == []
+
+
+def test_a_mask_of_the_wrong_width_fails_sane_with_the_shapes(tokenizer):
+    def one_short(completion_ids, eos_token_ids):
+        return completion_mask(completion_ids, eos_token_ids)[:, 1:]
+
+    found = find_violations("mask_fn", one_short, tokenizer=tokenizer)
+    assert "sane" in names(found) and "must be [N, T]" in found[0].error
+
+
 @pytest.mark.parametrize("plug_in, message", [
     (bad.detached_loss, "no autograd graph"),
     (bad.sign_flipped_loss, "against its advantage"),

@@ -49,6 +49,14 @@ def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     return torch.cat([first, rest], dim=1)  # [n, T, V]
 
 
+def prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    """Logits that predict prompt tokens 1..L-1 (only for a loss mask that reaches into the prompt).
+
+    prompt_ids, prompt_mask: [P, L] left-padded. Returns [P, L-1, V]: row j predicts prompt token j+1.
+    """
+    return model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask)).logits[:, :-1]
+
+
 def length_buckets(lengths: torch.Tensor) -> list[torch.Tensor]:
     """Split rows (by index) into at most two buckets of similar length when that saves enough padding.
 

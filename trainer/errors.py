@@ -15,3 +15,7 @@ class DataError(FlatlineError):
 
 class ModelError(FlatlineError):
     pass
+
+
+class PluginError(FlatlineError):
+    """A user plug-in returned something the trainer cannot use (raised on its first call)."""

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import torch
 
 from trainer.algorithm import group_reward_std, masked_mean, token_entropy, token_logprobs
-from trainer.batching import completion_logits, length_buckets
+from trainer.batching import completion_logits, length_buckets, prompt_logits
 from trainer.errors import DataError
 from trainer.models import ModelSource, eos_token_ids, load_model, load_tokenizer, resolve_source
-from trainer.plugins import Plugins, call_reward, load_plugins
+from trainer.plugins import Plugins, call_mask_fn, call_reward, load_plugins
 from trainer.sampler import HFSampler, SampleBatch
 from trainer.tasks import build_task
 from trainer.tasks.base import Example, Task
@@ -46,6 +46,16 @@ class Rollout:
     advantages: torch.Tensor  # [N]
     old_logprobs: torch.Tensor | None = None  # [N, T], only when num_iterations > 1
     ref_logprobs: torch.Tensor | None = None  # [N, T], only when beta > 0
+    # [N, L] prompt tokens a full-sequence mask_fn put in the loss (None: none, the norm); when set, the logprob
+    # tensors above are [N, L+T], prompt positions first
+    prompt_loss_mask: torch.Tensor | None = None
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """What the loss trains on: [N, T], or [N, L+T] when prompt tokens are in it."""
+        if self.prompt_loss_mask is None:
+            return self.completion_mask
+        return torch.cat([self.prompt_loss_mask, self.completion_mask], dim=1)
 
 
 @dataclass
@@ -238,8 +248,10 @@ class Trainer:
         components, errors, weights = self.score(examples, completions, samples.completion_ids, lengths, G)
         rewards = combine_rewards(components, weights)
         advantages = self.plugins.advantage_fn(rewards, G, scale_rewards=cfg.scale_rewards, eps=cfg.advantage_eps)
-        loss_mask = self.plugins.mask_fn(samples.completion_ids, self.eos_token_ids)
-        rollout = Rollout(examples, samples, loss_mask, lengths, completions, rewards, components, errors, advantages)
+        loss_mask, prompt_loss_mask = call_mask_fn(self.plugins.mask_fn, samples.completion_ids, self.eos_token_ids,
+                                                   samples.prompt_ids, samples.prompt_mask)
+        rollout = Rollout(examples, samples, loss_mask, lengths, completions, rewards, components, errors, advantages,
+                          prompt_loss_mask=prompt_loss_mask)
         if cfg.num_iterations > 1:
             rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model)
         if cfg.beta > 0:
@@ -251,7 +263,8 @@ class Trainer:
         """Per-token logprobs (and entropy) of completions `rows` under `model`: [n, T] each.
 
         Rows are run in length buckets, each prompt once per bucket (trainer.batching); the result is in the
-        order of `rows`, zero past the longest row of its bucket, and differentiable when grad is on.
+        order of `rows`, zero past the longest row of its bucket, and differentiable when grad is on. When the
+        mask puts prompt tokens in the loss, the logprobs are [n, L+T], the prompt's first.
         """
         samples, mask, G = rollout.samples, rollout.completion_mask, self.cfg.num_generations
         T = samples.completion_ids.size(1)
@@ -270,7 +283,18 @@ class Trainer:
             order.append(bucket)
             del logits
         restore = torch.argsort(torch.cat(order))
-        return torch.cat(logps)[restore], (torch.cat(entropy)[restore] if with_entropy else None)
+        logps = torch.cat(logps)[restore]
+        if rollout.prompt_loss_mask is not None:
+            logps = torch.cat([self.prompt_logprobs(model, samples, rows), logps], dim=1)
+        return logps, (torch.cat(entropy)[restore] if with_entropy else None)
+
+    def prompt_logprobs(self, model, samples: SampleBatch, rows: torch.Tensor) -> torch.Tensor:
+        """Logprobs of the prompt tokens of `rows` (each distinct prompt run once): [n, L], 0 in column 0."""
+        groups, prompt_of_row = torch.unique(rows // self.cfg.num_generations, return_inverse=True)
+        prompt_ids = samples.prompt_ids[groups * self.cfg.num_generations]  # [P, L]
+        logits = prompt_logits(model, prompt_ids, samples.prompt_mask[groups * self.cfg.num_generations])
+        scored = token_logprobs(logits, prompt_ids[:, 1:], self.cfg.temperature)  # [P, L-1]
+        return torch.nn.functional.pad(scored, (1, 0))[prompt_of_row]
 
     @torch.no_grad()
     def logprobs_no_grad(self, rollout: Rollout, model) -> torch.Tensor:
@@ -346,7 +370,8 @@ class Trainer:
         """Loss and backward over the rollout's micro-batches; returns trainer logprobs, entropy [N, T], loss parts."""
         cfg = self.cfg
         self.model.train()
-        mask = rollout.completion_mask
+        mask = rollout.loss_mask
+        completion_width = rollout.completion_mask.size(1)
         num_items = int(mask.sum())
         logps_parts, entropy_parts, loss_parts = [], [], []
         for rows in self.micro_batches(len(rollout.completions)):
@@ -364,7 +389,7 @@ class Trainer:
                 warnings.warn("the loss does not depend on any trainable parameter (no autograd graph): the step "
                               "computes no gradient; flatline's gradients.no_flow verdict will say why")
                 self._no_graph_warned = True
-            logps_parts.append(logps.detach())
+            logps_parts.append(logps[:, -completion_width:].detach())  # the completion's, for the probes
             entropy_parts.append(entropy)
             loss_parts.append({k: float(v) for k, v in parts.items()})
         return torch.cat(logps_parts), torch.cat(entropy_parts), merge_loss_parts(loss_parts, cfg.loss_type)
@@ -399,7 +424,9 @@ class Trainer:
         out = []
         for group in range(min(count, len(rollout.examples))):
             i = group * G
-            ids = rollout.samples.completion_ids[i][rollout.completion_mask[i].bool()]
+            sequence = torch.cat([rollout.samples.prompt_ids[i], rollout.samples.completion_ids[i]])  # [L+T]
+            mask = rollout.loss_mask[i]  # [T], or [L+T] with prompt tokens in the loss
+            ids = sequence[-mask.size(0):][mask.bool()]
             out.append({
                 "step": self.step_count, "example": rollout.examples[group].id,
                 "prompt": self.prompt_text(rollout.examples[group]),

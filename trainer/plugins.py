@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 from trainer import algorithm
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, PluginError
 
 # The keyword arguments each plug point is called with (positional ones first, in order).
 CALLS = {
@@ -24,6 +26,9 @@ CALLS = {
                 ("loss_type", "epsilon_low", "epsilon_high", "beta", "ref_logps", "max_completion_length",
                  "num_items_in_batch", "gradient_accumulation_steps")),
 }
+
+# Keyword arguments a plug point gets only when its function names them.
+OFFERED = {"mask_fn": ("prompt_ids", "prompt_mask")}
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,8 @@ def check_signature(key: str, function: Callable) -> None:
         if key == "reward":
             signature.bind(prompts=[], completions=[])
         else:
-            signature.bind(*positional, **{name: None for name in keywords})
+            offered = {name: None for name in OFFERED.get(key, ()) if name in signature.parameters}
+            signature.bind(*positional, **{name: None for name in keywords}, **offered)
     except TypeError as exc:
         wanted = ", ".join(positional) + (", *, " + ", ".join(keywords) if keywords else "")
         raise ConfigError(f"config key '{key}': {function.__module__}.{function.__name__}{signature} cannot be called "
@@ -76,6 +82,30 @@ def load_plugins(cfg) -> Plugins:
             check_signature(key, function)
             chosen[key] = function
     return Plugins(**chosen)
+
+
+def call_mask_fn(function: Callable, completion_ids: torch.Tensor, eos_token_ids, prompt_ids: torch.Tensor,
+                 prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Call a mask_fn; returns (completion part [N, T], prompt part [N, L] or None when no prompt token is marked).
+
+    completion_ids: [N, T]; prompt_ids, prompt_mask: [N, L] left-padded, passed only to a function that names them
+    (or takes **kwargs). It may return [N, T] (completion positions) or [N, L+T] (positions of
+    cat(prompt_ids, completion_ids), as a loop that builds its mask over the whole sequence does).
+    """
+    parameters = inspect.signature(function).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    given = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask}
+    extra = {k: v for k, v in given.items() if takes_all or k in parameters}
+    mask = torch.as_tensor(function(completion_ids, eos_token_ids, **extra)).long()
+    (N, T), L = completion_ids.shape, prompt_ids.size(1)
+    if mask.shape == (N, T):
+        return mask, None
+    if mask.shape == (N, L + T):
+        prompt_part = mask[:, :L]
+        return mask[:, L:], (prompt_part if prompt_part.any() else None)
+    raise PluginError(f"mask_fn {getattr(function, '__name__', function)} returned a mask of shape {tuple(mask.shape)}; "
+                      f"it must be [N, T] = {(N, T)} (completion positions) or [N, L+T] = {(N, L + T)} (prompt and "
+                      f"completion positions)")
 
 
 def call_reward(function: Callable, prompts: list[str], completions: list[str], columns: dict[str, list]) -> dict[str, list]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
 from diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress
 from diagnostics.references import refs
 from diagnostics.verdict import hypothesis
@@ -13,6 +14,15 @@ TRUNCATION_FRAC = 0.1
 TRUNCATION_REWARD_GAP = 0.1
 # Length growth: mean completion length up by at least 20% over the run (Theil-Sen slope x steps).
 GROWTH_FRAC = 0.2
+# Truncation starves the run when most recent completions are cut and most groups score the minimum on every
+# completion (advantage.degenerate_groups' fail line and its all-min share).
+MOSTLY_CUT_FRAC = 0.5
+
+
+def _all_min_flat_frac(h) -> float:
+    """Share of groups (recent half of the run) flat at the minimum reward; NaN without the advantage probe."""
+    all_min = h.series("advantage/zero_std_all_min_frac").finite()
+    return all_min.tail(max(1, len(all_min) // 2)).mean() if len(all_min) else math.nan
 
 
 def _clipped(h):
@@ -54,6 +64,13 @@ def truncation(h, v):
         return v.inconclusive(f"every completion hit max_completion_length and the reward is flat: whether the cut "
                               "costs reward cannot be told without a finished completion to compare", evidence,
                               advice + " to see whether finished completions score better", refs("truncation"))
+    starved = _all_min_flat_frac(h)
+    if not learning and not never_finishes and recent.mean() >= MOSTLY_CUT_FRAC and starved >= DEGENERATE_FRAC * DOMINANT_SHARE:
+        evidence["all_min_groups_frac_recent"] = starved
+        return v.fail(f"{recent.mean():.0%} of recent completions were cut at max_completion_length"
+                      f"{f' = {int(limit)}' if limit else ''} and {starved:.0%} of groups scored the minimum on every "
+                      "completion, with the reward flat: the answers do not fit, so there is nothing to learn from",
+                      evidence, advice, refs("truncation", "verl_clip"))
     if costs:
         gap = f"; truncated completions score {cut_reward:.3g} against {done_reward:.3g} for finished ones"
         reason = f"{recent.mean():.0%} of recent completions were cut at max_completion_length{gap}"

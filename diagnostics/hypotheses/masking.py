@@ -26,8 +26,9 @@ def prompt_in_loss(h, v):
         evidence["alignment_max_diff"] = align.max()
     if prompt > 0:
         return v.fail(f"up to {prompt:.1%} of the loss tokens were prompt tokens", evidence,
-                      "build the loss mask over completion positions only (mask_fn gets completion_ids [N, T]); "
-                      "the model is being trained to predict its own prompt", refs("env_mask"))
+                      "build the loss mask over completion positions only: zero every prompt column (a mask "
+                      "copied from the attention mask, or labels without -100 on the prompt, put it in the loss); "
+                      "the model is trained to predict its own prompt, and the completion's share of the loss shrinks", refs("env_mask"))
     if len(align) and align.max() > ALIGNMENT_TOL:
         return v.fail(f"re-scoring the sampled tokens differs from the trained logprobs by {align.max():.3g} nats: "
                       "the loss scores other tokens than the sampled ones (logits and labels shifted)", evidence,

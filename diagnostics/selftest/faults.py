@@ -1,5 +1,6 @@
-"""The planted faults: each a real fault in a real short training run (the bandit probe on a tiny Llama), injected
-the way it happens in practice (a config value, a user plug-in, or a structural slip), with the hypothesis ids that
+"""The planted faults: each a real fault in a real short training run (the bandit probe on a tiny Llama, or the
+embedded default, SmolLM2 on arithmetic, where a fault needs completions that end with EOS), injected the way it
+happens in practice (a config value, a user plug-in, or a structural slip), with the hypothesis ids that
 must fail and the ids that may fail with it (its symptoms). Anything else that fails is a false alarm.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Fault:
     config: dict = field(default_factory=dict)
     mutate: Callable | None = None  # fn(trainer), applied after the trainer and its probes are built
     fast: bool = False  # part of the CI subset
+    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama) or default (SmolLM2 arithmetic)
 
     @property
     def allowed(self) -> frozenset:
@@ -126,13 +128,26 @@ FAULTS = (
           f("update.base_drift"), config=LORA, mutate=lossy_merge_cycle),
     Fault("unsynced_sampler", "structural", "the sampler never receives the trained weights",
           f("sync.sampler_mismatch"), f("sync.importance_weights"), mutate=unsynced_sampler, fast=True),
+    Fault("prompt_in_mask", "plug-in", "mask_fn returns the attention mask over prompt and completion: the prompt is "
+          "trained on", f("masking.prompt_in_loss"), config={"mask_fn": f"{PLUGINS}:attention_mask_as_loss_mask"},
+          fast=True),
+    # SmolLM2 on arithmetic: its completions end with EOS, which these faults need. 12 steps each.
+    Fault("eos_dropped", "plug-in", "mask_fn = completion_ids != pad_token_id with pad == eos: EOS never in the loss",
+          f("masking.eos_excluded"), f("length.truncation", "length.growth"),
+          config={"mask_fn": f"{PLUGINS}:eos_dropping_mask", "max_steps": 12}, base="default"),
+    Fault("completion_too_short", "config", "max_completion_length = 4: the answer is cut before it is written",
+          f("length.truncation"), f("reward.no_signal", "advantage.degenerate_groups"),
+          config={"max_completion_length": 4, "max_steps": 12}, base="default"),
 )
 
 # Healthy runs and healthy-but-odd ones: nothing may fail.
 HEALTHY = (
-    Fault("healthy", "config", "the bandit probe as shipped", f(), fast=True),
+    Fault("healthy", "config", "the bandit probe as shipped: beta 0; on-policy, so its loss is ~0 from step 1", f(),
+          fast=True),
     Fault("clip_0.01_adamw", "config", "max_grad_norm = 0.01 with AdamW: clipped every step, Adam undoes the scale",
           f(), config={"max_grad_norm": 0.01}, fast=True),
     Fault("kl_beta_0.04", "config", "beta = 0.04 (TRL's former default): a KL term that must not be blamed", f(),
           config={"beta": 0.04}),
+    Fault("default", "config", "the embedded default as shipped: SmolLM2 learning arithmetic with LoRA (24 steps)",
+          f(), base="default"),
 )

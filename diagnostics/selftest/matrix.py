@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +17,15 @@ from diagnostics.selftest.faults import REFUSED, Fault
 from trainer.config import build_config, load_config
 from trainer.errors import FlatlineError
 
-BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bandit.toml"
-# The bandit with four groups of four per step (so per-group and whole-batch normalisation differ), every probe.
-BASE_CHANGES = {"num_generations": 4, "probes": "full", "report_to": "none", "progress_bar": False}
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+QUIET = {"probes": "full", "report_to": "none", "progress_bar": False}
+# Each fault's base run: its config file and the changes every case makes to it.
+BASES = {
+    # the bandit with four groups of four per step (so per-group and whole-batch normalisation differ)
+    "bandit": (CONFIGS / "bandit.toml", {"num_generations": 4, **QUIET}),
+    # the embedded default: SmolLM2 on arithmetic, whose completions end with EOS
+    "default": (CONFIGS / "default.toml", QUIET),
+}
 
 
 @dataclass
@@ -30,6 +37,7 @@ class CaseResult:
     steps: int = 0
     seconds: float = 0.0
     final_reward: float = float("nan")
+    first_loss: float = float("nan")  # the loss at step 1: ~0 on-policy, which no verdict may read as a fault
     error: str = ""
 
     @property
@@ -42,7 +50,8 @@ class CaseResult:
 
 
 def case_config(fault: Fault, seed: int, steps: int | None = None):
-    values = {**dataclasses.asdict(load_config(BASE_CONFIG)), **BASE_CHANGES, **fault.config, "seed": seed}
+    path, changes = BASES[fault.base]
+    values = {**dataclasses.asdict(load_config(path)), **changes, **fault.config, "seed": seed}
     if steps is not None:
         values["max_steps"] = steps
     return build_config(values)
@@ -108,7 +117,23 @@ def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path |
     result.first_flag = first_flags(rows, times, config, sorted(fault.must_fail & result.failed))
     result.steps, result.seconds = len(rows), times[-1] if times else 0.0
     result.final_reward = history.series("reward").tail(5).mean()
+    result.first_loss = float(rows[0].get("loss", float("nan")))
     return result
+
+
+def run_matrix(cases, seeds: int = 1, save_runs: Path | None = None, progress=None) -> list[CaseResult]:
+    """Every case (a healthy one over `seeds` seeds, a fault once), with the trainer's and probes' warnings hidden
+    (the faults make them warn by design); `progress(result)` is called after each run."""
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for case in cases:
+            for seed in range(1 if case.must_fail else seeds):
+                save = save_runs / f"{case.name}-seed{seed}" if save_runs else None
+                results.append(run_case(case, seed, save=save))
+                if progress is not None:
+                    progress(results[-1])
+    return results
 
 
 def _cell(result: CaseResult, hypothesis_id: str) -> str:
@@ -125,9 +150,9 @@ def _cell(result: CaseResult, hypothesis_id: str) -> str:
 def render(results: list[CaseResult]) -> str:
     """The fault x hypothesis matrix (only the columns anything lists or flags), then recall and false alarms."""
     columns = sorted({i for r in results for i in r.fault.must_fail | r.failed})
-    header = ["case", "seed", "how", "reward (last 5)"] + columns
-    rows = [[r.fault.name, str(r.seed), r.fault.how, f"{r.final_reward:.2f}"] + [_cell(r, c) for c in columns]
-            for r in results]
+    header = ["case", "run", "seed", "how", "loss s1", "reward (last 5)"] + columns
+    rows = [[r.fault.name, r.fault.base, str(r.seed), r.fault.how, f"{r.first_loss:.0e}", f"{r.final_reward:.2f}"]
+            + [_cell(r, c) for c in columns] for r in results]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header, *rows]]
     faults = [r for r in results if r.fault.must_fail]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.algorithm import policy_loss
+from trainer.algorithm import completion_mask, policy_loss
 
 def batch_normalised_advantages(rewards, num_generations, scale_rewards="group", eps=1e-4):
     """Baseline and scale over the whole batch instead of per group (Search-R1 #88's class of bug)."""
@@ -64,3 +64,15 @@ def sign_flipped_loss(logps, old_logps, advantages, mask, **kwargs):
     """The policy loss with its sign flipped: gradient ascent on the loss, i.e. descent on the reward."""
     loss, parts = policy_loss(logps, old_logps, advantages, mask, **kwargs)
     return -loss, parts
+
+
+def attention_mask_as_loss_mask(completion_ids, eos_token_ids, prompt_ids=None, prompt_mask=None):
+    """The loss mask copied from the attention mask over the whole sequence: the prompt's real tokens are trained
+    on with the completion's (a hand-written loop that forgot labels = -100 on the prompt)."""
+    return torch.cat([prompt_mask.long(), completion_mask(completion_ids, eos_token_ids)], dim=1)  # [N, L+T]
+
+
+def eos_dropping_mask(completion_ids, eos_token_ids):
+    """`completion_ids != pad_token_id` with pad == eos: each completion's EOS is masked out with the padding, so
+    the model is never taught to stop (TRL #4970, #4974)."""
+    return (~torch.isin(completion_ids, torch.as_tensor(list(eos_token_ids)))).long()
