@@ -55,9 +55,12 @@ RLDOCTOR_DETECTORS: dict[str, frozenset] = {
     "detached_logprob": frozenset({"gradient_pathology"}),
     # A flipped loss sign: the reward falls (plateau's "declining" branch).
     "sign_flipped_loss": frozenset({"plateau"}),
+    # Completions cut at max_completion_length: length_pathology's truncation check.
+    "completion_too_short": frozenset({"length_pathology"}),
     # ANY (no rldoctor detector for the mechanism): batch_advantages, shifted_groups, float32_std (advantage
     # numerics); raising_reward (reward-function errors); frozen_adapter, adapter_not_in_optimizer (optimizer
-    # coverage); unsynced_sampler (sampler/policy mismatch).
+    # coverage); unsynced_sampler (sampler/policy mismatch); prompt_in_mask, eos_dropped (which tokens the loss
+    # trains on: rldoctor reads no mask metric).
 }
 ANY = "any"
 # rldoctor severities (SKIPPED < OK < INFO < WARNING < CRITICAL) that count as a detector firing.
@@ -189,18 +192,20 @@ def render(outcomes: list[Outcome], detectors: list[str], version: str, refused:
         counted = f"{ANY} (no detector for this failure)" if wanted == ANY else ", ".join(sorted(wanted))
         lines.append(f"  {fault.name:<26}{counted}")
     lines.append("")
-    header = ["case", "seed", "how", "reward", "flatline", "failed ids", "rldoctor", "detectors fired"]
+    header = ["case", "run", "seed", "how", "reward", "flatline", "failed ids", "rldoctor", "detectors fired"]
     rows = []
     for o in outcomes:
         reward = "-" if math.isnan(o.final_reward) else f"{o.final_reward:.2f}"
-        rows.append([o.fault.name, str(o.seed), "healthy" if o.healthy else o.fault.how, reward,
+        rows.append([o.fault.name, o.fault.base, str(o.seed), "healthy" if o.healthy else o.fault.how, reward,
                      _verdict(flatline_caught(o), flatline_alarm(o), o.healthy), flatline_ids(o),
                      _verdict(rldoctor_caught(o), rldoctor_alarm(o), o.healthy), rldoctor_detectors(o)])
     for fault in refused:
-        rows.append([fault.name, "-", fault.how, "-", "caught", f"{REFUSED} (no run directory)", "n/a",
+        rows.append([fault.name, fault.base, "-", fault.how, "-", "caught", f"{REFUSED} (no run directory)", "n/a",
                      "no log to read"])
-    lines += _table(header, rows, [None, None, None, None, None, 34, None, 44])
-    lines.append("reward: mean training reward over the last 5 of the run's steps (the bandit's best is 1.00).")
+    lines += _table(header, rows, [None, None, None, None, None, None, 34, None, 40])
+    lines.append("run: bandit = the bandit probe on a tiny random Llama (40 steps); default = SmolLM2 on arithmetic "
+                 "(12 steps per fault, 24 per healthy run).")
+    lines.append("reward: mean training reward over the last 5 of the run's steps (1.00 is the best on both).")
 
     def names(items) -> str:
         return ", ".join(o.name for o in items) or "none"
@@ -243,19 +248,22 @@ def render(outcomes: list[Outcome], detectors: list[str], version: str, refused:
         picked = [o for o in faults if flatline_caught(o) == by_flatline and rldoctor_caught(o) == by_rldoctor]
         lines += textwrap.wrap(f"{label:<26}  {names(picked)}", WIDTH, subsequent_indent=" " * 28)
 
-    # The bandit's one-token completions: length_pathology's truncation check fires on every run.
-    length_everywhere = outcomes and all("length_pathology" in o.fired for o in outcomes)
-    if length_everywhere:
-        ignore = {"length_pathology"}
-        caught = [o for o in faults if rldoctor_caught(o, ignore=ignore)]
-        alarms = [o for o in healthy if rldoctor_alarm(o, ignore=ignore)]
+    # The bandit's one-token completions: length_pathology's truncation check fires on every bandit run.
+    bandit = [o for o in outcomes if o.fault.base == "bandit"]
+    if bandit and all("length_pathology" in o.fired for o in bandit):
+        def ignore(o):
+            return {"length_pathology"} if o.fault.base == "bandit" else set()
+
+        caught = [o for o in faults if rldoctor_caught(o, ignore=ignore(o))]
+        alarms = [o for o in healthy if rldoctor_alarm(o, ignore=ignore(o))]
         lines.append("")
-        lines += _para(f"rldoctor length_pathology fired on every run: {BANDIT_TRUNCATION_NOTE}. Its warning is "
-                       f"true of the log but says nothing about the planted fault. With length_pathology set aside: "
+        lines += _para(f"rldoctor length_pathology fired on every bandit run: {BANDIT_TRUNCATION_NOTE}. Its warning "
+                       f"is true of the log but says nothing about the planted fault. With it set aside on the "
+                       f"bandit runs: "
                        f"rldoctor catches {len(caught)}/{len(faults)} faults "
                        f"({len([o for o in caught if targets(o.fault) != ANY])} by a mapped detector), "
                        f"alarms on {len(alarms)}/{len(healthy)} healthy runs; caught by flatline only: "
-                       f"{names(o for o in faults if flatline_caught(o) and not rldoctor_caught(o, ignore=ignore))}.")
+                       f"{names(o for o in faults if flatline_caught(o) and not rldoctor_caught(o, ignore=ignore(o)))}.")
 
     lines += ["", "rldoctor detectors over all runs (W/C = WARNING or CRITICAL, i = INFO, skip = did not run)"]
     det_rows = []

@@ -54,6 +54,17 @@ def test_the_printout_has_both_matrices_totals_and_the_one_tool_catches():
     assert "caught by flatline only" in text and "beta_swamps-seed0" in text
     assert "caught by rldoctor only" in text and "shifted_groups-seed0" in text
     assert "lora_targets_nothing" in text and "refused at start" in text
-    assert "length_pathology fired on every run" in text and "catches 1/3" in text
+    assert "length_pathology fired on every bandit run" in text and "catches 1/3" in text
     assert "beta_swamps-seed0 kl_drift OK: fine" in text
     assert "fires the same detectors on every run" in text
+
+
+def test_length_pathology_is_set_aside_on_bandit_runs_only():
+    # on the bandit every completion is cut at its one-token limit; on SmolLM2 a truncation warning means something
+    outcomes = [outcome("lr_1e-7", ["update.too_small"], {"length_pathology": "WARNING"}),
+                outcome("completion_too_short", ["length.truncation"], {"length_pathology": "CRITICAL"}),
+                outcome("healthy", [], {"length_pathology": "WARNING"})]
+    text = " ".join(bench.render(outcomes, DETECTORS, "0.2.0").split())
+    assert "rldoctor 1/2" in text  # completion_too_short, by its mapped detector
+    assert "With it set aside on the bandit runs: rldoctor catches 1/2 faults" in text
+    assert "alarms on 0/1 healthy runs" in text
