@@ -290,9 +290,10 @@ class Trainer:
 
     def prompt_logprobs(self, model, samples: SampleBatch, rows: torch.Tensor) -> torch.Tensor:
         """Logprobs of the prompt tokens of `rows` (each distinct prompt run once): [n, L], 0 in column 0."""
-        groups, prompt_of_row = torch.unique(rows // self.cfg.num_generations, return_inverse=True)
-        prompt_ids = samples.prompt_ids[groups * self.cfg.num_generations]  # [P, L]
-        logits = prompt_logits(model, prompt_ids, samples.prompt_mask[groups * self.cfg.num_generations])
+        G = self.cfg.num_generations
+        groups, prompt_of_row = torch.unique(rows // G, return_inverse=True)
+        prompt_ids, prompt_mask = samples.prompt_ids[groups * G], samples.prompt_mask[groups * G]  # [P, L]
+        logits = prompt_logits(model, prompt_ids, prompt_mask)
         scored = token_logprobs(logits, prompt_ids[:, 1:], self.cfg.temperature)  # [P, L-1]
         return torch.nn.functional.pad(scored, (1, 0))[prompt_of_row]
 

@@ -84,6 +84,13 @@ def load_plugins(cfg) -> Plugins:
     return Plugins(**chosen)
 
 
+def keywords_taken(function: Callable, available: dict) -> dict:
+    """The entries of `available` that `function` takes by name (all of them if it has **kwargs)."""
+    parameters = inspect.signature(function).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return {k: v for k, v in available.items() if takes_all or k in parameters}
+
+
 def call_mask_fn(function: Callable, completion_ids: torch.Tensor, eos_token_ids, prompt_ids: torch.Tensor,
                  prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Call a mask_fn; returns (completion part [N, T], prompt part [N, L] or None when no prompt token is marked).
@@ -92,10 +99,7 @@ def call_mask_fn(function: Callable, completion_ids: torch.Tensor, eos_token_ids
     (or takes **kwargs). It may return [N, T] (completion positions) or [N, L+T] (positions of
     cat(prompt_ids, completion_ids), as a loop that builds its mask over the whole sequence does).
     """
-    parameters = inspect.signature(function).parameters
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    given = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask}
-    extra = {k: v for k, v in given.items() if takes_all or k in parameters}
+    extra = keywords_taken(function, dict(zip(OFFERED["mask_fn"], (prompt_ids, prompt_mask))))
     mask = torch.as_tensor(function(completion_ids, eos_token_ids, **extra)).long()
     (N, T), L = completion_ids.shape, prompt_ids.size(1)
     if mask.shape == (N, T):
@@ -110,10 +114,7 @@ def call_mask_fn(function: Callable, completion_ids: torch.Tensor, eos_token_ids
 
 def call_reward(function: Callable, prompts: list[str], completions: list[str], columns: dict[str, list]) -> dict[str, list]:
     """Call a TRL-style reward function; returns {component: values}. Columns go only where the function takes them."""
-    parameters = inspect.signature(function).parameters
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    extra = {k: v for k, v in columns.items() if takes_all or k in parameters}
-    result = function(prompts=prompts, completions=completions, **extra)
+    result = function(prompts=prompts, completions=completions, **keywords_taken(function, columns))
     if isinstance(result, dict):
         return {name: list(values) for name, values in result.items()}
     return {function.__name__: list(result)}

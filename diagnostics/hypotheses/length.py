@@ -14,9 +14,10 @@ TRUNCATION_FRAC = 0.1
 TRUNCATION_REWARD_GAP = 0.1
 # Length growth: mean completion length up by at least 20% over the run (Theil-Sen slope x steps).
 GROWTH_FRAC = 0.2
-# Truncation starves the run when most recent completions are cut and most groups score the minimum on every
-# completion (advantage.degenerate_groups' fail line and its all-min share).
+# Truncation starves the run when most recent completions are cut and many groups score the minimum on every
+# completion: advantage.degenerate_groups' fail line times its all-min share, i.e. a third of all groups.
 MOSTLY_CUT_FRAC = 0.5
+STARVED_GROUPS_FRAC = DEGENERATE_FRAC * DOMINANT_SHARE
 
 
 def _all_min_flat_frac(h) -> float:
@@ -65,7 +66,8 @@ def truncation(h, v):
                               "costs reward cannot be told without a finished completion to compare", evidence,
                               advice + " to see whether finished completions score better", refs("truncation"))
     starved = _all_min_flat_frac(h)
-    if not learning and not never_finishes and recent.mean() >= MOSTLY_CUT_FRAC and starved >= DEGENERATE_FRAC * DOMINANT_SHARE:
+    mostly_cut = recent.mean() >= MOSTLY_CUT_FRAC
+    if not learning and not never_finishes and mostly_cut and starved >= STARVED_GROUPS_FRAC:
         evidence["all_min_groups_frac_recent"] = starved
         return v.fail(f"{recent.mean():.0%} of recent completions were cut at max_completion_length"
                       f"{f' = {int(limit)}' if limit else ''} and {starved:.0%} of groups scored the minimum on every "
