@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diagnostics.selftest.faults import FAULTS, HEALTHY, REFUSED, Fault  # noqa: E402
+from flatline.harness.selftest.faults import FAULTS, HEALTHY, REFUSED, Fault  # noqa: E402
 
 # The rldoctor detectors that watch the same failure as each planted fault. A fault whose failure no rldoctor
 # detector looks at is absent here (ANY): then any WARNING/CRITICAL from any detector counts as a catch, which is
@@ -329,8 +329,8 @@ def last_reward(rows: list[dict], n: int = 5) -> float:
 
 
 def judge_flatline(run_dir: Path) -> set:
-    from diagnostics.history import load_history
-    from diagnostics.judge import judge
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge
 
     return {v.id for v in judge(load_history(run_dir)).verdicts if v.status == "fail"}
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diagnostics.cli import probe_listeners  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.loop import build_trainer, prepare  # noqa: E402
+from flatline.harness.cli import probe_listeners  # noqa: E402
+from flatline.trainer.config import load_config  # noqa: E402
+from flatline.trainer.loop import build_trainer, prepare  # noqa: E402
 
 TARGETS = {"cheap": 1.05, "full": 1.5}
 SETUPS = {

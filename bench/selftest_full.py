@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diagnostics.selftest.faults import FAULTS, HEALTHY  # noqa: E402
-from diagnostics.selftest.matrix import render, run_matrix  # noqa: E402
+from flatline.harness.selftest.faults import FAULTS, HEALTHY  # noqa: E402
+from flatline.harness.selftest.matrix import render, run_matrix  # noqa: E402
 
 
 def main() -> int:

@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trainer.config import load_config  # noqa: E402
-from trainer.loop import build_trainer, prepare  # noqa: E402
-from trainer.models import convert_embedded  # noqa: E402
+from flatline.trainer.config import load_config  # noqa: E402
+from flatline.trainer.loop import build_trainer, prepare  # noqa: E402
+from flatline.trainer.models import convert_embedded  # noqa: E402
 
 TARGET_RATIO = 0.67
 

@@ -43,7 +43,7 @@ def pytest_configure(config):
 
 def session_config(opts, task: str):
     """The Config this session trains (or checks plug-ins of) for `task`, from the --flatline-* options."""
-    from diagnostics.case_runs import case_config
+    from flatline.harness.case_runs import case_config
 
     return case_config(task, opts.getoption("--flatline-config"), opts.getoption("--flatline-control"),
                        opts.getoption("--flatline-set"))
@@ -51,8 +51,8 @@ def session_config(opts, task: str):
 
 def pytest_sessionstart(session):
     """Refuse a bad --flatline-config (or control, or --flatline-set) once, before any case or training runs."""
-    from diagnostics.case_runs import TASKS
-    from trainer.errors import FlatlineError
+    from flatline.harness.case_runs import TASKS
+    from flatline.common.errors import FlatlineError
 
     opts = session.config
     for task in TASKS:
@@ -78,11 +78,11 @@ class CaseSession:
         return self.histories[task]
 
     def _train(self, task: str):
-        from diagnostics.case_runs import train_case
-        from diagnostics.conclude import wandb_summary
-        from diagnostics.history import load_history
-        from diagnostics.judge import judge
-        from trainer.errors import FlatlineError
+        from flatline.harness.case_runs import train_case
+        from flatline.diagnostics.conclude import wandb_summary
+        from flatline.diagnostics.history import load_history
+        from flatline.diagnostics.judge import judge
+        from flatline.common.errors import FlatlineError
 
         opts = self.options
         try:
@@ -101,7 +101,7 @@ class CaseSession:
         return history
 
     def verdict(self, hypothesis_id: str, task: str):
-        from diagnostics.judge import judge_one
+        from flatline.diagnostics.judge import judge_one
 
         history = self.history(task)
         if hypothesis_id == "control.learns" and task != "gsm8k":
@@ -146,8 +146,8 @@ def judge_plugin(request):
     when it names none), no model trained; a violated property fails the case with its minimal counterexample."""
 
     def check(plug_point: str) -> None:
-        from diagnostics.plugin_properties import judge_plugin as judge
-        from trainer.errors import FlatlineError
+        from flatline.harness.plugin_properties import judge_plugin as judge
+        from flatline.common.errors import FlatlineError
 
         opts = request.config
         try:
@@ -208,10 +208,10 @@ class VerdictCollector:
 def write_run_report(name: str, run: dict) -> tuple[str, str, str]:
     """The collected verdicts of one run as reports/<run>/diagnosis.md (+ .json, plots), a copy in the run
     directory, and a log book entry."""
-    from diagnostics.conclude import conclude
-    from diagnostics.history import load_history
-    from diagnostics.judge import Diagnosis, key_metrics
-    from trainer.rundir import create_run_dir
+    from flatline.diagnostics.conclude import conclude
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import Diagnosis, key_metrics
+    from flatline.trainer.rundir import create_run_dir
 
     history = load_history(run["run_dir"])
     verdicts = _verdicts(run["verdicts"])
@@ -228,10 +228,10 @@ def write_runless_report(records: list[dict]) -> tuple[str, str, str]:
     (the log book has one entry per judged run)."""
     from datetime import datetime
 
-    from diagnostics.history import History
-    from diagnostics.judge import Diagnosis, key_metrics
-    from diagnostics.report import write_report
-    from trainer.rundir import create_run_dir
+    from flatline.diagnostics.history import History
+    from flatline.diagnostics.judge import Diagnosis, key_metrics
+    from flatline.diagnostics.report import write_report
+    from flatline.trainer.rundir import create_run_dir
 
     name = f"plugins-{datetime.now():%Y%m%d-%H%M%S}"
     history = History(run=name, rows=[])
@@ -242,8 +242,8 @@ def write_runless_report(records: list[dict]) -> tuple[str, str, str]:
 
 def _verdicts(records: list[dict]) -> list:
     """Verdicts from their JSON records, likeliest cause first."""
-    from diagnostics.judge import cause_rank
-    from diagnostics.verdict import Verdict
+    from flatline.diagnostics.judge import cause_rank
+    from flatline.diagnostics.verdict import Verdict
 
     fields = ("id", "title", "status", "evidence", "prescription", "references", "reason")
     return sorted((Verdict(**{k: v[k] for k in fields}) for v in records), key=cause_rank)

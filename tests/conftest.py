@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from trainer.config import load_config
+from flatline.trainer.config import load_config
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
@@ -33,7 +33,7 @@ class Recorder:
 
 def step_once(cfg):
     """Build a trainer for `cfg`, take one step; returns (trainer, that step's record)."""
-    from trainer.loop import build_trainer
+    from flatline.trainer.loop import build_trainer
 
     recorder = Recorder()
     trainer = build_trainer(cfg, listeners=[recorder])

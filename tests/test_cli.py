@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from diagnostics.cli import main
-from trainer import models
+from flatline.harness.cli import main
+from flatline.trainer import models
 
 
 def run_cli(capsys, *argv):
@@ -76,7 +76,7 @@ def test_bad_plugin_signature(tmp_path, capsys, monkeypatch):
 
 
 def test_entry_point_exit_code():
-    result = subprocess.run([sys.executable, "-m", "diagnostics.cli", "train", "configs/missing.toml"],
+    result = subprocess.run([sys.executable, "-m", "flatline.harness.cli", "train", "configs/missing.toml"],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == ("flatline: error: config file configs/missing.toml does not exist; "

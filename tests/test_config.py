@@ -5,15 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import Config, build_config, load_config, to_toml
-from trainer.errors import ConfigError
-from trainer.loop import prepare
+from flatline.trainer.config import Config, build_config, load_config, to_toml
+from flatline.common.errors import ConfigError
+from flatline.trainer.loop import prepare
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.toml"))
 
 
 def test_every_field_has_a_docstring():
-    source = Path(__file__).resolve().parent.parent.joinpath("trainer", "config.py").read_text()
+    source = Path(__file__).resolve().parent.parent.joinpath("flatline", "trainer", "config.py").read_text()
     for field in dataclasses.fields(Config):
         declaration = source.index(f"    {field.name}: ")
         following = source[declaration:].splitlines()[1].strip()

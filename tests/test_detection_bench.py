@@ -3,7 +3,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from diagnostics.selftest.faults import FAULTS, HEALTHY
+from flatline.harness.selftest.faults import FAULTS, HEALTHY
 
 _PATH = Path(__file__).resolve().parents[1] / "bench" / "detection_vs_rldoctor.py"
 _SPEC = importlib.util.spec_from_file_location("detection_vs_rldoctor", _PATH)

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diagnostics.history import MIN_TREND_POINTS, History, Series, load_history
-from diagnostics.judge import hypothesis_ids, judge, judge_one
-from diagnostics.verdict import REGISTRY, STATUSES, Hypothesis
-from trainer.errors import FlatlineError
+from flatline.diagnostics.history import MIN_TREND_POINTS, History, Series, load_history
+from flatline.diagnostics.judge import hypothesis_ids, judge, judge_one
+from flatline.diagnostics.verdict import REGISTRY, STATUSES, Hypothesis
+from flatline.common.errors import FlatlineError
 
 N = 24  # steps of a typical short diagnostic run
 DESIGN = Path("/work/shared/DESIGN.md")

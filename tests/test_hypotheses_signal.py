@@ -6,7 +6,7 @@ not a fault; a control that learns puts the fault in the task's signal.
 """
 import pytest
 
-from diagnostics.hypotheses.advantage import TOO_EASY, TOO_HARD
+from flatline.diagnostics.hypotheses.advantage import TOO_EASY, TOO_HARD
 from test_hypotheses import N, every, flat, healthy, history, ramp, verdict
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from diagnostics import logbook
-from diagnostics.history import History
-from diagnostics.judge import Diagnosis
-from diagnostics.logbook import MARKER, append_entry, log_book_path, read_log_book, render_entry
-from diagnostics.verdict import Verdict
-from trainer.errors import FlatlineError
+from flatline.diagnostics import logbook
+from flatline.diagnostics.history import History
+from flatline.diagnostics.judge import Diagnosis
+from flatline.diagnostics.logbook import MARKER, append_entry, log_book_path, read_log_book, render_entry
+from flatline.diagnostics.verdict import Verdict
+from flatline.common.errors import FlatlineError
 
 REPO = Path(__file__).resolve().parents[1]
 WHEN = datetime(2025, 11, 22, 14, 5)
@@ -216,7 +216,7 @@ def test_lock_timeout_names_the_lock_file(tmp_path):
 CHILD = """
 import sys, time
 from pathlib import Path
-from diagnostics.logbook import append_entry
+from flatline.diagnostics.logbook import append_entry
 path, tag, folder = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 (folder / f"ready-{tag}").touch()
 while not (folder / "go").exists():

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tests.conftest import Recorder, tiny_config
-from trainer.config import load_config
-from trainer.errors import ConfigError
-from trainer.loop import build_trainer, combine_rewards, lr_factor
-from trainer.run import train
+from flatline.trainer.config import load_config
+from flatline.common.errors import ConfigError
+from flatline.trainer.loop import build_trainer, combine_rewards, lr_factor
+from flatline.trainer.run import train
 
 TRL_NAMES = ("reward", "reward_std", "frac_reward_zero_std", "completions/clipped_ratio", "completions/mean_length",
              "grad_norm", "entropy", "loss", "learning_rate")
@@ -90,7 +90,7 @@ def test_a_raising_listener_is_disabled_with_one_warning():
 
 
 def test_no_listener_no_step_record(monkeypatch):
-    import trainer.loop as loop
+    import flatline.trainer.loop as loop
 
     def refuse(*args, **kwargs):
         raise AssertionError("a StepRecord was built with nothing listening")
@@ -198,7 +198,7 @@ def test_eval_metrics_per_component():
 
 FULL_SEQUENCE_MASKS = (
     "import torch\n"
-    "from trainer.algorithm import completion_mask\n"
+    "from flatline.trainer.algorithm import completion_mask\n"
     "def no_prompt(completion_ids, eos_token_ids, prompt_ids, prompt_mask):\n"
     "    return torch.cat([torch.zeros_like(prompt_mask), completion_mask(completion_ids, eos_token_ids)], dim=1)\n"
     "def with_prompt(completion_ids, eos_token_ids, **batch):\n"
@@ -222,8 +222,8 @@ def test_a_full_sequence_mask_without_prompt_tokens_trains_exactly_as_the_defaul
 
 @pytest.mark.parametrize("extra", [(), ("num_iterations=2", "beta=0.1")])
 def test_prompt_tokens_in_a_full_sequence_mask_are_really_trained_on(mask_plugins, extra):
-    from probes.masks import MaskProbe
-    from probes.base import ProbeContext
+    from flatline.probes.masks import MaskProbe
+    from flatline.probes.base import ProbeContext
 
     recorder = Recorder()
     trainer = build_trainer(tiny_config("mask_fn=full_masks:with_prompt", "max_completion_length=4", *extra),
@@ -248,7 +248,7 @@ def test_prompt_tokens_in_a_full_sequence_mask_are_really_trained_on(mask_plugin
 
 
 def test_a_mask_of_the_wrong_shape_names_the_plug_point_and_the_shapes(mask_plugins):
-    from trainer.errors import PluginError
+    from flatline.common.errors import PluginError
 
     trainer = build_trainer(tiny_config("mask_fn=full_masks:wrong_width", "max_completion_length=4"))
     with pytest.raises(PluginError, match=r"mask_fn wrong_width returned a mask of shape .*must be \[N, T\]"):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
-from trainer.errors import ModelError
-from trainer.loop import build_trainer, prepare
-from trainer.models import embedded_dir, load_model, load_tokenizer, resolve_source
+from flatline.common.errors import ModelError
+from flatline.trainer.loop import build_trainer, prepare
+from flatline.trainer.models import embedded_dir, load_model, load_tokenizer, resolve_source
 
 
 def count(model, trainable=None):

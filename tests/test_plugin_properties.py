@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from diagnostics.plugin_properties import (chat_tokenizer, check_flat_group_is_zero, check_gradient_follows_advantage,
+from flatline.harness.plugin_properties import (chat_tokenizer, check_flat_group_is_zero, check_gradient_follows_advantage,
                                            find_violations, judge_plugin)
-from diagnostics.selftest import plugins as bad
-from trainer.algorithm import completion_mask, group_advantages, policy_loss
-from trainer.config import load_config
+from flatline.harness.selftest import plugins as bad
+from flatline.trainer.algorithm import completion_mask, group_advantages, policy_loss
+from flatline.trainer.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 LOSS_OPTIONS = dict(epsilon_low=0.2, epsilon_high=0.28, max_completion_length=8)
@@ -63,7 +63,7 @@ def test_bad_advantages_are_caught_with_a_counterexample(plug_in, broken):
     found = find_violations("advantage_fn", plug_in, scale_rewards="group", eps=1e-4)
     assert broken in names(found)
     violation = found[names(found).index(broken)]
-    assert violation.plug_in == f"diagnostics.selftest.plugins.{plug_in.__name__}"
+    assert violation.plug_in == f"flatline.harness.selftest.plugins.{plug_in.__name__}"
     assert violation.counterexample.startswith(f"{broken}(")
     assert "Falsifying example" in violation.describe() and violation.plug_in in violation.describe()
 
@@ -140,15 +140,15 @@ def test_a_loss_that_ignores_the_mask_is_caught():
 
 
 def test_verdicts_name_the_plug_in_and_carry_the_counterexample():
-    cfg = load_config(None, ["model=tiny-random", "advantage_fn=diagnostics.selftest.plugins:float32_std_advantages"])
+    cfg = load_config(None, ["model=tiny-random", "advantage_fn=flatline.harness.selftest.plugins:float32_std_advantages"])
     verdict, failure = judge_plugin("advantage_fn", cfg)
     assert verdict.id == "plugins.advantage_fn" and verdict.status == "fail"
-    assert verdict.evidence["plug_in"] == "diagnostics.selftest.plugins.float32_std_advantages"
+    assert verdict.evidence["plug_in"] == "flatline.harness.selftest.plugins.float32_std_advantages"
     assert "FlatGroup(rewards=[1.35063898563385" in verdict.evidence["counterexample"]
     assert len(verdict.evidence["counterexample"]) <= 500 and verdict.prescription
-    assert "Falsifying example" in failure and "diagnostics.selftest.plugins.float32_std_advantages" in failure
+    assert "Falsifying example" in failure and "flatline.harness.selftest.plugins.float32_std_advantages" in failure
     passed, failure = judge_plugin("loss_fn", load_config(None, ["model=tiny-random"]))
-    assert passed.status == "pass" and passed.evidence["plug_in"] == "trainer.algorithm.policy_loss" and failure == ""
+    assert passed.status == "pass" and passed.evidence["plug_in"] == "flatline.trainer.algorithm.policy_loss" and failure == ""
 
 
 def test_cases_fail_a_buggy_advantage_fn_from_the_users_config(tmp_path):

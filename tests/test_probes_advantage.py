@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from probes.advantage import AdvantageProbe, group_reward_stats
-from probes.base import ProbeContext, ProbeSet
+from flatline.probes.advantage import AdvantageProbe, group_reward_stats
+from flatline.probes.base import ProbeContext, ProbeSet
 from tests.conftest import tiny_config
-from trainer.algorithm import group_advantages
-from trainer.loop import build_trainer
+from flatline.trainer.algorithm import group_advantages
+from flatline.trainer.loop import build_trainer
 
 
 def record(rewards, advantages=None, G=4, components=None):

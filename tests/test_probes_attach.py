@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from probes.attach import attach
+from flatline.probes.attach import attach
 
 STEPS = 5
 

@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from probes.base import ProbeSet
-from probes.gradients import (MAX_GROUPS, OTHER_GROUP, GradientProbe, clip_coefficient, gradient_metrics,
+from flatline.probes.base import ProbeSet
+from flatline.probes.gradients import (MAX_GROUPS, OTHER_GROUP, GradientProbe, clip_coefficient, gradient_metrics,
                               group_names, param_group)
 from tests.conftest import tiny_config
-from trainer.loop import build_trainer
+from flatline.trainer.loop import build_trainer
 
 
 def small_model() -> torch.nn.Module:

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from diagnostics.cli import main, probe_listeners
+from flatline.harness.cli import main, probe_listeners
 from tests.conftest import tiny_config
-from trainer.loop import build_trainer
+from flatline.trainer.loop import build_trainer
 
 FAMILIES = ("advantage", "reward", "masks", "gradients", "update", "sync", "length", "policy")
 
@@ -46,7 +46,7 @@ def test_cli_probes_reach_metrics_jsonl(tmp_path, capsys):
 
 
 def test_a_failing_probe_disables_itself_with_one_warning():
-    from probes import Probe, ProbeSet
+    from flatline.probes import Probe, ProbeSet
 
     class Broken(Probe):
         family = "broken"

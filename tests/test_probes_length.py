@@ -4,10 +4,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from probes.base import ProbeContext, ProbeSet
-from probes.length import LengthProbe, reward_by_truncation
+from flatline.probes.base import ProbeContext, ProbeSet
+from flatline.probes.length import LengthProbe, reward_by_truncation
 from tests.conftest import tiny_config
-from trainer.loop import build_trainer
+from flatline.trainer.loop import build_trainer
 
 
 def record(lengths, truncated, prompt_lengths):

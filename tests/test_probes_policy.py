@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from probes.base import ProbeContext, ProbeSet
-from probes.policy import PolicyProbe
+from flatline.probes.base import ProbeContext, ProbeSet
+from flatline.probes.policy import PolicyProbe
 from tests.conftest import tiny_config
-from trainer.algorithm import token_entropy
-from trainer.loop import build_trainer
+from flatline.trainer.algorithm import token_entropy
+from flatline.trainer.loop import build_trainer
 
 V = 16  # vocabulary of the hand-built logits
 

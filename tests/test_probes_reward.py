@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from probes.base import ProbeContext, ProbeSet
-from probes.reward import RewardProbe, variance_shares
+from flatline.probes.base import ProbeContext, ProbeSet
+from flatline.probes.reward import RewardProbe, variance_shares
 from tests.conftest import tiny_config
-from trainer.loop import build_trainer
-from trainer.tasks import build_task
+from flatline.trainer.loop import build_trainer
+from flatline.trainer.tasks import build_task
 
 
 def record(components, errors=0, examples=()):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from probes.base import ProbeContext
-from probes.sync import SyncProbe, sync_stats
+from flatline.probes.base import ProbeContext
+from flatline.probes.sync import SyncProbe, sync_stats
 from tests.conftest import step_once, tiny_config
 
 NAMES = {"logprob_diff_mean", "logprob_diff_max", "probs_diff_mean", "probs_diff_max", "k3_kl", "is_weight_mean",

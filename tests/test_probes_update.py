@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from probes.attach import AttachedStep
-from probes.base import ProbeSet
-from probes.gradients import GradientProbe
-from probes.update import UpdateProbe, lora_delta_sq, optimizer_coverage
+from flatline.probes.attach import AttachedStep
+from flatline.probes.base import ProbeSet
+from flatline.probes.gradients import GradientProbe
+from flatline.probes.update import UpdateProbe, lora_delta_sq, optimizer_coverage
 from tests.conftest import tiny_config
-from trainer.loop import build_trainer
+from flatline.trainer.loop import build_trainer
 
 LORA = ("lora_r=4", "lora_target_modules=['q_proj','v_proj']", "seed=1", "learning_rate=1e-3")
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from trainer.config import load_config
-from trainer.loop import build_trainer
+from flatline.trainer.config import load_config
+from flatline.trainer.loop import build_trainer
 
 ITERATIONS = 3
 

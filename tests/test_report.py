@@ -3,12 +3,12 @@ import json
 import re
 import warnings
 
-from diagnostics import plots as plots_module
-from diagnostics.history import History
-from diagnostics.judge import Diagnosis
-from diagnostics.markdown import escape_inline
-from diagnostics.report import render_json, render_markdown, write_report
-from diagnostics.verdict import Verdict
+from flatline.diagnostics import plots as plots_module
+from flatline.diagnostics.history import History
+from flatline.diagnostics.judge import Diagnosis
+from flatline.diagnostics.markdown import escape_inline
+from flatline.diagnostics.report import render_json, render_markdown, write_report
+from flatline.diagnostics.verdict import Verdict
 
 MALICIOUS = "ok ```\n</details>\n# Injected\n| a | b |\n````\n~~~\n<script>alert(1)</script>"
 ALL_PLOTS = {"reward.png", "zero_std.png", "update.png", "grad_norm.png", "truncation.png"}

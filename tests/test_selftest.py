@@ -2,9 +2,9 @@
 healthy runs; a miss or a false alarm makes it exit 1. (The full matrix is bench/selftest_full.py.)"""
 import pytest
 
-from diagnostics.cli import main
-from diagnostics.selftest.faults import FAULTS, HEALTHY, NOT_LEARNING, REFUSED, Fault
-from diagnostics.selftest.matrix import CaseResult, case_config, render, run_case
+from flatline.harness.cli import main
+from flatline.harness.selftest.faults import FAULTS, HEALTHY, NOT_LEARNING, REFUSED, Fault
+from flatline.harness.selftest.matrix import CaseResult, case_config, render, run_case
 
 
 def test_the_fast_subset_catches_every_fault_and_no_healthy_run_fails(capsys):

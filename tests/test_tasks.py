@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import Config
-from trainer.errors import ConfigError, DataError
-from trainer.tasks import TASK_NAMES, build_task
-from trainer.tasks import arithmetic, bandit, gsm8k, hub, musique, musique_synthetic
-from trainer.tasks.base import Example
-from trainer.tasks.gsm8k import extract_answer, parse_number
+from flatline.trainer.config import Config
+from flatline.common.errors import ConfigError, DataError
+from flatline.trainer.tasks import TASK_NAMES, build_task
+from flatline.trainer.tasks import arithmetic, bandit, gsm8k, hub, musique, musique_synthetic
+from flatline.trainer.tasks.base import Example
+from flatline.trainer.tasks.gsm8k import extract_answer, parse_number
 
 GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"  # shared/ sits beside the checkout
 GSM8K_TRAIN_ROWS = 7473  # the official train split

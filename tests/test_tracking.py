@@ -5,8 +5,8 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import tiny_config
-from trainer.run import run_name, train
-from trainer.tracking import wandb_mode
+from flatline.trainer.run import run_name, train
+from flatline.trainer.tracking import wandb_mode
 
 
 def test_offline_wandb_run_lands_in_the_run_directory(tmp_path, monkeypatch):
@@ -49,9 +49,9 @@ def test_train_hands_the_live_tracker_to_on_finish_and_verdicts_reach_the_wandb_
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    from diagnostics.conclude import wandb_summary
-    from diagnostics.history import load_history
-    from diagnostics.judge import judge
+    from flatline.diagnostics.conclude import wandb_summary
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge
 
     seen = {}
 

@@ -1,0 +1,73 @@
+"""The end of a judged run, shared by `flatline train` and the cases plugin: report files, a log book entry,
+W&B summary and table, and the judgement printed.
+
+    diagnosis = judge(history)
+    conclude(history, diagnosis, report_dirs=[run_dir], log_book=cfg.log_book, tracker=tracker)
+"""
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from flatline.diagnostics.history import History
+from flatline.diagnostics.judge import Diagnosis
+from flatline.diagnostics.logbook import append_entry, log_book_path, render_entry
+from flatline.diagnostics.report import write_report
+from flatline.diagnostics.verdict import format_number
+
+
+def judgement_text(diagnosis: Diagnosis) -> str:
+    """The judgement as a few terminal lines: the headline, each fail with its fix, the counts."""
+    counts = diagnosis.counts()
+    lines = [f"diagnosis of {diagnosis.run}: {diagnosis.status.upper()} "
+             f"({counts['fail']} fail, {counts['inconclusive']} inconclusive, {counts['pass']} pass, "
+             f"{counts['skipped']} skipped)"]
+    for verdict in diagnosis.failed:
+        lines.append(f"  FAIL {verdict.id}: {verdict.reason}")
+        lines.append(f"       try: {verdict.prescription}")
+    if not diagnosis.failed:
+        lines.append("  " + diagnosis.headline())
+    return "\n".join(lines)
+
+
+def wandb_summary(diagnosis: Diagnosis) -> tuple[dict, dict]:
+    """Run-summary values and a verdict table for W&B."""
+    summary = {"flatline/status": diagnosis.status, "flatline/headline": diagnosis.headline()}
+    summary.update({f"flatline/{v.id}": v.status for v in diagnosis.verdicts})
+    summary.update({f"flatline/key/{k}": v for k, v in diagnosis.key_metrics.items() if v is not None})
+    rows = [[v.id, v.status, v.reason, ", ".join(f"{k}={format_number(x)}" for k, x in v.evidence.items()),
+             v.prescription] for v in diagnosis.verdicts]
+    return summary, {"flatline/verdicts": (["id", "status", "reason", "evidence", "prescription"], rows)}
+
+
+def conclude(history: History, diagnosis: Diagnosis, report_dirs=(), log_book: str = "", tracker=None,
+             wandb: str = "", log=print, when: datetime | None = None) -> Path | None:
+    """Write the report into each of report_dirs, add the log book entry, tell W&B; returns the first report.
+
+    The run's own files are already safe on disk; a failure here warns and never raises into the caller."""
+    report = None
+    for directory in report_dirs:
+        try:
+            path = write_report(diagnosis, history, directory)
+            report = report or path
+        except OSError as exc:
+            warnings.warn(f"diagnosis report not written to {directory}: {exc}")
+    if tracker is not None:
+        summary, tables = wandb_summary(diagnosis)
+        tracker.summarize(summary, tables)
+        wandb = wandb or getattr(tracker, "url_or_name", "")
+    book = log_book_path(log_book or history.setting("log_book", "") or "")
+    entry = render_entry(diagnosis, history, when=when or datetime.now(),
+                         report_dir=report.parent if report else None, wandb=wandb)
+    try:
+        append_entry(book, entry)
+    except Exception as exc:  # a locked or unwritable log book must not hide the judgement
+        warnings.warn(f"log book {book} not updated: {exc}")
+        book = None
+    log(judgement_text(diagnosis))
+    if report is not None:
+        log(f"report: {report}")
+    if book is not None:
+        log(f"log book: {book}")
+    return report

@@ -1,0 +1,4 @@
+"""One module per hypothesis family; importing this package registers every hypothesis id in DESIGN.md."""
+from flatline.diagnostics.hypotheses import (  # noqa: F401
+    advantage, control, entropy, gradients, kl, length, masking, progress, reward, sync, update,
+)

@@ -1,0 +1,106 @@
+"""advantage.*: groups with no reward variance (and whether they sit at the max or the min), advantage numerics."""
+from __future__ import annotations
+
+import math
+
+from flatline.diagnostics.hypotheses.common import progress
+from flatline.diagnostics.references import refs
+from flatline.diagnostics.verdict import hypothesis
+
+# "Most groups": at or above half of the groups flat over the run, half the batch adds no gradient (TRL #3857;
+# DAPO's dynamic sampling exists to filter exactly these groups).
+DEGENERATE_FRAC = 0.5
+# From a third of the groups flat, the wasted share of the batch is worth a look (inconclusive).
+DEGENERATE_WARN_FRAC = 1 / 3
+# A kind of flat group (all-max or all-min) "dominates" when it makes up two thirds of the flat groups.
+DOMINANT_SHARE = 2 / 3
+# A group's advantages must sum to ~0; float32 rounding of unit-scale advantages over G <= 64 members is ~1e-6,
+# a real grouping or normalisation bug gives O(1). 1e-3 (times the advantage scale) sits between the two.
+GROUP_SUM_TOL = 1e-3
+
+TOO_HARD = ("the task is too hard for the model as it is: give it easier prompts first (a curriculum, or drop "
+            "prompts no completion solves), raise num_generations (e.g. 16) so rare successes land in a group, "
+            "give partial credit (a graded reward such as token F1) or show the answer format in the prompt")
+TOO_EASY = ("the task is too easy: drop prompts every completion already solves, or move to harder data; "
+            "on these prompts there is nothing left to learn")
+
+
+@hypothesis("advantage.degenerate_groups", "do most groups have zero reward variance (all-correct / all-wrong)?")
+def degenerate_groups(h, v):
+    flat = h.series("advantage/zero_std_frac")
+    if not len(flat):
+        flat = h.series("frac_reward_zero_std")
+    if not len(flat.finite()):
+        return v.skipped("no advantage/zero_std_frac (flatline's advantage probe) or frac_reward_zero_std in the log")
+    flat_frac = flat.mean()
+    all_max, all_min = h.series("advantage/zero_std_all_max_frac").mean(), h.series("advantage/zero_std_all_min_frac").mean()
+    evidence = {"zero_std_frac_mean": flat_frac, "steps_mostly_flat_frac": flat.frac(lambda x: x >= DEGENERATE_FRAC)}
+    split_known = math.isfinite(all_max) and math.isfinite(all_min)
+    if split_known:
+        evidence.update(all_max_frac_mean=all_max, all_min_frac_mean=all_min)
+    p = progress(h)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    if flat_frac < DEGENERATE_WARN_FRAC:
+        return v.passed(f"{flat_frac:.0%} of groups had no reward variance on average; most groups carry signal",
+                        evidence)
+    kind, prescription = "mixed", "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations"
+    if split_known and flat_frac > 0:
+        if all_min / flat_frac >= DOMINANT_SHARE:
+            kind, prescription = "all-min", TOO_HARD
+        elif all_max / flat_frac >= DOMINANT_SHARE:
+            kind, prescription = "all-max", TOO_EASY
+    # convergence needs the rise itself: a run at the ceiling from its first step (flatline always logs the
+    # ceiling) had nothing to learn on these prompts, and that is the "too easy" finding, not a pass
+    if kind == "all-max" and p is not None and p.rising:
+        return v.passed(f"{flat_frac:.0%} of groups were flat, at the maximum reward, after the reward rose: "
+                        "the run converged on these prompts", evidence)
+    where = {"all-min": "every completion at the minimum reward (too hard)",
+             "all-max": "every completion at the maximum reward (too easy)"}.get(kind, "all-max and all-min together")
+    reason = f"{flat_frac:.0%} of groups had zero reward variance, mostly {where}: those groups give zero advantage"
+    if not split_known:
+        reason += " (whether they sit at the max or the min needs flatline's advantage probe)"
+    if flat_frac < DEGENERATE_FRAC:
+        return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
+                              evidence, prescription, refs("zero_std", "rldoctor"))
+    if p is not None and p.rising:
+        return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription,
+                              refs("zero_std", "rldoctor"))
+    return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor"))
+
+
+@hypothesis("advantage.numerics", "non-finite advantages, near-zero std turned into advantages, group sums, grouping")
+def numerics(h, v):
+    needed = ("advantage/nonfinite_advantages", "advantage/group_sum_max_abs")
+    if not all(h.has(n) for n in needed):
+        return v.skipped("needs flatline's advantage probe (advantage/nonfinite_advantages, advantage/group_sum_max_abs)")
+    nonfinite = h.series("advantage/nonfinite_advantages").max()
+    near_zero = h.series("advantage/near_zero_std_nonzero_adv").max()
+    sums = h.series("advantage/group_sum_max_abs")
+    scale = max(1.0, h.series("advantage/abs_max").max() if h.has("advantage/abs_max") else 1.0)
+    worst_sum = sums.max()
+    size_ok = h.series("advantage/group_size_ok")
+    bad_grouping = len(size_ok) and size_ok.frac(lambda x: x < 1) > 0
+    evidence = {"nonfinite_advantages_max": nonfinite, "near_zero_std_nonzero_adv_max": near_zero,
+                "group_sum_max_abs": worst_sum, "group_sum_tolerance": GROUP_SUM_TOL * scale}
+    if h.has("advantage/group_size"):
+        evidence["group_size"] = h.series("advantage/group_size").last()
+    findings = []
+    if nonfinite > 0:
+        findings.append(("non-finite advantages (NaN/inf reached the loss)",
+                         "check the advantage_fn for a division by a zero std (add eps) and rewards that are NaN"))
+    if near_zero > 0:
+        findings.append(("groups with float-noise std (identical rewards) got non-zero advantages",
+                         "compute group std in float64 or treat std < 1e-6 as 0 (advantage_fn)"))
+    if bad_grouping:
+        findings.append(("the batch does not split into groups of num_generations",
+                         "make per_device_train_batch_size a multiple of num_generations and keep completions of "
+                         "one prompt adjacent"))
+    if math.isfinite(worst_sum) and worst_sum > GROUP_SUM_TOL * scale:
+        findings.append((f"a group's advantages summed to {worst_sum:.3g}, not ~0: the baseline is not the group mean "
+                         "(normalised over the whole batch, or groups mixed up)",
+                         "subtract the per-group mean (scale_rewards='group'), as flatline.trainer.algorithm.group_advantages"))
+    if not findings:
+        return v.passed("advantages finite, zero for flat groups, summing to ~0 in every group", evidence)
+    return v.fail("; ".join(f for f, _ in findings), evidence, "; ".join(p for _, p in findings),
+                  refs("grouping", "fp32_trap"))

@@ -1,0 +1,58 @@
+"""kl.*: does the KL penalty swamp the policy gradient, and is the policy running away from the reference."""
+from __future__ import annotations
+
+from flatline.diagnostics.hypotheses.common import at_steps, progress, signal_steps
+from flatline.diagnostics.references import refs
+from flatline.diagnostics.verdict import hypothesis
+
+# The KL term "dominates" when it pulls on the logprobs harder than the policy-gradient term (over half of the
+# summed per-token gradient coefficients). The loss values cannot tell: the policy term's value is ~0 on-policy
+# whatever its gradient (TRL #3452), so policy/kl_loss_share reads ~1 on healthy runs.
+KL_GRAD_SHARE_MAX = 0.5
+# Per-token KL to the reference: GRPO runs with beta ~0.04 stay well under 1 nat/token; a significant rise that
+# ends above it, without a matching reward gain, is the policy leaving the reference's support for nothing
+# (rldoctor's kl_drift judges the trend the same way); with the reward rising it is the policy finding the answer.
+KL_DRIFT_MAX = 1.0
+
+
+@hypothesis("kl.penalty_dominates", "does the KL term swamp the policy-gradient term?")
+def penalty_dominates(h, v):
+    beta = h.setting("beta")
+    if beta is not None and float(beta) == 0:
+        return v.passed("beta = 0: there is no KL term", {"beta": 0.0}, refs("kl_beta"))
+    share = h.series("policy/kl_grad_share").finite()
+    if not len(share):
+        return v.skipped("needs flatline's policy probe with beta > 0 (policy/kl_grad_share)")
+    signal = signal_steps(h)
+    judged = at_steps(share, signal)
+    if not len(judged):
+        return v.skipped("no step had non-zero advantages, so only the KL term could pull (see advantage.degenerate_groups)")
+    evidence = {"kl_grad_share_median": judged.median(), "beta": beta if beta is not None else "unknown"}
+    if judged.median() > KL_GRAD_SHARE_MAX:
+        return v.fail(f"the KL term supplies {judged.median():.0%} of the per-token gradient pull: the policy is held "
+                      "at the reference", evidence,
+                      f"lower beta (now {beta}) by 10x, or to 0 as DAPO and Dr. GRPO do", refs("kl_beta", "dapo"))
+    return v.passed(f"the KL term supplies {judged.median():.0%} of the gradient pull", evidence, refs("kl_beta"))
+
+
+@hypothesis("kl.drift", "is the policy running away from the reference (KL growing without bound)?")
+def drift(h, v):
+    kl = h.series("kl").finite()
+    if not len(kl):
+        if h.setting("beta") is not None and float(h.setting("beta")) == 0:
+            return v.skipped("beta = 0: no reference model, so no kl is measured (set beta > 0 to track it)")
+        return v.skipped("no kl in the log")
+    trend = kl.trend()
+    evidence = {"kl_last": kl.last(), "kl_max": kl.max(), "kl_kendall_tau": trend.tau, "kl_kendall_p": trend.p_value}
+    p = progress(h)
+    gaining = p is not None and (p.rising or p.eval_rising or p.at_ceiling)
+    if trend.rising and kl.last() > KL_DRIFT_MAX and gaining:
+        return v.passed(f"KL rose to {kl.last():.3g} nats/token together with the reward: the policy moved to what "
+                        "pays, as it should", {**evidence, **p.evidence(trend=False)}, refs("kl_beta"))
+    if trend.rising and kl.last() > KL_DRIFT_MAX:
+        return v.fail(f"KL to the reference keeps rising and reached {kl.last():.3g} nats/token", evidence,
+                      "lower learning_rate or raise beta; read late samples for degenerate text", refs("kl_beta"))
+    if trend.rising and kl.last() > KL_DRIFT_MAX / 10:
+        return v.inconclusive(f"KL rising ({kl.last():.3g} nats/token), still below {KL_DRIFT_MAX}", evidence,
+                              "watch it on a longer run")
+    return v.passed(f"KL {kl.last():.3g} nats/token, not running away", evidence)

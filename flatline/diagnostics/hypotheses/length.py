@@ -1,0 +1,138 @@
+"""length.*: completions cut at the limit, prompts and budgets over the context, length growing without a gain."""
+from __future__ import annotations
+
+import math
+
+from flatline.diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
+from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress
+from flatline.diagnostics.references import refs
+from flatline.diagnostics.verdict import hypothesis
+
+# verl: a response clip ratio above 0.1 is too much truncation.
+TRUNCATION_FRAC = 0.1
+# Truncation costs reward when truncated completions score this much (in reward units) below finished ones.
+TRUNCATION_REWARD_GAP = 0.1
+# Length growth: mean completion length up by at least 20% over the run (Theil-Sen slope x steps).
+GROWTH_FRAC = 0.2
+# Truncation starves the run when most recent completions are cut and many groups score the minimum on every
+# completion: advantage.degenerate_groups' fail line times its all-min share, i.e. a third of all groups.
+MOSTLY_CUT_FRAC = 0.5
+STARVED_GROUPS_FRAC = DEGENERATE_FRAC * DOMINANT_SHARE
+
+
+def _all_min_flat_frac(h) -> float:
+    """Share of groups (recent half of the run) flat at the minimum reward; NaN without the advantage probe."""
+    all_min = h.series("advantage/zero_std_all_min_frac").finite()
+    return all_min.tail(max(1, len(all_min) // 2)).mean() if len(all_min) else math.nan
+
+
+def _clipped(h):
+    return h.series("completions/clipped_ratio") if h.has("completions/clipped_ratio") else h.series("length/truncated_frac")
+
+
+@hypothesis("length.truncation", "are completions cut at the length limit?")
+def truncation(h, v):
+    clipped = _clipped(h).finite()
+    if not len(clipped):
+        return v.skipped("no completions/clipped_ratio (or length/truncated_frac) in the log")
+    recent = clipped.tail(max(1, len(clipped) // 2))
+    limit = h.setting("max_completion_length")
+    evidence = {"clipped_ratio_mean": clipped.mean(), "clipped_ratio_recent": recent.mean()}
+    if limit is not None:
+        evidence["max_completion_length"] = limit
+    cut_reward = h.series("length/truncated_reward_mean").mean()
+    done_reward = h.series("length/terminated_reward_mean").mean()
+    if math.isfinite(cut_reward):
+        evidence["truncated_reward_mean"] = cut_reward
+    if math.isfinite(done_reward):
+        evidence["terminated_reward_mean"] = done_reward
+    if max(clipped.mean(), recent.mean()) <= TRUNCATION_FRAC:
+        return v.passed(f"{clipped.mean():.0%} of completions reached the limit", evidence, refs("verl_clip"))
+    p = progress(h)
+    shrinking = enough_steps(h) and clipped.trend().falling
+    learning = p is not None and (p.rising or p.at_ceiling)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    costs = (math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= TRUNCATION_REWARD_GAP)
+    never_finishes = not math.isfinite(done_reward)
+    bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
+    advice = f"{bigger}, or ask for a shorter answer in the prompt"
+    if learning and (shrinking or not costs):
+        why = "the truncated share is falling as it learns" if shrinking else "truncated completions score as well as finished ones"
+        return v.passed(f"{recent.mean():.0%} of recent completions hit the limit, but the reward rises and {why}",
+                        evidence, refs("verl_clip"))
+    if never_finishes and not learning:
+        return v.inconclusive(f"every completion hit max_completion_length and the reward is flat: whether the cut "
+                              "costs reward cannot be told without a finished completion to compare", evidence,
+                              advice + " to see whether finished completions score better", refs("truncation"))
+    starved = _all_min_flat_frac(h)
+    mostly_cut = recent.mean() >= MOSTLY_CUT_FRAC
+    if not learning and not never_finishes and mostly_cut and starved >= STARVED_GROUPS_FRAC:
+        evidence["all_min_groups_frac_recent"] = starved
+        return v.fail(f"{recent.mean():.0%} of recent completions were cut at max_completion_length"
+                      f"{f' = {int(limit)}' if limit else ''} and {starved:.0%} of groups scored the minimum on every "
+                      "completion, with the reward flat: the answers do not fit, so there is nothing to learn from",
+                      evidence, advice, refs("truncation", "verl_clip"))
+    if costs:
+        gap = f"; truncated completions score {cut_reward:.3g} against {done_reward:.3g} for finished ones"
+        reason = f"{recent.mean():.0%} of recent completions were cut at max_completion_length{gap}"
+        if learning:
+            return v.inconclusive(reason + "; the reward still rises", evidence, advice, refs("truncation", "verl_clip"))
+        return v.fail(reason, evidence, advice, refs("truncation", "verl_clip"))
+    return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit, but truncated ones score as "
+                          "well as finished ones", evidence, advice + " to see whether it matters", refs("verl_clip"))
+
+
+@hypothesis("length.context_overflow", "do prompt + completion budget exceed the context, or are prompts truncated?")
+def context_overflow(h, v):
+    overflow = h.series("length/context_overflow_frac").finite()
+    prompt_limit = h.series("length/prompt_limit_frac").finite()
+    if not len(overflow) and not len(prompt_limit):
+        return v.skipped("needs flatline's length probe (length/context_overflow_frac, length/prompt_limit_frac)")
+    evidence = {}
+    if len(overflow):
+        evidence["context_overflow_frac_max"] = overflow.max()
+    if len(prompt_limit):
+        evidence["prompt_max_over_limit"] = prompt_limit.max()
+    if len(overflow) and overflow.max() > 0:
+        return v.fail(f"up to {overflow.max():.0%} of rows ask for more positions than the model's context has",
+                      evidence, "lower max_completion_length or max_prompt_length so their sum fits the context",
+                      refs("prompt_trunc"))
+    if len(prompt_limit) and prompt_limit.max() > 1:
+        return v.fail("prompts longer than max_prompt_length: they were truncated (losing the system prompt or "
+                      "context paragraphs)", evidence, "raise max_prompt_length above the longest prompt",
+                      refs("prompt_trunc"))
+    if len(prompt_limit) and prompt_limit.max() == 1:
+        return v.inconclusive("the longest prompt is exactly max_prompt_length: it may have been cut", evidence,
+                              "raise max_prompt_length and compare", refs("prompt_trunc"))
+    return v.passed("prompts and completion budget fit", evidence)
+
+
+@hypothesis("length.growth", "is completion length growing without a matching gain in held-out score?")
+def growth(h, v):
+    length = h.series("completions/mean_length").finite()
+    if not len(length):
+        length = h.series("length/mean").finite()
+    if len(length) < 6:
+        return v.skipped("needs completions/mean_length over at least 6 steps")
+    trend = length.trend()
+    start = max(float(length.head(5).values.mean()), 1.0)
+    relative = trend.slope * (length.steps[-1] - length.steps[0]) / start
+    evidence = {"length_first": float(length.head(5).values.mean()), "length_last": float(length.tail(5).values.mean()),
+                "length_kendall_tau": trend.tau, "length_growth_rel": relative}
+    if not (trend.rising and relative >= GROWTH_FRAC):
+        return v.passed("completion length is not growing", evidence)
+    p = progress(h)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    if p is not None and p.eval_points >= 2:
+        if p.eval_gain >= MIN_GAIN:
+            return v.passed("length grows with a held-out gain", evidence)
+        return v.fail(f"completions grew {relative:.0%} longer while the held-out score gained {p.eval_gain:.3g}",
+                      evidence, "use loss_type = \"dr_grpo\" or \"dapo\" (no per-sequence length normalisation), "
+                      "add a length penalty, and read long samples for padding or repetition", refs("length_bias"))
+    if p is not None and p.rising:
+        return v.inconclusive("completions grow longer while the training reward rises; no held-out score to tell "
+                              "real gains from length hacking", evidence, "set eval_every to score a held-out set")
+    return v.fail(f"completions grew {relative:.0%} longer without a reward gain", evidence,
+                  "use loss_type = \"dr_grpo\" or \"dapo\" and read the long samples", refs("length_bias"))

@@ -1,0 +1,79 @@
+"""sync.*: does the sampler score tokens like the trainer (same weights), and do importance weights hold up."""
+from __future__ import annotations
+
+from flatline.diagnostics.references import refs
+from flatline.diagnostics.verdict import hypothesis
+
+# verl docs/algo/rollout_corr.md: training/rollout_probs_diff_mean below 0.005 is fine, above 0.01 a problem.
+PROBS_DIFF_OK = 0.005
+PROBS_DIFF_BAD = 0.01
+# In log-prob units (TRL's sampling/sampling_logp_difference/mean): probability differences vanish for tokens of
+# small probability (a flat distribution over a 49k vocabulary), log-prob differences do not. A bf16 sampler against
+# an fp32 trainer stays near 0.01 nats per token; 0.05 is five times that, 0.02 worth a look.
+LOGP_DIFF_BAD = 0.05
+LOGP_DIFF_OK = 0.02
+# verl rollout_corr: effective sample size below 0.3 of the batch, or mean IS weight outside [0.5, 2], is unhealthy.
+ESS_MIN = 0.3
+IS_MEAN_RANGE = (0.5, 2.0)
+
+
+@hypothesis("sync.sampler_mismatch", "does the sampler score tokens like the trainer does (stale or wrong weights)?")
+def sampler_mismatch(h, v):
+    probs = h.series("sync/probs_diff_mean").finite()
+    logp = h.series("sync/logprob_diff_mean").finite()
+    if not len(logp):
+        logp = h.series("sampling/sampling_logp_difference/mean").finite()
+    if not len(probs) and not len(logp):
+        return v.skipped("needs sampler logprobs: flatline's sync probe (sync/probs_diff_mean) or TRL's "
+                         "sampling/sampling_logp_difference/mean")
+    evidence = {}
+    if len(probs):
+        evidence["probs_diff_mean_median"] = probs.median()
+    if len(logp):
+        evidence["logprob_diff_mean_median"] = logp.median()
+        trend = logp.trend()
+        evidence["logprob_diff_kendall_tau"] = trend.tau
+    bad = (len(probs) and probs.median() > PROBS_DIFF_BAD) or (len(logp) and logp.median() > LOGP_DIFF_BAD)
+    watch = (len(probs) and probs.median() > PROBS_DIFF_OK) or (len(logp) and logp.median() > LOGP_DIFF_OK)
+    prescription = ("check that trained weights reach the sampler after every step (LoRA adapters sent to vLLM with a "
+                    "new lora_int_id, or merged weights reloaded), reset the sampler's prefix cache after a sync, and "
+                    "compare sampler and trainer dtypes")
+    if bad:
+        growing = len(logp) and logp.trend().rising
+        return v.fail("the sampler's token probabilities differ from the trainer's" +
+                      (", and the gap grows with training: the sampler keeps old weights" if growing else ""),
+                      evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
+    if watch:
+        return v.inconclusive("sampler and trainer differ a little: above what verl calls fine, below its problem "
+                              "line",
+                              evidence, "compare dtypes (bf16 sampler vs fp32 trainer) and watch the trend",
+                              refs("verl_rollout"))
+    return v.passed("sampler and trainer score the sampled tokens alike", evidence, refs("verl_rollout"))
+
+
+@hypothesis("sync.importance_weights", "do importance weights collapse (low effective sample size)?")
+def importance_weights(h, v):
+    ess = h.series("sync/ess").finite()
+    mean = h.series("sync/is_weight_mean").finite()
+    if not len(mean):
+        mean = h.series("sampling/importance_sampling_ratio/mean").finite()
+    if not len(ess) and not len(mean):
+        return v.skipped("needs importance weights: flatline's sync probe (sync/ess, sync/is_weight_mean) or TRL's "
+                         "sampling/importance_sampling_ratio/mean")
+    evidence = {}
+    findings = []
+    if len(ess):
+        evidence["ess_median"] = ess.median()
+        if ess.median() < ESS_MIN:
+            findings.append(f"the effective sample size is {ess.median():.2f} of the batch")
+    if len(mean):
+        evidence["is_weight_mean_median"] = mean.median()
+        if not IS_MEAN_RANGE[0] <= mean.median() <= IS_MEAN_RANGE[1]:
+            findings.append(f"the mean importance weight is {mean.median():.3g}")
+    if findings:
+        return v.fail("; ".join(findings) + ": a few sequences carry the whole gradient, or the correction masks "
+                      "most of it away", evidence,
+                      "fix the sampler/trainer mismatch first (sync.sampler_mismatch); with top_p < 1 the ratio "
+                      "drifts per token, so use token-level truncated IS rather than sequence masks",
+                      refs("is_cancel", "verl_rollout"))
+    return v.passed("importance weights near 1 with a healthy effective sample size", evidence, refs("verl_rollout"))

@@ -1,0 +1,145 @@
+"""update.*: did the optimizer step actually move the trainable weights, all of them, by enough, and only them."""
+from __future__ import annotations
+
+import math
+
+from flatline.diagnostics.hypotheses.common import at_steps, progress, signal_steps
+from flatline.diagnostics.references import refs
+from flatline.diagnostics.verdict import hypothesis
+
+# Relative update ||dW|| / ||W|| per step. cs231n's rule of thumb puts a healthy update/weight ratio near 1e-3;
+# full fine-tuning of a 7B model at lr 1e-6 sits near 5e-5 and still learns over hundreds of steps. Below 1e-5
+# (100x under the rule of thumb) the policy does not move in a run's length; below 1e-4 is worth a look. Below a
+# tenth of the minimum, an apparent reward gain is noise: the weights have not moved enough to cause it.
+REL_UPDATE_MIN = 1e-5
+REL_UPDATE_LOW = 1e-4
+# Weights unchanged: half the steps left every trainable element exactly as it was.
+UNCHANGED_STEPS_FRAC = 0.5
+# Precision: a dtype that keeps under half of AdamW's intended update (float64 recomputation) swallows it.
+PRECISION_KEPT_MIN = 0.5
+# PPO practice (OpenAI baselines, "37 implementation details of PPO"): clip fractions of 0.1-0.2 are normal;
+# above 0.3 most of the update is thrown away.
+CLIP_SATURATION_FRAC = 0.3
+
+
+def rel_update_series(h):
+    """update/rel_update on steps with a non-zero advantage (without one, standing still is right), with the first
+    LoRA step's inf (B moves off exactly 0) dropped."""
+    return on_signal_steps(h, h.series("update/rel_update")).finite()
+
+
+def on_signal_steps(h, series):
+    return at_steps(series, signal_steps(h))
+
+
+NO_SIGNAL = "no step had a non-zero advantage, so no update was due (see advantage.degenerate_groups)"
+
+
+@hypothesis("update.weights_unchanged", "did the trainable (LoRA) weights actually change?")
+def weights_unchanged(h, v):
+    if not h.has("update/changed_frac"):
+        return v.skipped("needs flatline's update probe (update/changed_frac), or probes.attach on your loop")
+    changed = on_signal_steps(h, h.series("update/changed_frac")).finite()
+    if not len(changed):
+        return v.skipped(NO_SIGNAL)
+    unchanged = changed.frac(lambda x: x <= 0)
+    evidence = {"unchanged_steps_frac": unchanged, "changed_frac_median": changed.median()}
+    if unchanged >= UNCHANGED_STEPS_FRAC:
+        return v.fail(f"on {unchanged:.0%} of steps no trainable element changed", evidence,
+                      "check update.optimizer_coverage and gradients.no_flow first; then that optimizer.step() runs "
+                      "and the learning rate is not 0 (warmup, scheduler)", refs("frozen_adapter"))
+    return v.passed(f"trainable weights changed on {1 - unchanged:.0%} of steps", evidence)
+
+
+@hypothesis("update.optimizer_coverage", "are all trainable parameters in the optimizer (frozen adapter trap)?")
+def optimizer_coverage(h, v):
+    if not h.has("update/trainable_params"):
+        return v.skipped("needs flatline's update probe (update/trainable_params, update/optimizer_params)")
+    trainable = h.series("update/trainable_params").last()
+    held = h.series("update/optimizer_params").last()
+    missing = h.series("update/trainable_not_in_optimizer").max()
+    evidence = {"trainable_params": trainable, "optimizer_params": held, "trainable_not_in_optimizer": missing}
+    if trainable == 0:
+        return v.fail("no parameter is trainable: the adapter was loaded frozen", evidence,
+                      "load the adapter with PeftModel.from_pretrained(..., is_trainable=True) or build it with "
+                      "get_peft_model", refs("frozen_adapter"))
+    if held == 0 or missing > 0:
+        return v.fail(f"{missing:.0f} trainable elements are not in the optimizer", evidence,
+                      "build the optimizer after wrapping the model with LoRA, from "
+                      "[p for p in model.parameters() if p.requires_grad]", refs("frozen_adapter"))
+    return v.passed("every trainable parameter is in the optimizer", evidence)
+
+
+@hypothesis("update.precision_swallowed", "are updates below the parameter dtype's resolution (bf16)?")
+def precision_swallowed(h, v):
+    kept = h.series("update/precision_kept").finite()
+    if not len(kept):
+        return v.skipped("needs flatline's update probe (update/precision_kept) with an Adam optimizer")
+    evidence = {"precision_kept_median": kept.median(), "dtype": str(h.setting("dtype", "unknown"))}
+    swallowed = h.series("update/swallowed_frac").finite()
+    if len(swallowed):
+        evidence["swallowed_frac_median"] = swallowed.median()
+    if kept.median() < PRECISION_KEPT_MIN:
+        return v.fail(f"the weights kept only {kept.median():.0%} of the optimizer's intended update: the rest is "
+                      "below the dtype's resolution", evidence,
+                      "keep trainable weights in float32 (dtype = \"float32\", or LoRA with fp32 adapters over a bf16 "
+                      "base); with bf16 weights an update below |w|/256 vanishes", refs("bf16_update", "bf16_merge"))
+    return v.passed(f"the weights kept {kept.median():.0%} of the intended update", evidence)
+
+
+@hypothesis("update.too_small", "is the relative update size too small to move the policy (lr too low)?")
+def too_small(h, v):
+    if not h.has("update/rel_update"):
+        return v.skipped("needs flatline's update probe (update/rel_update)")
+    rel = rel_update_series(h)
+    if not len(rel):
+        return v.skipped(NO_SIGNAL)
+    median = rel.median()
+    lr = h.setting("learning_rate")
+    evidence = {"rel_update_median": median, "rel_update_min_threshold": REL_UPDATE_MIN}
+    if lr is not None:
+        evidence["learning_rate"] = lr
+    p = progress(h)
+    learning = p is not None and (p.rising or p.eval_rising)
+    lora = int(h.setting("lora_r", 0) or 0) > 0
+    advice = (f"raise learning_rate ~10x (LoRA's best lr is ~10x full fine-tuning's; now {lr})" if lora else
+              f"raise learning_rate (now {lr}); aim for a relative update near 1e-4..1e-3 per step")
+    if median < REL_UPDATE_MIN and (not learning or median < REL_UPDATE_MIN / 10):
+        return v.fail(f"each step moves the trainable weights by {median:.2g} of their norm: too little to change "
+                      "the policy", evidence, advice, refs("lora_lr"))
+    if median < REL_UPDATE_LOW and not learning:
+        return v.inconclusive(f"small relative updates ({median:.2g} per step) and no learning yet", evidence,
+                              advice, refs("lora_lr"))
+    return v.passed(f"relative update {median:.2g} per step" + (" and the reward is rising" if learning else ""),
+                    evidence)
+
+
+@hypothesis("update.base_drift", "did weights that should be frozen change?")
+def base_drift(h, v):
+    if not h.has("update/base_drift_tensors"):
+        return v.skipped("needs flatline's update probe (update/base_drift_tensors)")
+    drifted = h.series("update/base_drift_tensors").max()
+    evidence = {"drifted_tensors_max": drifted, "drift_max_rel": h.series("update/base_drift_max_rel").max()}
+    if drifted > 0:
+        return v.fail(f"{drifted:.0f} frozen tensors changed during training", evidence,
+                      "something writes to the base weights: a merge_adapter/unmerge cycle in bf16, weight decay on "
+                      "frozen parameters in the optimizer, or a shared tensor", refs("bf16_merge"))
+    return v.passed("frozen weights bit-identical to the start", evidence)
+
+
+@hypothesis("update.clip_saturation", "does the ratio clip (num_iterations > 1) throw away most of the update?")
+def clip_saturation(h, v):
+    clip = on_signal_steps(h, h.series("clip_ratio/region_mean")).finite()  # a batch of zero advantages clips nothing
+    iterations = int(h.setting("num_iterations", 1) or 1)
+    evidence = {"num_iterations": iterations}
+    if iterations <= 1 and h.config:
+        return v.passed("on-policy (num_iterations = 1): the ratio is 1 and nothing is clipped, as expected",
+                        evidence, refs("clip_zero"))
+    if not len(clip):
+        return v.skipped("no clip_ratio/region_mean in the log")
+    evidence["clip_ratio_mean"] = clip.mean()
+    if clip.mean() > CLIP_SATURATION_FRAC:
+        return v.fail(f"{clip.mean():.0%} of tokens fell outside the trust region and were clipped", evidence,
+                      "lower num_iterations or learning_rate, or widen epsilon / epsilon_high (DAPO: 0.28)",
+                      refs("dapo"))
+    return v.passed(f"{clip.mean():.0%} of tokens clipped", evidence)

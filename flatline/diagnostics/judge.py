@@ -1,0 +1,145 @@
+"""Judge a run: every registered hypothesis over its History, fails ordered likeliest cause first.
+
+    diagnosis = judge(load_history("runs/x"), control=load_history("runs/control"))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flatline.diagnostics.history import History
+from flatline.diagnostics.verdict import REGISTRY, SEVERITY, Verdict
+
+# When several hypotheses are confirmed, the headline lists them in this order: a root cause before the
+# symptoms it produces (no gradient -> weights unchanged -> plateau), infrastructure before signal (the
+# failure catalogue's control logic: A/C before B), and the catch-all plateau last.
+CAUSE_ORDER = (
+    "gradients.non_finite",
+    "update.optimizer_coverage",
+    "gradients.no_flow",
+    "sync.sampler_mismatch",
+    "sync.importance_weights",
+    "masking.prompt_in_loss",
+    "masking.padding_in_loss",
+    "masking.eos_excluded",
+    "masking.env_tokens_in_loss",
+    "advantage.numerics",
+    "reward.parse_failures",
+    "update.precision_swallowed",
+    "update.too_small",
+    "kl.penalty_dominates",
+    "length.context_overflow",
+    "length.truncation",
+    "reward.no_signal",
+    "advantage.degenerate_groups",
+    "reward.component_dominance",
+    "entropy.collapse",
+    "gradients.clipping_dominates",
+    "update.clip_saturation",
+    "update.weights_unchanged",
+    "update.base_drift",
+    "reward.hacking",
+    "length.growth",
+    "kl.drift",
+    "gradients.spikes",
+    "control.learns",
+    "progress.plateau",
+)
+
+
+def _load_families() -> None:
+    import flatline.diagnostics.hypotheses  # noqa: F401  (registers every family)
+
+
+def hypothesis_ids() -> list[str]:
+    _load_families()
+    return [i for i in CAUSE_ORDER if i in REGISTRY] + sorted(set(REGISTRY) - set(CAUSE_ORDER))
+
+
+def cause_rank(verdict: Verdict) -> tuple:
+    """Sort key: fail before inconclusive before pass before skipped; within a status, CAUSE_ORDER."""
+    order = CAUSE_ORDER.index(verdict.id) if verdict.id in CAUSE_ORDER else len(CAUSE_ORDER)
+    return (-SEVERITY[verdict.status], order)
+
+
+@dataclass
+class Diagnosis:
+    run: str
+    verdicts: list[Verdict]  # fails first (likeliest cause first), then inconclusive, pass, skipped
+    key_metrics: dict = field(default_factory=dict)
+    control_run: str | None = None
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status == "fail"]
+
+    def counts(self) -> dict:
+        return {s: sum(v.status == s for v in self.verdicts) for s in ("fail", "inconclusive", "pass", "skipped")}
+
+    @property
+    def status(self) -> str:
+        """The run's status for the log book: the worst verdict (fail > inconclusive > pass)."""
+        worst = max((SEVERITY[v.status] for v in self.verdicts), default=0)
+        return {3: "fail", 2: "inconclusive", 1: "pass", 0: "skipped"}[worst]
+
+    def headline(self) -> str:
+        if self.failed:
+            return "Not learning because: " + "; ".join(f"{v.id} ({v.reason})" for v in self.failed)
+        if any(v.status == "inconclusive" for v in self.verdicts):
+            return "No hypothesis confirmed; some evidence is mixed (see inconclusive verdicts)."
+        return "No hypothesis confirmed: every judged hypothesis is ruled out."
+
+    def worst_at_or_above(self, level: str) -> bool:
+        return any(SEVERITY[v.status] >= SEVERITY[level] for v in self.verdicts)
+
+    def to_json(self) -> dict:
+        return {"run": self.run, "status": self.status, "headline": self.headline(), "counts": self.counts(),
+                "control_run": self.control_run, "key_metrics": self.key_metrics,
+                "verdicts": [v.to_json() for v in self.verdicts]}
+
+
+def judge_one(hypothesis_id: str, history: History) -> Verdict:
+    """One hypothesis; a judge that raises gives a skipped verdict naming the error, never a crash."""
+    _load_families()
+    hypothesis = REGISTRY[hypothesis_id]
+    try:
+        return hypothesis.judge(history)
+    except Exception as exc:  # a malformed foreign log must not take the whole diagnosis down
+        return Verdict(hypothesis.id, hypothesis.title, "skipped", {}, "", [],
+                       f"could not be judged from this log ({type(exc).__name__}: {exc})")
+
+
+def judge(history: History, control: History | None = None, ids=None) -> Diagnosis:
+    if control is not None:
+        history.control = control
+    chosen = [i for i in hypothesis_ids() if ids is None or i in ids]
+    verdicts = sorted((judge_one(i, history) for i in chosen), key=cause_rank)
+    control_run = history.control.run if history.control is not None else None
+    return Diagnosis(history.run, verdicts, key_metrics(history), control_run)
+
+
+# Steps averaged at each end of the run for "first" and "last" figures (as the run summary's).
+KEY_WINDOW = 5
+# Health figures in a log book entry: (name, metric, how the steps are summarised).
+KEY_FIGURES = (("zero_std_frac", "frac_reward_zero_std", "mean"),
+               ("clipped_ratio", "completions/clipped_ratio", "mean"), ("grad_norm_median", "grad_norm", "median"), ("rel_update_median", "update/rel_update", "median"),
+               ("entropy_last", "entropy", "last"), ("kl_last", "kl", "last"))
+
+
+def key_metrics(history: History) -> dict:
+    """The few numbers a log book entry shows: reward and held-out score at both ends, and the health figures."""
+    out: dict = {"steps": history.steps}
+    reward = history.series("reward").finite()
+    if len(reward):
+        out["reward_first"] = round(reward.head(KEY_WINDOW).mean(), 4)
+        out["reward_last"] = round(reward.tail(KEY_WINDOW).mean(), 4)
+    held_out = history.series("eval/reward").finite()
+    if len(held_out):
+        out["eval_first"], out["eval_last"] = round(float(held_out.values[0]), 4), round(float(held_out.values[-1]), 4)
+    for key, name, how in KEY_FIGURES:
+        s = history.series(name).finite()
+        if len(s):
+            out[key] = round({"mean": s.mean, "median": s.median, "last": s.last}[how](), 6)
+    wall = history.summary.get("total_seconds") or history.summary.get("wall_seconds")
+    if wall:
+        out["wall_seconds"] = round(float(wall), 1)
+    return out

@@ -1,0 +1,143 @@
+"""The `flatline` command line.
+
+    flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
+    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|inconclusive] [--control RUN] [--out DIR]
+    flatline log [--log-book PATH]
+    flatline selftest [--full] [--only NAME ...] [--seeds N]
+
+Bad input (config, data, model location) is reported as one line on stderr with exit code 2, before any
+model loads or any file is written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flatline.common.errors import FlatlineError
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flatline", description="Find out why a GRPO run is not learning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train with probes on and write a run directory")
+    train.add_argument("config", help="TOML config, e.g. configs/default.toml")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (repeatable), e.g. --set learning_rate=1e-4")
+    train.add_argument("--out", help="run directory (a new suffix is added if it exists)")
+    train.add_argument("--probes", choices=("none", "cheap", "full"),
+                       help="instruments to run (default: the config's `probes`, cheap unless set)")
+    diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
+    diagnose.add_argument("run", help="a run directory, a metrics .jsonl, or a TRL trainer_state.json")
+    diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
+    diagnose.add_argument("--fail-on", choices=("fail", "inconclusive"),
+                          help="exit 1 when a verdict at or above this level is found (for CI)")
+    diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
+    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
+    log = commands.add_parser("log", help="print the experiment log book")
+    log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
+    selftest = commands.add_parser("selftest", help="planted faults each verdict must catch; healthy runs stay quiet")
+    selftest.add_argument("--full", action="store_true", help="every fault and healthy run (default: the CI subset)")
+    selftest.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults / healthy runs")
+    selftest.add_argument("--seeds", type=int, default=1, help="seeds per healthy run (default 1)")
+    return parser
+
+
+def probe_listeners(trainer) -> list:
+    """The probes of the config's level, attached to a built trainer."""
+    from flatline.probes import ProbeContext, build_probes
+
+    level = trainer.cfg.probes
+    if level == "none":
+        return []
+    return [build_probes(level, ProbeContext.from_trainer(trainer), trainer.cfg.max_grad_norm)]
+
+
+def cmd_train(args) -> int:
+    from flatline.trainer.config import load_config
+    from flatline.trainer.run import train
+
+    overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
+    cfg = load_config(args.config, overrides)
+    train(cfg, out=args.out, make_listeners=probe_listeners, on_finish=judge_finished_run(cfg))
+    return 0
+
+
+def judge_finished_run(cfg):
+    """train()'s on_finish: judge the run, write diagnosis.md/json into its directory, add the log book entry."""
+
+    def on_finish(run_dir, tracker) -> None:
+        from flatline.diagnostics.conclude import conclude
+        from flatline.diagnostics.history import load_history
+        from flatline.diagnostics.judge import judge
+
+        history = load_history(run_dir)
+        conclude(history, judge(history), report_dirs=[run_dir], log_book=cfg.log_book, tracker=tracker)
+
+    return on_finish
+
+
+def cmd_diagnose(args) -> int:
+    import json
+
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge
+    from flatline.diagnostics.report import render_json, render_markdown, write_report
+
+    history = load_history(args.run)
+    control = load_history(args.control) if args.control else None
+    diagnosis = judge(history, control=control)
+    if args.out:
+        out = Path(args.out)
+        if (out / "diagnosis.md").exists():
+            raise FlatlineError(f"--out {out}: already holds a diagnosis.md; choose a new directory")
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(diagnosis, history, out)
+    if args.format == "json":
+        print(json.dumps(render_json(diagnosis), indent=2, allow_nan=False))
+    else:
+        print(render_markdown(diagnosis, history))
+    return 1 if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
+
+
+def cmd_selftest(args) -> int:
+    from flatline.harness.selftest.faults import FAULTS, HEALTHY
+    from flatline.harness.selftest.matrix import render, run_matrix
+
+    cases = [c for c in FAULTS + HEALTHY if args.full or c.fast or args.only]
+    if args.only:
+        unknown = set(args.only) - {c.name for c in FAULTS + HEALTHY}
+        if unknown:
+            raise FlatlineError(f"--only: no fault named {', '.join(sorted(unknown))}; "
+                                f"choose from {', '.join(c.name for c in FAULTS + HEALTHY)}")
+        cases = [c for c in cases if c.name in args.only]
+    results = run_matrix(cases, args.seeds, progress=lambda r: print(
+        f"  {r.fault.name} seed {r.seed}: failed {sorted(r.failed) or 'nothing'}", flush=True))
+    print(render(results))
+    return 1 if any(r.missed or r.false_alarms for r in results) else 0
+
+
+def cmd_log(args) -> int:
+    from flatline.diagnostics.logbook import log_book_path, read_log_book
+
+    print(read_log_book(log_book_path(args.log_book)), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest}
+        return commands[args.command](args)
+    except FlatlineError as exc:
+        print(f"flatline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("flatline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The planted faults: each a real fault in a real short training run (the bandit probe on a tiny Llama, or the
+embedded default, SmolLM2 on arithmetic, where a fault needs completions that end with EOS), injected the way it
+happens in practice (a config value, a user plug-in, or a structural slip), with the hypothesis ids that
+must fail and the ids that may fail with it (its symptoms). Anything else that fails is a false alarm.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+PLUGINS = "flatline.harness.selftest.plugins"
+# Every run that does not learn may also fail these two: they are the symptom, not the cause.
+NOT_LEARNING = frozenset({"progress.plateau", "control.learns"})
+# A fault refused before training (bad config) is caught by the start-up checks, not by a hypothesis.
+REFUSED = "refused at start"
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    how: str  # config | plug-in | structural
+    description: str
+    must_fail: frozenset
+    may_fail: frozenset = frozenset()
+    config: dict = field(default_factory=dict)
+    mutate: Callable | None = None  # fn(trainer), applied after the trainer and its probes are built
+    fast: bool = False  # part of the CI subset
+    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama) or default (SmolLM2 arithmetic)
+
+    @property
+    def allowed(self) -> frozenset:
+        """Ids that may fail without a false alarm (a healthy run allows none)."""
+        return self.must_fail | self.may_fail | (NOT_LEARNING if self.must_fail else frozenset())
+
+
+def freeze_adapter(trainer) -> None:
+    """PeftModel.from_pretrained(..., is_trainable=False): the LoRA weights are loaded frozen."""
+    for name, parameter in trainer.model.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(False)
+
+
+def drop_lora_b_from_optimizer(trainer) -> None:
+    """An optimizer built before the adapter's B matrices were added (or from a filtered parameter list)."""
+    b_ids = {id(p) for name, p in trainer.model.named_parameters() if "lora_B" in name}
+    for group in trainer.optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in b_ids]
+
+
+def unsynced_sampler(trainer) -> None:
+    """The sampler keeps the weights it started with: the trained policy never reaches it (TRL #2856)."""
+    trainer.sampler.model = copy.deepcopy(trainer.model).eval()
+    trainer.sampler.sync_weights = lambda model: None
+
+
+def lossy_merge_cycle(trainer) -> None:
+    """After every optimizer step the adapter is merged into the base weights in bfloat16 and taken out again (a
+    weight push to a bf16 sampler): the round trip does not restore the base (TRL #6688)."""
+    pairs = []
+    for module in trainer.model.modules():
+        if hasattr(module, "lora_A") and hasattr(module, "base_layer") and "default" in getattr(module, "lora_A", {}):
+            pairs.append(module)
+
+    def merge_and_unmerge(optimizer, args, kwargs) -> None:
+        for module in pairs:
+            delta = module.get_delta_weight("default")
+            weight = module.base_layer.weight
+            weight.data = (weight.data + delta).to(torch.bfloat16).to(weight.dtype) - delta
+
+    trainer.optimizer.register_step_post_hook(merge_and_unmerge)
+
+
+def f(*ids: str) -> frozenset:
+    return frozenset(ids)
+
+
+LORA = {"lora_r": 8, "lora_alpha": 16, "learning_rate": 3e-2}
+FAULTS = (
+    Fault("lr_1e-7", "config", "learning_rate = 1e-7", f("update.too_small"), config={"learning_rate": 1e-7},
+          fast=True),
+    Fault("temperature_0", "config", "temperature = 0: greedy sampling, every completion of a group identical",
+          f("entropy.collapse"), f("reward.no_signal", "advantage.degenerate_groups"), config={"temperature": 0.0},
+          fast=True),
+    Fault("beta_swamps", "config", "beta = 50: the KL penalty outweighs the policy gradient",
+          f("kl.penalty_dominates"), config={"beta": 50.0}),
+    Fault("bf16_tiny_lr", "config", "bfloat16 weights, full fine-tuning, learning_rate = 1e-5",
+          f("update.precision_swallowed"), f("update.too_small", "update.weights_unchanged"),
+          config={"dtype": "bfloat16", "learning_rate": 1e-5}),
+    Fault("lora_targets_nothing", "config", "lora_target_modules match no module of the model", f(REFUSED),
+          config={**LORA, "lora_target_modules": ["query_key_value"]}, fast=True),
+    Fault("batch_advantages", "plug-in", "advantage_fn normalises over the whole batch instead of per group",
+          f("advantage.numerics"), config={"advantage_fn": f"{PLUGINS}:batch_normalised_advantages"}, fast=True),
+    Fault("shifted_groups", "plug-in", "advantage_fn groups completions one position off",
+          f("advantage.numerics"), config={"advantage_fn": f"{PLUGINS}:shifted_group_advantages"}),
+    Fault("float32_std", "plug-in", "advantage_fn takes the group std in float32; the reward is a constant 1.350639",
+          f("advantage.numerics"), f("reward.no_signal", "advantage.degenerate_groups"),
+          config={"advantage_fn": f"{PLUGINS}:float32_std_advantages", "reward": f"{PLUGINS}:constant_awkward_reward",
+                  "num_generations": 8}),  # float32 keeps a non-zero std of 8 copies (of 4 it happens to be 0)
+    Fault("constant_reward", "plug-in", "a reward that ignores the completion", f("reward.no_signal"),
+          f("advantage.degenerate_groups"), config={"reward": f"{PLUGINS}:constant_reward"}, fast=True),
+    Fault("raising_reward", "plug-in", "a reward that raises on some inputs", f("reward.parse_failures"),
+          f("reward.no_signal", "advantage.degenerate_groups"), config={"reward": f"{PLUGINS}:raising_reward"}),
+    Fault("detached_logprob", "plug-in", "loss_fn computes the loss on detached logprobs", f("gradients.no_flow"),
+          f("update.weights_unchanged", "update.too_small"), config={"loss_fn": f"{PLUGINS}:detached_loss"}),
+    Fault("sign_flipped_loss", "plug-in", "loss_fn with its sign flipped: the policy moves away from reward",
+          f("progress.plateau"), f("advantage.degenerate_groups", "reward.no_signal", "entropy.collapse"),
+          config={"loss_fn": f"{PLUGINS}:sign_flipped_loss"}),
+    Fault("frozen_adapter", "structural", "the LoRA adapter is loaded frozen", f("update.optimizer_coverage"),
+          f("gradients.no_flow", "update.weights_unchanged", "update.too_small"), config=LORA, mutate=freeze_adapter,
+          fast=True),
+    Fault("adapter_not_in_optimizer", "structural", "the LoRA B matrices are missing from the optimizer",
+          f("update.optimizer_coverage"), f("update.weights_unchanged", "update.too_small", "gradients.no_flow"),
+          config=LORA, mutate=drop_lora_b_from_optimizer),
+    Fault("lora_full_ft_lr", "config", "LoRA at a full fine-tuning learning rate (1e-6)", f("update.too_small"),
+          config={**LORA, "learning_rate": 1e-6}),
+    Fault("ratio_clip_saturated", "config", "num_iterations = 4 at a high learning rate: most tokens leave the "
+          "trust region", f("update.clip_saturation"), config={"num_iterations": 4, "learning_rate": 0.3}),
+    Fault("none_reward", "plug-in", "a reward that returns None for outputs it cannot parse", f("reward.parse_failures"),
+          config={"reward": f"{PLUGINS}:sometimes_none_reward"}),
+    Fault("infinite_reward", "plug-in", "a reward that pays -inf for some outputs", f("advantage.numerics"),
+          f("gradients.non_finite", "update.weights_unchanged", "update.too_small", "gradients.no_flow",
+            "entropy.collapse", "reward.no_signal", "advantage.degenerate_groups"),
+          config={"reward": f"{PLUGINS}:sometimes_infinite_reward"}),
+    Fault("lossy_merge", "structural", "the adapter merged into the base in bfloat16 and unmerged after every step",
+          f("update.base_drift"), config=LORA, mutate=lossy_merge_cycle),
+    Fault("unsynced_sampler", "structural", "the sampler never receives the trained weights",
+          f("sync.sampler_mismatch"), f("sync.importance_weights"), mutate=unsynced_sampler, fast=True),
+    Fault("prompt_in_mask", "plug-in", "mask_fn returns the attention mask over prompt and completion: the prompt is "
+          "trained on", f("masking.prompt_in_loss"), config={"mask_fn": f"{PLUGINS}:attention_mask_as_loss_mask"},
+          fast=True),
+    # SmolLM2 on arithmetic: its completions end with EOS, which these faults need. 12 steps each.
+    Fault("eos_dropped", "plug-in", "mask_fn = completion_ids != pad_token_id with pad == eos: EOS never in the loss",
+          f("masking.eos_excluded"), f("length.truncation", "length.growth"),
+          config={"mask_fn": f"{PLUGINS}:eos_dropping_mask", "max_steps": 12}, base="default"),
+    Fault("completion_too_short", "config", "max_completion_length = 4: the answer is cut before it is written",
+          f("length.truncation"), f("reward.no_signal", "advantage.degenerate_groups"),
+          config={"max_completion_length": 4, "max_steps": 12}, base="default"),
+)
+
+# Healthy runs and healthy-but-odd ones: nothing may fail.
+HEALTHY = (
+    Fault("healthy", "config", "the bandit probe as shipped: beta 0; on-policy, so its loss is ~0 from step 1", f(),
+          fast=True),
+    Fault("clip_0.01_adamw", "config", "max_grad_norm = 0.01 with AdamW: clipped every step, Adam undoes the scale",
+          f(), config={"max_grad_norm": 0.01}, fast=True),
+    Fault("kl_beta_0.04", "config", "beta = 0.04 (TRL's former default): a KL term that must not be blamed", f(),
+          config={"beta": 0.04}),
+    Fault("default", "config", "the embedded default as shipped: SmolLM2 learning arithmetic with LoRA (24 steps)",
+          f(), base="default"),
+)

@@ -1,0 +1,290 @@
+"""Update probe: did the optimizer step move the weights it should, by how much, and did the dtype keep it?
+
+Runs in `on_step(record)` after the optimizer step, from record.model, record.optimizer and
+record.pre_step_weights (trainable name -> value before the step; any object with those three attributes
+works, see probes/attach.py). Its `on_gradients` hook, before the step, only notes the learning rates the step
+will use (the trainer's scheduler has moved them by on_step), which parameters have gradients, and, once, the
+frozen weights' checksums. Reports, per step:
+
+- `rel_update`, `rel_update/<group>`: ||W_after - W_before|| / ||W_before|| over the trainable weights (groups as
+  probes.gradients.param_group); inf where the weights were all zero before (a LoRA B matrix's first step).
+  `lora_effective_rel_update`: for LoRA, ||delta(scale * B @ A)|| / ||W_base||, the mean over adapted modules.
+  Serve update.too_small and update.weights_unchanged (C2).
+- `changed_frac`: fraction of trainable elements whose stored value changed. Serves update.weights_unchanged.
+- `trainable_params`, `optimizer_params`, `trainable_not_in_optimizer`, `frozen_in_optimizer` (elements).
+  Serve update.optimizer_coverage (C1: the frozen adapter, an optimizer built before LoRA was applied).
+- `base_drift_tensors`, `base_drift_max_rel`: frozen tensors whose float64 checksum (sum, sum of squares) differs
+  from the first call's, and the largest relative change of a sum of squares. Serves update.base_drift (A2, C5).
+- `precision_kept`, `swallowed_frac` (torch Adam / AdamW only): the step's intended float64 update, recomputed
+  from the optimizer state as torch.optim.AdamW does it, against the change the stored dtype kept:
+  ||actual|| / ||intended|| (1.0 in fp32; near 0 when bf16 rounds the update away) and the fraction of elements
+  whose intended update was non-zero but whose stored value did not change. Serve update.precision_swallowed (C3).
+
+Everything is read, in float64 chunks; nothing is written back. Left out: DoRA magnitudes in the effective LoRA
+update, optimizers other than torch's Adam/AdamW for precision (their keys are then absent).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from flatline.probes.base import Probe
+from flatline.probes.gradients import group_names, stacked_sum, to_numbers
+
+# Elements converted to float64 at once: 2**24 elements are 128 MiB of float64, so a 500M-element embedding is
+# read in pieces instead of copied whole.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def flat_chunks(*tensors: torch.Tensor):
+    """Aligned float64 pieces of same-sized tensors, CHUNK_ELEMENTS at a time."""
+    flat = [t.detach().reshape(-1) for t in tensors]
+    for start in range(0, flat[0].numel(), CHUNK_ELEMENTS):
+        yield tuple(f[start:start + CHUNK_ELEMENTS].double() for f in flat)
+
+
+def ratio(numerator_sq: float, denominator_sq: float) -> float:
+    """sqrt(numerator_sq / denominator_sq); 0/0 is 0 (nothing moved), x/0 is inf (moved from all zeros)."""
+    if denominator_sq > 0:
+        return math.sqrt(numerator_sq / denominator_sq)
+    return 0.0 if numerator_sq == 0 else math.inf
+
+
+# --- how far the trainable weights moved ---
+
+def update_sizes(named_params: list[tuple[str, torch.Tensor]], before: dict[str, torch.Tensor]) -> dict:
+    """rel_update (all), rel_update/<group>, changed_frac over the parameters that have a pre-step value."""
+    named = [(name, p) for name, p in named_params if name in before]
+    if not named:
+        return {}
+    rows = []  # per parameter: [||dW||^2, ||W_before||^2, changed elements]
+    for name, p in named:
+        row = torch.zeros(3, dtype=torch.float64, device=p.device)
+        for old, new in flat_chunks(before[name].to(p.device), p):
+            row += torch.stack([(new - old).pow(2).sum(), old.pow(2).sum(), (new != old).sum().double()])
+        rows.append(row)
+    groups = group_names(name for name, _ in named)
+    per_param = to_numbers(dict(zip((name for name, _ in named), rows)))
+    totals: dict[str, list[float]] = {}
+    for name, group in groups.items():
+        totals.setdefault(group, [0.0, 0.0])
+        totals[group][0] += per_param[name][0]
+        totals[group][1] += per_param[name][1]
+    delta_sq, weight_sq, changed = stacked_sum(rows, width=3)
+    out = {"rel_update": ratio(delta_sq, weight_sq)}
+    out.update({f"rel_update/{group}": ratio(d, w) for group, (d, w) in totals.items()})
+    out["changed_frac"] = changed / sum(p.numel() for _, p in named)
+    return out
+
+
+# --- is every trainable parameter in the optimizer? ---
+
+def optimizer_coverage(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Element counts: trainable, in the optimizer, trainable but not in it, in it but frozen."""
+    held = {id(p): p for group in optimizer.param_groups for p in group["params"]}
+    train = {id(p): p for p in model.parameters() if p.requires_grad}
+    return {
+        "trainable_params": sum(p.numel() for p in train.values()),
+        "optimizer_params": sum(p.numel() for p in held.values()),
+        "trainable_not_in_optimizer": sum(p.numel() for i, p in train.items() if i not in held),
+        "frozen_in_optimizer": sum(p.numel() for p in held.values() if not p.requires_grad),
+    }
+
+
+# --- did frozen weights move? ---
+
+def checksums(named_tensors: list[tuple[str, torch.Tensor]]) -> dict[str, tuple[float, float]]:
+    """name -> (float64 sum, float64 sum of squares), one read of each tensor."""
+    totals = {}
+    for name, t in named_tensors:
+        total = torch.zeros(2, dtype=torch.float64, device=t.device)
+        for (piece,) in flat_chunks(t):
+            total += torch.stack([piece.sum(), piece.pow(2).sum()])
+        totals[name] = total
+    return {name: tuple(pair) for name, pair in to_numbers(totals).items()}
+
+
+def frozen(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+
+
+def base_drift(baseline: dict[str, tuple[float, float]], current: dict[str, tuple[float, float]]) -> dict:
+    """base_drift_tensors: tensors in both whose checksum differs; base_drift_max_rel: max |d sumsq| / sumsq."""
+    drifted, worst = 0, 0.0
+    for name in baseline.keys() & current.keys():
+        (s0, q0), (s1, q1) = baseline[name], current[name]
+        if s0 != s1 or q0 != q1:
+            drifted += 1
+            worst = max(worst, ratio((q1 - q0) ** 2, q0 ** 2))
+    return {"base_drift_tensors": drifted, "base_drift_max_rel": worst}
+
+
+# --- how much of the intended update did the dtype keep? ---
+
+@dataclass
+class PreStep:
+    """What on_gradients saw just before the optimizer step."""
+
+    optimizer_id: int
+    lrs: list[float]  # per param group, the learning rate the step uses
+    stepped: set[int]  # ids of the parameters with a gradient: the ones Adam updates
+
+
+def pre_step(optimizer: torch.optim.Optimizer) -> PreStep:
+    return PreStep(id(optimizer), [float(group["lr"]) for group in optimizer.param_groups],
+                   {id(p) for group in optimizer.param_groups for p in group["params"] if p.grad is not None})
+
+
+def is_adam(optimizer: torch.optim.Optimizer) -> bool:
+    return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+
+
+def adam_intended(before: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: float, lr: float,
+                  beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool) -> torch.Tensor:
+    """The float64 update torch.optim.Adam(W) applied, from its state after the step (shapes as the parameter).
+
+    torch/optim/adam.py (_single_tensor_adam, non-amsgrad): W *= 1 - lr * wd (decoupled, AdamW);
+    W -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps). Adam's coupled weight decay is already
+    inside m and v. amsgrad: pass max_exp_avg_sq as exp_avg_sq.
+    """
+    denom = exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step) + eps
+    update = -(lr / (1 - beta1 ** step)) * exp_avg / denom
+    if decoupled and weight_decay:
+        update = update - lr * weight_decay * before
+    return update
+
+
+def update_precision(named_params: list[tuple[str, torch.Tensor]], before: dict[str, torch.Tensor],
+                     optimizer: torch.optim.Optimizer, pre: PreStep | None = None) -> dict:
+    """precision_kept = ||actual|| / ||intended||, swallowed_frac; {} for optimizers other than Adam/AdamW.
+
+    `pre` (from before the step) gives the learning rates used and which parameters were stepped; without it the
+    current learning rates are used and every parameter with Adam state counts as stepped.
+    """
+    if not is_adam(optimizer):
+        return {}
+    if pre is not None and pre.optimizer_id != id(optimizer):
+        pre = None
+    names = {id(p): name for name, p in named_params if name in before}
+    rows = []  # per parameter: [||actual||^2, ||intended||^2, swallowed, intended non-zero]
+    for index, group in enumerate(optimizer.param_groups):
+        lr = pre.lrs[index] if pre is not None else float(group["lr"])
+        beta1, beta2 = (float(b) for b in group["betas"])
+        decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
+        second = "max_exp_avg_sq" if group.get("amsgrad", False) else "exp_avg_sq"
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if id(p) not in names or (pre is not None and id(p) not in pre.stepped) or second not in state:
+                continue
+            step = float(state["step"])
+            row = torch.zeros(4, dtype=torch.float64, device=p.device)
+            for old, new, m, v in flat_chunks(before[names[id(p)]].to(p.device), p, state["exp_avg"], state[second]):
+                intended = adam_intended(old, m, v, step, lr, beta1, beta2, float(group["eps"]),
+                                         float(group["weight_decay"]), decoupled)
+                actual = new - old
+                row += torch.stack([actual.pow(2).sum(), intended.pow(2).sum(),
+                                    ((intended != 0) & (actual == 0)).sum().double(), (intended != 0).sum().double()])
+            rows.append(row)
+    if not rows:
+        return {}
+    actual_sq, intended_sq, swallowed, moving = stacked_sum(rows, width=4)
+    return {"precision_kept": math.sqrt(actual_sq / intended_sq) if intended_sq > 0 else math.nan,
+            "swallowed_frac": swallowed / moving if moving else 0.0}
+
+
+# --- the update LoRA actually makes to the weights ---
+
+def lora_pairs(model: torch.nn.Module):
+    """(module name, module, A name, B name, adapter) for every active LoRA adapter (peft LoraLayer duck-typed)."""
+    for module_name, module in model.named_modules():
+        scaling = getattr(module, "scaling", None)
+        if not isinstance(scaling, dict) or not hasattr(module, "get_base_layer"):
+            continue
+        active = getattr(module, "active_adapters", None) or list(scaling)
+        for adapter in active:
+            if adapter in getattr(module, "lora_A", {}):
+                yield module_name, module, f"lora_A.{adapter}.weight", f"lora_B.{adapter}.weight", adapter
+            elif adapter in getattr(module, "lora_embedding_A", {}):
+                yield module_name, module, f"lora_embedding_A.{adapter}", f"lora_embedding_B.{adapter}", adapter
+
+
+def lora_delta_sq(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor) -> float:
+    """||B1 @ A1 - B0 @ A0||^2 without forming the [out, in] product. A: [r, in], B: [out, r], float64.
+
+    B1 A1 - B0 A0 = dB A1 + B0 dA = L @ R with L = [dB, B0] ([out, 2r]) and R = [A1; dA] ([2r, in]);
+    ||L R||^2 = sum((L^T L) * (R R^T)), two [2r, 2r] Gram matrices, and no cancellation of large terms.
+    """
+    left = torch.cat([b1 - b0, b0], dim=1)  # [out, 2r]
+    right = torch.cat([a1, a1 - a0], dim=0)  # [2r, in]
+    return max(0.0, float(((left.T @ left) * (right @ right.T)).sum()))
+
+
+def lora_effective_update(model: torch.nn.Module, before: dict[str, torch.Tensor],
+                          base_squares: dict[str, tuple[float, float]] | None = None) -> dict:
+    """lora_effective_rel_update: mean over adapted modules of ||delta(scale * B @ A)|| / ||W_base||.
+
+    base_squares (name -> (sum, sum of squares), as `checksums`) saves re-reading the base weights.
+    """
+    params = dict(model.named_parameters())
+    names = {id(p): name for name, p in params.items()}
+    ratios = []
+    for module_name, module, a_key, b_key, adapter in lora_pairs(model):
+        a_name, b_name = f"{module_name}.{a_key}", f"{module_name}.{b_key}"
+        if a_name not in params or b_name not in params:
+            continue
+        a1, b1 = params[a_name].detach(), params[b_name].detach()
+        a0, b0 = before.get(a_name, a1).to(a1.device), before.get(b_name, b1).to(b1.device)
+        # Linear: A [r, in], B [out, r]; conv: A [r, in, k, k], B [out, r, 1, 1]; embedding: A [r, vocab], B [dim, r]
+        a0, a1, b0, b1 = (t.double().flatten(1) for t in (a0, a1, b0, b1))
+        if b1.size(1) != a1.size(0):
+            continue
+        base = module.get_base_layer().weight
+        base_name = names.get(id(base))
+        if base_squares is not None and base_name in base_squares:
+            base_sq = base_squares[base_name][1]
+        else:
+            base_sq = float(base.detach().double().pow(2).sum())
+        if base_sq <= 0:
+            continue
+        scale = float(module.scaling[adapter])
+        ratios.append(abs(scale) * math.sqrt(lora_delta_sq(a0, a1, b0, b1) / base_sq))
+    return {"lora_effective_rel_update": sum(ratios) / len(ratios)} if ratios else {}
+
+
+class UpdateProbe(Probe):
+    """Relative update size, changed fraction, optimizer coverage, base drift and dtype precision of each step."""
+
+    family = "update"
+    tier = "cheap"
+    wants_pre_step_weights = True
+
+    def __init__(self, context=None, every: int | None = None):
+        super().__init__(context, every)
+        self.baseline: dict[str, tuple[float, float]] | None = None  # frozen checksums at the first call
+        self.pre: PreStep | None = None
+
+    def on_gradients(self, model, optimizer) -> dict:
+        self.pre = pre_step(optimizer)
+        if self.baseline is None:
+            self.baseline = checksums(frozen(model))
+        return {}
+
+    def on_step(self, record) -> dict:
+        model, optimizer, before = record.model, record.optimizer, record.pre_step_weights
+        pre, self.pre = self.pre, None
+        row = optimizer_coverage(model, optimizer)
+        current = checksums(frozen(model))
+        if self.baseline is None:
+            self.baseline = dict(current)
+        else:
+            row.update(base_drift(self.baseline, current))
+            for name in current.keys() - self.baseline.keys():  # newly frozen tensors join the baseline
+                self.baseline[name] = current[name]
+        if before:
+            named = [(name, p) for name, p in model.named_parameters() if name in before]
+            row.update(update_sizes(named, before))
+            row.update(lora_effective_update(model, before, current))
+            row.update(update_precision(named, before, optimizer, pre))
+        return row
