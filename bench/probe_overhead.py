@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flatline.harness.cli import probe_listeners  # noqa: E402
+from flatline.probes import for_trainer  # noqa: E402
 from flatline.trainer.config import load_config  # noqa: E402
 from flatline.trainer.loop import build_trainer, prepare  # noqa: E402
 
@@ -44,9 +44,9 @@ def step_times(overrides: list[str], level: str, steps: int) -> tuple[list[float
     cfg = load_config("configs/default.toml", overrides + [f"probes={level}", "report_to=none", f"max_steps={steps}"])
     trainer = build_trainer(cfg, prepared=prepare(cfg))
     spent: list[float] = []
-    for probe_set in probe_listeners(trainer):
+    for probe_set in for_trainer(trainer):
         probe_set.on_gradients = timed(probe_set.on_gradients, spent)
-        probe_set.__call__ = timed(probe_set.__call__, spent)  # Trainer.notify looks hooks up on the instance
+        probe_set.on_step = timed(probe_set.on_step, spent)  # the trainer looks hooks up on the instance
         trainer.listeners.append(probe_set)
     times = []
     for _ in range(steps):

@@ -26,7 +26,7 @@ class Recorder:
     def __init__(self):
         self.records = []
 
-    def __call__(self, record):
+    def on_step(self, record):
         self.records.append(record)
         return {}
 

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from flatline.trainer.algorithm import (completion_mask, group_advantages, group_reward_std, kl_k3, policy_loss,
-                               token_entropy, token_logprobs)
+from flatline.common.groups import group_reward_std
+from flatline.trainer.algorithm import completion_mask, group_advantages, kl_k3, policy_loss
+from flatline.trainer.logprobs import length_buckets, token_entropy, token_logprobs
 
 EOS, PAD = 2, 2
 group_sizes = st.integers(min_value=2, max_value=8)
@@ -199,7 +200,6 @@ def test_kl_term_adds_beta_times_k3():
 
 
 def test_length_buckets_split_where_padding_drops_most():
-    from flatline.trainer.batching import length_buckets
 
     lengths = torch.tensor([48, 5, 48, 6, 7, 48, 5, 48])
     buckets = length_buckets(lengths)

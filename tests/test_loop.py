@@ -1,6 +1,7 @@
 """The loop on the tiny random model: learning, the step record seam, plug points, determinism, accumulation."""
 import json
 import math
+from types import SimpleNamespace
 import sys
 import tomllib
 
@@ -10,7 +11,8 @@ import torch
 from tests.conftest import Recorder, tiny_config
 from flatline.trainer.config import load_config
 from flatline.common.errors import ConfigError
-from flatline.trainer.loop import build_trainer, combine_rewards, lr_factor
+from flatline.trainer.loop import build_trainer, lr_factor
+from flatline.trainer.rollout import combine_rewards
 from flatline.trainer.run import train
 
 TRL_NAMES = ("reward", "reward_std", "frac_reward_zero_std", "completions/clipped_ratio", "completions/mean_length",
@@ -62,13 +64,16 @@ def test_sampler_and_trainer_agree_on_logprobs():
 
 def test_listeners_get_the_step_record_and_their_numbers_are_logged():
     recorder = Recorder()
-    trainer = build_trainer(tiny_config(), listeners=[recorder, lambda record: {"test/seen_step": record.step}])
+    counter = SimpleNamespace(on_step=lambda record: {"test/seen_step": record.step})
+    trainer = build_trainer(tiny_config(), listeners=[recorder, counter])
     row = trainer.step()
     record = recorder.records[0]
     N = trainer.cfg.per_device_train_batch_size
-    assert record.step == 1 and len(record.prompts) == N and len(record.rollout.completions) == N
-    assert record.trainer_logprobs.shape == record.rollout.samples.sampler_logprobs.shape
-    assert record.rollout.advantages.shape == (N,)
+    assert record.step == 1 and len(record.prompts) == N and len(record.completions) == N
+    assert record.trainer_logprobs.shape == record.sampler_logprobs.shape == record.completion_ids.shape
+    assert record.advantages.shape == record.rewards.shape == record.completion_lengths.shape == (N,)
+    G = trainer.cfg.num_generations
+    assert record.group_ids == [e.id for e in trainer.last_rollout.examples for _ in range(G)]
     assert row["test/seen_step"] == 1
     assert record.optimizer is trainer.optimizer
     changed = [name for name, p in trainer.trainable if not torch.equal(record.pre_step_weights[name], p)]
@@ -82,8 +87,8 @@ def test_a_raising_listener_is_disabled_with_one_warning():
         calls.append(record.step)
         raise RuntimeError("probe bug")
 
-    trainer = build_trainer(tiny_config(), listeners=[broken])
-    with pytest.warns(UserWarning, match="probe bug.*disabled"):
+    trainer = build_trainer(tiny_config(), listeners=[SimpleNamespace(name="broken", on_step=broken)])
+    with pytest.warns(UserWarning, match="listener broken raised RuntimeError: probe bug; it is disabled"):
         trainer.step()
     row = trainer.step()
     assert calls == [1] and trainer.listeners == [] and row["step"] == 2

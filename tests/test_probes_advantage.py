@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from flatline.common.record import StepRecord
 from flatline.probes.advantage import AdvantageProbe, group_reward_stats
 from flatline.probes.base import ProbeContext, ProbeSet
 from tests.conftest import tiny_config
@@ -16,9 +17,8 @@ def record(rewards, advantages=None, G=4, components=None):
     """A stand-in StepRecord with what the advantage probe reads."""
     rewards = torch.tensor(rewards, dtype=torch.float32)
     advantages = group_advantages(rewards, G) if advantages is None else torch.as_tensor(advantages, dtype=torch.float32)
-    rollout = SimpleNamespace(rewards=rewards, advantages=advantages, examples=[],
-                              reward_components=components or {"reward": rewards.tolist()})
-    return SimpleNamespace(step=1, rollout=rollout)
+    return StepRecord(step=1, rewards=rewards, advantages=advantages, examples=[],
+                      reward_components=components or {"reward": rewards.tolist()})
 
 
 def run(rec, G=4, task=None):
@@ -67,7 +67,7 @@ def test_the_ceiling_is_the_task_reference_when_the_task_scores_the_rollout():
     rewards = [0.2] * 8  # every completion formatted, none correct
     components = {"correct": [0.0] * 8, "format": [1.0] * 8}
     rec = record(rewards, components=components)
-    rec.rollout.examples = [SimpleNamespace(reference="42", reference_ids=())]
+    rec.examples = [SimpleNamespace(reference="42", reference_ids=())]
     with_task = run(rec, task=FakeTask())
     assert with_task["reward_ceiling"] == 1.0 and with_task["zero_std_other_frac"] == 1.0
     assert with_task["zero_std_all_max_frac"] == 0.0
@@ -120,10 +120,10 @@ def test_group_std_ignores_unscored_completions():
 
 def test_the_record_is_not_changed():
     rec = record([1, 0, math.nan, 0, 1, 1, 0, 0])
-    before = (rec.rollout.rewards.clone(), rec.rollout.advantages.clone())
+    before = (rec.rewards.clone(), rec.advantages.clone())
     run(rec)
-    assert torch.equal(rec.rollout.rewards.nan_to_num(-1), before[0].nan_to_num(-1))
-    assert torch.equal(rec.rollout.advantages, before[1])
+    assert torch.equal(rec.rewards.nan_to_num(-1), before[0].nan_to_num(-1))
+    assert torch.equal(rec.advantages, before[1])
 
 
 def test_on_a_real_trainer_step():

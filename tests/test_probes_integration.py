@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from flatline.harness.cli import main, probe_listeners
+from flatline.harness.cli import main
+from flatline.probes import for_trainer
 from tests.conftest import tiny_config
 from flatline.trainer.loop import build_trainer
 
@@ -14,7 +15,7 @@ FAMILIES = ("advantage", "reward", "masks", "gradients", "update", "sync", "leng
 def final_weights(level: str, *overrides: str) -> dict[str, torch.Tensor]:
     cfg = tiny_config(f"probes={level}", "max_steps=4", "seed=5", *overrides, task="arithmetic")
     trainer = build_trainer(cfg)
-    trainer.listeners.extend(probe_listeners(trainer))
+    trainer.listeners.extend(for_trainer(trainer))
     for _ in range(cfg.max_steps):
         trainer.step()
     return {name: p.detach().clone() for name, p in trainer.model.state_dict().items()}

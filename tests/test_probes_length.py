@@ -1,9 +1,9 @@
 """LengthProbe on hand-built rollouts (exact numbers) and on one real tiny-trainer step with a 2-token budget."""
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext, ProbeSet
 from flatline.probes.length import LengthProbe, reward_by_truncation
 from tests.conftest import tiny_config
@@ -14,8 +14,8 @@ def record(lengths, truncated, prompt_lengths):
     """A stand-in StepRecord: completion lengths, truncation flags and left-padded prompt masks."""
     width = max(prompt_lengths)
     prompt_mask = torch.tensor([[0] * (width - n) + [1] * n for n in prompt_lengths])
-    samples = SimpleNamespace(truncated=torch.tensor(truncated), prompt_mask=prompt_mask)
-    return SimpleNamespace(step=1, rollout=SimpleNamespace(completion_lengths=torch.tensor(lengths), samples=samples))
+    return StepRecord(step=1, completion_lengths=torch.tensor(lengths), truncated=torch.tensor(truncated),
+                      prompt_mask=prompt_mask)
 
 
 def run(rec, max_completion_length=8, max_prompt_length=512, context_length=2048):

@@ -11,8 +11,8 @@ from flatline.probes.masks import (GAP_MARKER, MaskAlignmentProbe, MaskProbe, al
                           full_sequence_view, loss_region_text, mask_stats, rescored_logprobs)
 from tests.conftest import step_once, tiny_config
 from flatline.trainer.algorithm import completion_mask
-from flatline.trainer.loop import Rollout
-from flatline.trainer.sampler import SampleBatch, left_pad
+from flatline.trainer.rollout import Rollout
+from flatline.trainer.samplers import SampleBatch, left_pad
 
 PAD = EOS = 2  # the pad == eos trap
 # row 0: 1 left pad + 3 prompt tokens, completion of 3 tokens ending in EOS, then 2 pads (== EOS)
@@ -106,7 +106,7 @@ def test_real_record_mask_is_healthy(stepped):
     _, record, context = stepped
     s = MaskProbe(context).on_step(record)
     assert s["prompt_frac"] == s["pad_frac"] == s["env_frac"] == 0.0
-    assert s["loss_tokens"] == int(record.rollout.completion_mask.sum())
+    assert s["loss_tokens"] == int(record.completion_mask.sum())
 
 
 def test_alignment_of_a_real_step_matches_and_the_off_by_one_does_not(stepped):
@@ -115,7 +115,7 @@ def test_alignment_of_a_real_step_matches_and_the_off_by_one_does_not(stepped):
     assert changed > 1e-3  # the step moved the weights: the check must score with the pre-step ones
     rng, training = torch.get_rng_state(), record.model.training
     weights = {n: p.detach().clone() for n, p in trainer.trainable}
-    row = ProbeSet([MaskProbe(context), MaskAlignmentProbe(context)])(record)
+    row = ProbeSet([MaskProbe(context), MaskAlignmentProbe(context)]).on_step(record)
     assert row["masks/alignment_max_diff"] < 1e-4
     assert row["masks/alignment_shifted_diff"] > 0.1
     assert torch.equal(torch.get_rng_state(), rng) and record.model.training == training
@@ -127,9 +127,9 @@ def test_shifted_trainer_logprobs_are_flagged(stepped):
     probe = MaskAlignmentProbe(context)
     rolled = dataclasses.replace(record, trainer_logprobs=torch.roll(record.trainer_logprobs, 1, dims=1))
     assert probe.on_step(rolled)["alignment_max_diff"] > 0.1
-    s = record.rollout.samples
     with torch.no_grad():  # logprob at t taken from the logits that predict token t-1's position: off by one
-        _, off_by_one = rescored_logprobs(record.model, s.prompt_ids[:2], s.prompt_mask[:2], s.completion_ids[:2],
+        _, off_by_one = rescored_logprobs(record.model, record.prompt_ids[:2], record.prompt_mask[:2],
+                                          record.completion_ids[:2],
                                           context.temperature, params=record.pre_step_weights)
     shifted = record.trainer_logprobs.clone()
     shifted[:2] = off_by_one
@@ -147,8 +147,8 @@ def test_alignment_with_left_padded_prompts_of_different_lengths(stepped):
     samples = SampleBatch(prompt_ids.repeat_interleave(G, 0), prompt_mask.repeat_interleave(G, 0), completion_ids,
                           torch.zeros(2 * G, T), torch.full((2 * G,), T), torch.ones(2 * G, dtype=torch.bool))
     mask = torch.ones(2 * G, T, dtype=torch.long)
-    rollout = Rollout([None, None], samples, mask, torch.full((2 * G,), T), [""] * 2 * G, torch.zeros(2 * G), {}, 0,
-                      torch.zeros(2 * G))
+    rollout = Rollout([None, None], samples, mask, torch.full((2 * G,), T), [""] * 2 * G, torch.zeros(2 * G), {}, {},
+                      0, torch.zeros(2 * G))
     trainer_logprobs = trainer.logprobs_no_grad(rollout, trainer.model)  # [N, T] the trainer's own path
     rows = torch.tensor([0, G])  # one row of each prompt length
     result = alignment_check(trainer.model, samples.prompt_ids[rows], samples.prompt_mask[rows], completion_ids[rows],

@@ -1,14 +1,14 @@
 """PolicyProbe on hand-built records (exact numbers) and on one real greedy tiny-trainer step with a KL term."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext, ProbeSet
 from flatline.probes.policy import PolicyProbe
 from tests.conftest import tiny_config
-from flatline.trainer.algorithm import token_entropy
+from flatline.trainer.logprobs import token_entropy
 from flatline.trainer.loop import build_trainer
 
 V = 16  # vocabulary of the hand-built logits
@@ -23,9 +23,8 @@ def record(completions, entropy=None, mask=None, loss_parts=None):
         mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
     if entropy is None:
         entropy = token_entropy(torch.zeros(len(completions), T, V))  # uniform: log V everywhere
-    rollout = SimpleNamespace(samples=SimpleNamespace(completion_ids=ids), completion_lengths=lengths,
-                              completion_mask=mask)
-    return SimpleNamespace(step=1, rollout=rollout, entropy=entropy, loss_parts=loss_parts or {"loss": 0.0})
+    return StepRecord(step=1, completion_ids=ids, completion_lengths=lengths, completion_mask=mask, entropy=entropy,
+                      loss_parts=loss_parts or {"loss": 0.0})
 
 
 def run(rec, G=4):
@@ -53,8 +52,8 @@ def test_duplicates_are_counted_per_group():
     assert out["identical_frac"] == 0.0 and out["duplicate_frac"] == 1 / 8
     # tokens past a completion's length (padding) do not make two completions differ
     padded = record([[1, 2]] * 4 + [[3]] * 4)
-    padded.rollout.samples.completion_ids[0, 1:] = 0
-    padded.rollout.completion_lengths[0] = 1
+    padded.completion_ids[0, 1:] = 0
+    padded.completion_lengths[0] = 1
     assert run(padded)["identical_frac"] == 0.5
 
 
@@ -86,10 +85,10 @@ def test_kl_penalty_swamping_the_policy_gradient():
 
 def test_kl_gradient_share_needs_beta_and_reference_logprobs():
     rec = record([[1, 2]] * 4 + [[3]] * 4)
-    mask = rec.rollout.completion_mask
+    mask = rec.completion_mask
     rec.trainer_logprobs = torch.zeros(8, 2)
-    rec.rollout.ref_logprobs = torch.full((8, 2), math.log(0.5))  # |1 - exp(ref - logp)| = 0.5 per token
-    rec.rollout.advantages = torch.tensor([1.0, -1.0] * 4)
+    rec.ref_logprobs = torch.full((8, 2), math.log(0.5))  # |1 - exp(ref - logp)| = 0.5 per token
+    rec.advantages = torch.tensor([1.0, -1.0] * 4)
     context = ProbeContext(num_generations=4)
     assert "kl_grad_share" not in PolicyProbe(context).on_step(rec)
     context.beta = 0.1
@@ -101,9 +100,9 @@ def test_kl_gradient_share_needs_beta_and_reference_logprobs():
 
 def test_the_record_is_not_changed():
     rec = record(DIVERSE)
-    before = [t.clone() for t in (rec.entropy, rec.rollout.completion_mask, rec.rollout.samples.completion_ids)]
+    before = [t.clone() for t in (rec.entropy, rec.completion_mask, rec.completion_ids)]
     run(rec)
-    after = (rec.entropy, rec.rollout.completion_mask, rec.rollout.samples.completion_ids)
+    after = (rec.entropy, rec.completion_mask, rec.completion_ids)
     assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext, ProbeSet
 from flatline.probes.reward import RewardProbe, variance_shares
 from tests.conftest import tiny_config
@@ -14,8 +15,7 @@ from flatline.trainer.tasks import build_task
 
 def record(components, errors=0, examples=()):
     """A stand-in StepRecord with what the reward probe reads."""
-    return SimpleNamespace(step=1, rollout=SimpleNamespace(reward_components=components, reward_errors=errors,
-                                                           examples=list(examples)))
+    return StepRecord(step=1, reward_components=components, reward_errors=errors, examples=list(examples))
 
 
 def run(rec, G=4, task=None):

@@ -2,11 +2,11 @@
 import copy
 import dataclasses
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext
 from flatline.probes.sync import SyncProbe, sync_stats
 from tests.conftest import step_once, tiny_config
@@ -48,8 +48,8 @@ def test_masked_positions_and_empty_rows_are_ignored_and_huge_ratios_do_not_over
 
 def test_later_passes_over_a_rollout_are_skipped():
     logps = torch.zeros(1, 2)
-    rollout = SimpleNamespace(samples=SimpleNamespace(sampler_logprobs=logps), completion_mask=torch.ones(1, 2))
-    record = SimpleNamespace(iteration=1, rollout=rollout, trainer_logprobs=logps + 1)
+    record = StepRecord(step=1, iteration=1, sampler_logprobs=logps, completion_mask=torch.ones(1, 2),
+                        trainer_logprobs=logps + 1)
     assert SyncProbe().on_step(record) == {}
     record.iteration = 0
     assert SyncProbe().on_step(record)["logprob_diff_max"] == 1.0
@@ -74,8 +74,7 @@ def test_sampler_scoring_with_other_weights_is_flagged(stepped):
         for name, p in stale.named_parameters():
             base = record.pre_step_weights.get(name, p)
             p.copy_(base + 0.3 * base.std() * torch.randn(p.shape, generator=generator))
-    sampler_logprobs = trainer.logprobs_no_grad(record.rollout, stale) * record.rollout.completion_mask
-    samples = dataclasses.replace(record.rollout.samples, sampler_logprobs=sampler_logprobs)
-    bad = dataclasses.replace(record, rollout=dataclasses.replace(record.rollout, samples=samples))
+    sampler_logprobs = trainer.logprobs_no_grad(trainer.last_rollout, stale) * record.completion_mask
+    bad = dataclasses.replace(record, sampler_logprobs=sampler_logprobs)
     s = SyncProbe(ProbeContext.from_trainer(trainer)).on_step(bad)
     assert s["logprob_diff_mean"] > 0.05 and s["ess"] < 1

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from flatline.probes.attach import AttachedStep
+from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeSet
 from flatline.probes.gradients import GradientProbe
 from flatline.probes.update import UpdateProbe, lora_delta_sq, optimizer_coverage
@@ -24,7 +24,7 @@ def probed_step(probe: UpdateProbe, model, optimizer, loss_fn, scheduler=None, c
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return probe.on_step(AttachedStep(1, model, optimizer, before))
+    return probe.on_step(StepRecord(1, model=model, optimizer=optimizer, pre_step_weights=before))
 
 
 def linear_step(dtype: torch.dtype, lr: float, **kwargs) -> dict:
@@ -149,7 +149,7 @@ def test_frozen_adapter_has_nothing_to_train():
     coverage = optimizer_coverage(trainer.model, trainer.optimizer)
     assert coverage == {"trainable_params": 0, "optimizer_params": lora, "trainable_not_in_optimizer": 0,
                         "frozen_in_optimizer": lora}
-    row = UpdateProbe().on_step(AttachedStep(1, trainer.model, trainer.optimizer, {}))
+    row = UpdateProbe().on_step(StepRecord(1, model=trainer.model, optimizer=trainer.optimizer, pre_step_weights={}))
     assert row["trainable_params"] == 0 and "rel_update" not in row
     grads = GradientProbe().on_gradients(trainer.model, trainer.optimizer)
     assert grads["global_norm"] == 0.0 and math.isnan(grads["zero_grad_frac"])  # no fraction of nothing

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from flatline.common.errors import FlatlineError
+from flatline.common.jsonl import read_jsonl
 
 # Below this many points a trend is not judged (Kendall's tau on fewer points cannot reach p < 0.05 reliably).
 MIN_TREND_POINTS = 6
@@ -147,20 +148,6 @@ class History:
         return len(self.rows)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from a crash
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _trl_state_rows(path: Path) -> list[dict]:
     """TRL/transformers trainer_state.json: the training rows of log_history (eval rows folded into eval/)."""
     state = json.loads(path.read_text(encoding="utf-8"))
@@ -188,7 +175,7 @@ def load_history(path: str | Path) -> History:
                                 f"pass a run directory written by `flatline train` or a metrics log")
     else:
         log = path
-    rows = _trl_state_rows(log) if log.name.endswith(".json") else _read_jsonl(log)
+    rows = _trl_state_rows(log) if log.name.endswith(".json") else read_jsonl(log).rows
     if not rows:
         raise FlatlineError(f"{log}: holds no metric rows to judge")
     home = run_dir or log.parent
@@ -198,6 +185,6 @@ def load_history(path: str | Path) -> History:
     if (home / "summary.json").exists():
         summary = json.loads((home / "summary.json").read_text(encoding="utf-8"))
     if (home / "samples.jsonl").exists():
-        samples = _read_jsonl(home / "samples.jsonl")
+        samples = read_jsonl(home / "samples.jsonl").rows
     name = summary.get("run") or (run_dir.name if run_dir else log.stem)
     return History(run=name, rows=rows, config=config, summary=summary, samples=samples, run_dir=run_dir)

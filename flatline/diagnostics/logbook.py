@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
+from flatline.common.files import write_atomic
 from flatline.diagnostics.markdown import escape_inline, table
 from flatline.diagnostics.verdict import format_number
 from flatline.common.errors import FlatlineError
@@ -122,41 +121,6 @@ def _with_entry(old: bytes, entry: bytes) -> bytes:
     return head + insert + b"\n" + entry + separator + tail
 
 
-def _new_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot sync a directory; the rename itself has already happened
-    finally:
-        os.close(fd)
-
-
-def _replace_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`; on any error the old
-    file is untouched and the temp file removed."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def append_entry(path: str | Path, entry: str, *, timeout: float = LOCK_TIMEOUT_S) -> None:
     """Insert `entry` as the newest entry of the log book at `path`, creating it (and its folder) if missing."""
     path = Path(os.path.realpath(Path(path).expanduser()))
@@ -164,10 +128,8 @@ def append_entry(path: str | Path, entry: str, *, timeout: float = LOCK_TIMEOUT_
     lock_path = f"{path}.lock"
     try:
         with FileLock(lock_path, timeout=timeout):
-            exists = path.exists()
-            old = (path.read_bytes() if exists else b"") or (HEADER + MARKER + "\n").encode()
-            mode = stat.S_IMODE(path.stat().st_mode) if exists else _new_file_mode()
-            _replace_atomically(path, _with_entry(old, entry.encode("utf-8")), mode)
+            old = (path.read_bytes() if path.exists() else b"") or (HEADER + MARKER + "\n").encode()
+            write_atomic(path, _with_entry(old, entry.encode("utf-8")))
     except Timeout:
         raise FlatlineError(f"{lock_path}: another process has held the log book's lock for over {timeout:g} s; "
                             f"wait for it, or delete this lock file if no flatline process is running") from None

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from flatline.common.files import write_atomic
 from flatline.diagnostics.history import History, Series
 
 FIGSIZE = (5, 3)  # inches
@@ -160,8 +161,6 @@ def write_plots(history: History, out_dir: str | Path) -> dict[str, str]:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("the report's plots need matplotlib: pip install matplotlib") from exc
-    from flatline.diagnostics.report import write_atomic
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from urllib.parse import quote
 
+from flatline.common.files import write_atomic
 from flatline.diagnostics.history import History
 from flatline.diagnostics.judge import Diagnosis
 from flatline.diagnostics.markdown import escape_inline, fenced, table
@@ -202,20 +201,6 @@ def render_json(diagnosis: Diagnosis) -> dict:
     """diagnosis.json: the DESIGN contract (run, verdicts) plus status, headline, counts and key metrics; safe
     for json.dumps(allow_nan=False) (non-finite numbers as "nan"/"inf" strings)."""
     return _jsonable(diagnosis.to_json())
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write `path` through a temporary file in its directory, so a crash leaves the old file or the new one."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _try_plots(history: History, out_dir: Path) -> dict[str, str]:

@@ -60,7 +60,7 @@ def case_config(task: str, config_path: str | Path | None = None, control_path: 
 
 def train_case(cfg: Config, on_finish=None, log=print) -> Path:
     """Train one case run with probes attached; returns its run directory."""
-    from flatline.harness.cli import probe_listeners
+    from flatline.probes import for_trainer
     from flatline.trainer.run import train
 
-    return train(cfg, make_listeners=probe_listeners, on_finish=on_finish, log=log)
+    return train(cfg, make_listeners=for_trainer, on_finish=on_finish, log=log)

@@ -45,23 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def probe_listeners(trainer) -> list:
-    """The probes of the config's level, attached to a built trainer."""
-    from flatline.probes import ProbeContext, build_probes
-
-    level = trainer.cfg.probes
-    if level == "none":
-        return []
-    return [build_probes(level, ProbeContext.from_trainer(trainer), trainer.cfg.max_grad_norm)]
-
-
 def cmd_train(args) -> int:
+    from flatline.probes import for_trainer
     from flatline.trainer.config import load_config
     from flatline.trainer.run import train
 
     overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
     cfg = load_config(args.config, overrides)
-    train(cfg, out=args.out, make_listeners=probe_listeners, on_finish=judge_finished_run(cfg))
+    train(cfg, out=args.out, make_listeners=for_trainer, on_finish=judge_finished_run(cfg))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Probes: instruments that read one training step and return named numbers, namespaced by family.
 
-    from flatline.probes import build_probes, ProbeContext
-    trainer.listeners.append(build_probes("cheap", ProbeContext.from_trainer(trainer), max_grad_norm=1.0))
+    from flatline import probes
+    trainer.listeners += probes.for_trainer(trainer)          # flatline's trainer, at the config's `probes` level
 
 or, for a loop flatline did not write (any nn.Module with a torch optimizer):
 
@@ -9,14 +9,18 @@ or, for a loop flatline did not write (any nn.Module with a torch optimizer):
     ...  loss.backward(); optimizer.step(); optimizer.zero_grad()
     row = monitor.metrics()
 
-Tiers: cheap probes read tensors the step already has; full probes may run extra forwards (under no_grad,
-with the RNG forked). No probe changes training; one that raises is disabled with one warning.
+A loop that can fill a flatline.common.record.StepRecord gets every probe: `build_probes(level, context)` is a
+listener with `on_gradients(model, optimizer, step)` and `on_step(record)`.
+
+Tiers: cheap probes read tensors the step already has; full probes may run extra forwards (under no_grad, with the
+RNG forked). A level runs its own tier and every cheaper one. No probe changes training; one that raises is
+disabled with one warning.
 """
 from __future__ import annotations
 
 from flatline.probes.advantage import AdvantageProbe
 from flatline.probes.attach import attach
-from flatline.probes.base import LEVELS, Probe, ProbeContext, ProbeSet
+from flatline.probes.base import PROBE_LEVELS, Probe, ProbeContext, ProbeSet, tiers_of
 from flatline.probes.gradients import GradientProbe
 from flatline.probes.length import LengthProbe
 from flatline.probes.masks import MaskAlignmentProbe, MaskProbe
@@ -25,19 +29,27 @@ from flatline.probes.reward import RewardProbe
 from flatline.probes.sync import SyncProbe
 from flatline.probes.update import UpdateProbe
 
-__all__ = ["LEVELS", "Probe", "ProbeContext", "ProbeSet", "attach", "build_probes"]
+__all__ = ["PROBE_LEVELS", "ALL_PROBES", "Probe", "ProbeContext", "ProbeSet", "attach", "build_probes", "for_trainer"]
+
+# Every probe, in the order its numbers join the metrics row; each declares its own tier.
+ALL_PROBES = (AdvantageProbe, RewardProbe, MaskProbe, GradientProbe, UpdateProbe, SyncProbe, LengthProbe,
+              PolicyProbe, MaskAlignmentProbe)
 
 
 def build_probes(level: str, context: ProbeContext, max_grad_norm: float | None = None) -> ProbeSet:
-    """Every probe of `level`'s tiers: none (empty), cheap, or full (cheap + the extra-forward ones)."""
-    if level not in LEVELS:
-        raise ValueError(f"probes level must be one of {', '.join(LEVELS)}, got {level!r}")
+    """Every probe whose tier the level runs: none (empty), cheap, or full (cheap + the extra-forward ones)."""
+    tiers = tiers_of(level)
+    chosen = []
+    for probe_class in ALL_PROBES:
+        if probe_class.tier in tiers:
+            kwargs = {"max_grad_norm": max_grad_norm} if probe_class is GradientProbe else {}
+            chosen.append(probe_class(context, **kwargs))
+    return ProbeSet(chosen)
+
+
+def for_trainer(trainer) -> list[ProbeSet]:
+    """The probes of a built flatline Trainer's `probes` level, as listeners to add to trainer.listeners."""
+    level = trainer.cfg.probes
     if level == "none":
-        return ProbeSet([])
-    probes: list[Probe] = [
-        AdvantageProbe(context), RewardProbe(context), MaskProbe(context), GradientProbe(context, max_grad_norm=max_grad_norm),
-        UpdateProbe(context), SyncProbe(context), LengthProbe(context), PolicyProbe(context),
-    ]
-    if level == "full":
-        probes.append(MaskAlignmentProbe(context))
-    return ProbeSet(probes)
+        return []
+    return [build_probes(level, ProbeContext.from_trainer(trainer), trainer.cfg.max_grad_norm)]

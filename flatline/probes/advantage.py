@@ -1,6 +1,6 @@
 """Advantage probe: is there anything to learn from this batch, and did the advantages come out right?
 
-Reads record.rollout.rewards and .advantages ([N], N = P groups x G completions, rows i*G .. i*G+G-1 share a
+Reads record.rewards and record.advantages ([N], N = P groups x G completions, rows i*G .. i*G+G-1 share a
 prompt) and reports, per step: how many groups have no reward variance (split into all at the ceiling,
 all at the floor, and other), the spread of the per-group reward std, whether each group's advantages sum to
 ~0, non-finite values, the |advantage| distribution, and groups whose std is float noise but whose advantages
@@ -15,9 +15,9 @@ import math
 
 import torch
 
+from flatline.common.groups import group_moments
 from flatline.probes.base import Probe
-from flatline.probes.reward import reference_total, task_scores_rollout
-from flatline.trainer.algorithm import group_reward_std
+from flatline.probes.reward import reference_total, task_scores_record
 
 # A group whose reward std is below this is "zero variance up to float32 noise": float32 keeps ~7 significant
 # digits, and 8 float32 copies of 1.350639 have a float32 std of 1.19e-7, not 0 (research/failure-catalogue.md,
@@ -41,17 +41,16 @@ def grouped(values: torch.Tensor, num_generations: int) -> torch.Tensor | None:
 def group_reward_stats(rewards: torch.Tensor, num_generations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per group: Bessel std of the valid (non-NaN) rewards, whether they are all equal, and their common value.
 
-    The std is the trainer's own (flatline.trainer.algorithm.group_reward_std): exactly 0 where the valid rewards are
-    all equal, and for a group with fewer than two valid rewards (no within-group variance to learn from).
+    The std is the trainer's own (flatline.common.groups): exactly 0 where the valid rewards are all equal, and for
+    a group with fewer than two valid rewards (no within-group variance to learn from).
     The common value is the group's highest valid reward, or NaN when it has none.
     Returns (std [P], flat [P] bool, common [P]); rewards must be groupable (see `grouped`).
     """
-    std = group_reward_std(rewards.detach(), num_generations)  # [P] float64
+    moments = group_moments(rewards, num_generations)
     group = grouped(rewards, num_generations)  # [P, G]
-    valid = ~torch.isnan(group)
-    high = torch.where(valid, group, torch.full_like(group, -math.inf)).amax(dim=1)
-    common = torch.where(valid.any(dim=1), high, torch.full_like(high, math.nan))  # [P], meaningful where flat
-    return std, std == 0, common
+    high = torch.where(moments.valid, group, torch.full_like(group, -math.inf)).amax(dim=1)
+    common = torch.where(moments.valid.any(dim=1), high, torch.full_like(high, math.nan))  # [P], meaningful where flat
+    return moments.std, moments.std == 0, common
 
 
 def classify_flat_groups(flat: torch.Tensor, common: torch.Tensor, ceiling: float, floor: float) -> dict:
@@ -121,10 +120,10 @@ def group_metrics(rewards: torch.Tensor, advantages: torch.Tensor, num_generatio
 
 
 class AdvantageProbe(Probe):
-    """advantage/*: degenerate groups and advantage numerics, from rollout.rewards and rollout.advantages.
+    """advantage/*: degenerate groups and advantage numerics, from record.rewards and record.advantages.
 
     The ceiling of the all-max split is the task's reference total (scored once, on the first call) when the
-    rollout is scored by the task's own components; with a plug-in reward it is the batch maximum.
+    step is scored by the task's own components; with a plug-in reward it is the batch maximum.
     """
 
     family = "advantage"
@@ -136,20 +135,21 @@ class AdvantageProbe(Probe):
         self._task_max: float | None = None
         self._task_max_tried = False
 
-    def task_max(self, rollout) -> float | None:
+    def task_max(self, record) -> float | None:
         task = self.context.task
-        if not task_scores_rollout(task, rollout):
+        if not task_scores_record(task, record):
             return None
-        if not self._task_max_tried and rollout.examples:
+        if not self._task_max_tried and record.examples:
             self._task_max_tried = True
-            example = rollout.examples[0]
+            example = record.examples[0]
             if example.reference or example.reference_ids:  # no known-good answer: the batch maximum it is
                 self._task_max, _ = reference_total(task, example)
         return self._task_max
 
     def on_step(self, record) -> dict:
-        rollout = record.rollout
-        rewards, advantages = rollout.rewards, rollout.advantages  # [N], [N]
+        rewards, advantages = record.rewards, record.advantages  # [N], [N]
+        if rewards is None or advantages is None:
+            return {}
         G = self.context.num_generations
         out = {"nonfinite_rewards": int((~torch.isfinite(rewards)).sum()), **advantage_distribution(advantages)}
         if G is None:
@@ -157,5 +157,5 @@ class AdvantageProbe(Probe):
         out["group_size"] = G
         out["group_size_ok"] = int(rewards.numel() % G == 0 and advantages.numel() == rewards.numel())
         if out["group_size_ok"] and rewards.numel():
-            out.update(group_metrics(rewards, advantages, G, self.task_max(rollout)))
+            out.update(group_metrics(rewards, advantages, G, self.task_max(record)))
         return out

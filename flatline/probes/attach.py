@@ -11,7 +11,7 @@ How: optimizer step hooks (torch >= 2.0). The pre-hook runs the gradient probe a
 the post-hook runs the update probe (coverage, precision, base drift, relative update). `monitor.metrics()` returns
 the namespaced numbers of the last optimizer step ({} before the first, or when that step was not due under
 `every`); `monitor.detach()` removes every hook. The hooks only read: training is bit-identical with or without
-them. A probe that raises is disabled with one warning (probes.base.ProbeSet), and so is the monitor itself.
+them. A probe that raises is disabled with one warning (flatline.common.listeners), and so is the monitor itself.
 
 Gradient norms must be pre-clip, but a loop clips before optimizer.step(). With max_grad_norm given, each
 parameter's squared gradient norm is also noted as backward finishes accumulating it
@@ -22,11 +22,10 @@ the scaled gradients; sharded/distributed optimizers (DeepSpeed, FSDP) are not s
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
-
 import torch
 
+from flatline.common.listeners import warn_disabled
+from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeSet
 from flatline.probes.gradients import (GradientProbe, clip_coefficient, gradient_metrics, group_names, norm_metrics,
                               squared_grad_norms, to_numbers, trainable)
@@ -35,17 +34,6 @@ from flatline.probes.update import UpdateProbe
 # The loop clipped when the optimizer's gradient norm is within 1% of max_grad_norm: clip_grad_norm_ leaves
 # max_norm * n / (n + 1e-6), and bf16 gradients carry ~2**-8 relative rounding (torch/nn/utils/clip_grad.py).
 CLIPPED_RTOL = 1e-2
-
-
-@dataclass
-class AttachedStep:
-    """The part of the trainer's StepRecord the update probe reads."""
-
-    step: int
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    pre_step_weights: dict[str, torch.Tensor] | None = None
-    metrics: dict = field(default_factory=dict)
 
 
 class PreClipGradientProbe(GradientProbe):
@@ -118,7 +106,7 @@ class Monitor:
                 with torch.no_grad():
                     hook()
             except Exception as exc:  # the monitor must never stop or change training
-                warnings.warn(f"flatline monitor raised {type(exc).__name__}: {exc}; it is detached")
+                warn_disabled("monitor", "flatline.probes.attach", exc)
                 self.detach()
         return run
 
@@ -138,8 +126,9 @@ class Monitor:
             self.gradients.remove()
         if self._pending is None:
             return
-        record = AttachedStep(self.step, self.model, self.optimizer, self._before, dict(self._pending))
-        self._row = {**self._pending, **self.probes(record)}
+        record = StepRecord(self.step, model=self.model, optimizer=self.optimizer, pre_step_weights=self._before,
+                            metrics=dict(self._pending))
+        self._row = {**self._pending, **self.probes.on_step(record)}
         self._pending, self._before = None, None
 
 

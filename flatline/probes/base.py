@@ -1,24 +1,26 @@
-"""The probe contract: a probe reads one step (or a model and its optimizer) and returns named numbers.
+"""The probe contract: a probe reads one step (a flatline.common.record.StepRecord, or a model and its optimizer)
+and returns named numbers.
 
-A probe never changes training: it reads tensors, never writes them, draws no random numbers outside a
-forked RNG, and a probe that raises is disabled with one warning while the run goes on (ProbeSet).
+A probe never changes training: it reads tensors, never writes them, draws no random numbers outside a forked RNG,
+and a probe that raises is disabled with one warning while the run goes on (flatline.common.listeners).
 Metric names are namespaced by the probe's family: the `advantage` probe's "zero_std_frac" is logged as
 "advantage/zero_std_frac".
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
-TIERS = ("cheap", "full")
-LEVELS = ("none", "cheap", "full")
+from flatline.common.listeners import guarded_calls, wants_pre_step_weights
+from flatline.common.record import PROBE_LEVELS, PROBE_TIERS, tiers_of
+
+__all__ = ["PROBE_LEVELS", "PROBE_TIERS", "Probe", "ProbeContext", "ProbeSet", "tiers_of"]
 
 
 @dataclass
 class ProbeContext:
     """What probes may need beyond the step record (all optional: a probe skips what it lacks)."""
 
-    task: object = None  # trainer.tasks.base.Task: scorer and reference answers (reward self-check)
+    task: object = None  # a flatline task: scorer and reference answers (the reward self-check)
     tokenizer: object = None
     pad_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
@@ -31,6 +33,7 @@ class ProbeContext:
 
     @classmethod
     def from_trainer(cls, trainer) -> "ProbeContext":
+        """The context of a built flatline Trainer (read through its public attributes)."""
         cfg = trainer.cfg
         return cls(task=trainer.task, tokenizer=trainer.tokenizer, pad_token_id=trainer.tokenizer.pad_token_id,
                    eos_token_ids=trainer.eos_token_ids, num_generations=cfg.num_generations,
@@ -43,13 +46,13 @@ class Probe:
     """Base class. Subclasses set `family` (metric prefix), `tier` and `every`, and override the hooks they need.
 
     - `on_gradients(model, optimizer)`: after backward, before clipping and the optimizer step (gradients present).
-    - `on_step(record)`: after the optimizer step, with the trainer's StepRecord (record.pre_step_weights is
-      filled when `wants_pre_step_weights` is True).
+    - `on_step(record)`: after the optimizer step, with the StepRecord (record.pre_step_weights is filled when
+      `wants_pre_step_weights` is True).
     Each returns a dict of plain numbers (names without the family prefix) or None.
     """
 
     family: str = ""
-    tier: str = "cheap"
+    tier: str = "cheap"  # one of PROBE_TIERS
     every: int = 1
     wants_pre_step_weights: bool = False
 
@@ -71,30 +74,23 @@ class Probe:
 
 @dataclass
 class ProbeSet:
-    """A trainer listener running several probes; a probe that raises is disabled with one warning."""
+    """A training-loop listener (flatline.common.record) running several probes, each namespaced by family."""
 
     probes: list[Probe] = field(default_factory=list)
+    name: str = "probes"
 
     @property
     def wants_pre_step_weights(self) -> bool:
-        return any(p.wants_pre_step_weights for p in self.probes)
+        return wants_pre_step_weights(self.probes)
 
     def _run(self, hook: str, step: int, *args) -> dict:
         row = {}
-        for probe in list(self.probes):
-            if not probe.due(step):
-                continue
-            try:
-                values = getattr(probe, hook)(*args) or {}
-            except Exception as exc:  # a broken probe must never stop or change training
-                warnings.warn(f"probe {probe.family} raised {type(exc).__name__}: {exc}; it is disabled for the rest of the run")
-                self.probes.remove(probe)
-                continue
+        for probe, values in guarded_calls(self.probes, hook, *args, kind="probe", chosen=lambda p: p.due(step)):
             row.update({f"{probe.family}/{name}": value for name, value in values.items()})
         return row
 
     def on_gradients(self, model, optimizer, step: int) -> dict:
         return self._run("on_gradients", step, model, optimizer)
 
-    def __call__(self, record) -> dict:
+    def on_step(self, record) -> dict:
         return self._run("on_step", record.step, record)

@@ -1,7 +1,7 @@
 """Length probe: are completions cut at the limit, and do prompts plus the completion budget fit the context?
 
-Reads record.rollout.completion_lengths ([N] tokens up to and including EOS), .samples.truncated ([N] bool)
-and .samples.prompt_mask ([N, L]), and the limits in the probe context (max_completion_length,
+Reads record.completion_lengths ([N] tokens up to and including EOS), record.truncated ([N] bool)
+and record.prompt_mask ([N, L]), and the limits in the probe context (max_completion_length,
 max_prompt_length, context_length). Serves length.truncation (with the mean reward of truncated and of terminated completions) and
 length.context_overflow; length.growth
 reads the `mean` history.
@@ -60,13 +60,14 @@ class LengthProbe(Probe):
     every = 1
 
     def on_step(self, record) -> dict:
-        rollout, ctx = record.rollout, self.context
-        out = completion_length_stats(rollout.completion_lengths, rollout.samples.truncated)
-        out.update(prompt_length_stats(rollout.samples.prompt_mask, ctx.max_prompt_length, ctx.max_completion_length,
-                                       ctx.context_length))
-        rewards = getattr(rollout, "rewards", None)
-        if rewards is not None:
-            out.update(reward_by_truncation(rewards, rollout.samples.truncated))
+        ctx, out = self.context, {}
+        if record.completion_lengths is not None and record.truncated is not None:
+            out.update(completion_length_stats(record.completion_lengths, record.truncated))
+            if record.rewards is not None:
+                out.update(reward_by_truncation(record.rewards, record.truncated))
+        if record.prompt_mask is not None:
+            out.update(prompt_length_stats(record.prompt_mask, ctx.max_prompt_length, ctx.max_completion_length,
+                                           ctx.context_length))
         return out
 
 

@@ -9,15 +9,15 @@ Everything works on a full-sequence view, so the same functions serve loops flat
     loss_mask  [N, L+T] = cat(prompt_loss_mask, completion_mask)   prompt part zero unless a mask_fn (or a
                                                            user's loop) puts prompt tokens in the loss
 
-- `MaskProbe` (cheap, every step): `mask_stats` over the step's rollout.
+- `MaskProbe` (cheap, every step): `mask_stats` over the step's batch.
 - `MaskAlignmentProbe` (full, every 10 steps): re-scores a few rows with one plain forward and checks that
   the trainer's logprob at completion position t is the model's logprob of completion token t (logits at
   sequence position L-1+t), not the token before or after it.
 - `loss_region_text`: the decoded loss region of a few rows, for samples.jsonl.
 
-What it leaves out: multi-turn rollouts (our trainer has no tool tokens, so `MaskProbe` reports env_frac 0;
-a loop that has them passes `env_mask` to `mask_stats`); models with dropout active in training mode
-(the alignment re-score runs in eval mode and would differ by the dropout noise).
+Tool / environment tokens come from record.env_mask (a multi-turn loop sets it; env_frac is 0 without it). What
+it leaves out: models with dropout active in training mode (the alignment re-score runs in eval mode and would
+differ by the dropout noise).
 """
 from __future__ import annotations
 
@@ -237,12 +237,16 @@ class MaskProbe(Probe):
     tier = "cheap"
 
     def on_step(self, record) -> dict:
-        samples = record.rollout.samples
+        if record.completion_ids is None or record.completion_mask is None or record.prompt_ids is None:
+            return {}
         input_ids, loss_mask, prompt_lengths, start = full_sequence_view(
-            samples.prompt_ids, samples.prompt_mask, samples.completion_ids, record.rollout.completion_mask,
-            record.rollout.prompt_loss_mask)
+            record.prompt_ids, record.prompt_mask, record.completion_ids, record.completion_mask,
+            record.prompt_loss_mask)
+        env_mask = None
+        if record.env_mask is not None:  # over completion positions: widen to the full sequence
+            env_mask = torch.cat([torch.zeros_like(record.prompt_ids, dtype=torch.bool), record.env_mask.bool()], dim=1)
         return mask_stats(input_ids, loss_mask, prompt_lengths, start, self.context.pad_token_id,
-                          self.context.eos_token_ids, record.rollout.completion_lengths)
+                          self.context.eos_token_ids, record.completion_lengths, env_mask)
 
 
 class MaskAlignmentProbe(Probe):
@@ -259,9 +263,8 @@ class MaskAlignmentProbe(Probe):
     wants_pre_step_weights = True
 
     def on_step(self, record) -> dict:
-        if record.pre_step_weights is None:
+        if record.pre_step_weights is None or record.trainer_logprobs is None or record.model is None:
             return {}
-        samples = record.rollout.samples
-        return alignment_check(record.model, samples.prompt_ids, samples.prompt_mask, samples.completion_ids,
-                               record.rollout.completion_mask, record.trainer_logprobs, self.context.temperature,
+        return alignment_check(record.model, record.prompt_ids, record.prompt_mask, record.completion_ids,
+                               record.completion_mask, record.trainer_logprobs, self.context.temperature,
                                params=record.pre_step_weights)

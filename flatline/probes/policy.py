@@ -1,7 +1,7 @@
 """Policy probe: has sampling diversity collapsed, and does the KL term swamp the policy gradient?
 
-Reads record.entropy ([N, T] nats per completion token, under the trainer's forward), record.rollout
-.completion_mask ([N, T] the loss mask), .samples.completion_ids ([N, T]) with .completion_lengths ([N]),
+Reads record.entropy ([N, T] nats per completion token, under the trainer's forward), record.completion_mask
+([N, T] the loss mask), record.completion_ids ([N, T]) with record.completion_lengths ([N]),
 and record.loss_parts ("loss", and "kl" / "kl_loss" only when beta > 0). Serves entropy.collapse,
 kl.penalty_dominates and kl.drift.
 
@@ -11,7 +11,7 @@ expected), so the share reads ~1 in a healthy on-policy run as soon as the KL is
 what each term does to the gradient instead: per loss token, the coefficient on grad log p of the policy term is
 |advantage| (at ratio 1, unclipped: an upper bound) and that of the k3 KL term is beta * |1 - exp(ref - logp)|.
 It needs beta (ProbeContext.beta); it is reported when beta > 0
-and the rollout has ref_logprobs.
+and the record has ref_logprobs.
 """
 from __future__ import annotations
 
@@ -93,15 +93,16 @@ class PolicyProbe(Probe):
     every = 1
 
     def on_step(self, record) -> dict:
-        rollout = record.rollout
-        G = self.context.num_generations
-        out = masked_entropy(record.entropy, rollout.completion_mask, G)
-        N = rollout.samples.completion_ids.size(0)
-        if G and N and N % G == 0:
-            out.update(duplicate_stats(completion_sequences(rollout.samples.completion_ids, rollout.completion_lengths), G))
+        G, out = self.context.num_generations, {}
+        if record.entropy is not None and record.completion_mask is not None:
+            out.update(masked_entropy(record.entropy, record.completion_mask, G))
+        if record.completion_ids is not None and record.completion_lengths is not None:
+            N = record.completion_ids.size(0)
+            if G and N and N % G == 0:
+                out.update(duplicate_stats(completion_sequences(record.completion_ids, record.completion_lengths), G))
         out.update(kl_stats(record.loss_parts or {}))
-        beta = getattr(self.context, "beta", None)
-        if beta and getattr(rollout, "ref_logprobs", None) is not None:
-            out["kl_grad_share"] = kl_grad_share(record.trainer_logprobs, rollout.ref_logprobs, rollout.advantages,
-                                                 rollout.completion_mask, beta)
+        beta = self.context.beta
+        if beta and record.ref_logprobs is not None and record.trainer_logprobs is not None:
+            out["kl_grad_share"] = kl_grad_share(record.trainer_logprobs, record.ref_logprobs, record.advantages,
+                                                 record.completion_mask, beta)
         return out

@@ -1,6 +1,6 @@
 """Reward probe: which reward components carry signal, do they fail, and does the scorer pass its own answer?
 
-Reads record.rollout.reward_components ({name: [N] values, None = not scored}) and .reward_errors, and per
+Reads record.reward_components ({name: [N] values, None = not scored}) and .reward_errors, and per
 component reports mean, std, max, min, the share of batch values at its max and at its min, None counts,
 and its share of the within-group variance (the part GRPO learns from). Once per run (first call, then
 cached) it scores the first example's known-good reference with the task's own scorer: a total below the
@@ -49,7 +49,7 @@ def within_group_variance(values: list, num_generations: int) -> float:
 def variance_shares(components: dict[str, list], num_generations: int, weights: dict[str, float] | None = None) -> dict:
     """Each component's share of the summed within-group variance of weight * component.
 
-    Weights (the task's, when it scores the rollout; else 1) make a weight-0 component own nothing; covariance
+    Weights (those the total was combined with; else 1) make a weight-0 component own nothing; covariance
     between components is ignored, so shares describe who varies, not an exact decomposition of the total's
     variance. When no component varies within any group the total is 0 and every share is 0: there is no
     variance to own (reward.no_signal reports that case).
@@ -70,9 +70,9 @@ def reference_total(task, example) -> tuple[float | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def task_scores_rollout(task, rollout) -> bool:
-    """True when the rollout's reward components are the task's own (no plug-in `reward` replaced them)."""
-    return task is not None and set(rollout.reward_components) == set(getattr(task, "components", ()))
+def task_scores_record(task, record) -> bool:
+    """True when the step's reward components are the task's own (no plug-in `reward` replaced them)."""
+    return task is not None and set(record.reward_components) == set(getattr(task, "components", ()))
 
 
 def max_total(weights: dict[str, float]) -> float:
@@ -92,8 +92,8 @@ def self_check(task, example) -> dict:
 class RewardProbe(Probe):
     """reward/*: per-component stats and variance shares, errors, None counts, and the reference self-check.
 
-    The self-check and the task weights apply only when the rollout was scored by the task's own components;
-    with a plug-in `reward` the task's scorer is not what trains, so it is skipped and components weigh 1.
+    The self-check applies only when the step was scored by the task's own components: with a plug-in `reward` the
+    task's scorer is not what trains. Components weigh what the record says (record.reward_weights), else 1.
     """
 
     family = "reward"
@@ -105,10 +105,9 @@ class RewardProbe(Probe):
         self._self_check: dict | None = None
 
     def on_step(self, record) -> dict:
-        rollout = record.rollout
-        components = rollout.reward_components
-        uses_task = task_scores_rollout(self.context.task, rollout)
-        out = {"errors": int(rollout.reward_errors), "none": 0}
+        components = record.reward_components
+        uses_task = task_scores_record(self.context.task, record)
+        out = {"errors": int(record.reward_errors), "none": 0}
         for name, values in components.items():
             stats = component_stats(values)
             out["none"] += stats["none"]
@@ -116,10 +115,10 @@ class RewardProbe(Probe):
         G = self.context.num_generations
         N = len(next(iter(components.values()))) if components else 0
         if G and N and N % G == 0:
-            weights = self.context.task.weights if uses_task else None
-            out.update({f"{name}/variance_share": share for name, share in variance_shares(components, G, weights).items()})
-        if uses_task and self._self_check is None and rollout.examples:
-            example = rollout.examples[0]
+            shares = variance_shares(components, G, record.reward_weights)
+            out.update({f"{name}/variance_share": share for name, share in shares.items()})
+        if uses_task and self._self_check is None and record.examples:
+            example = record.examples[0]
             if example.reference or example.reference_ids:
                 self._self_check = self_check(self.context.task, example)
         out.update(self._self_check or {})

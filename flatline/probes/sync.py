@@ -71,7 +71,6 @@ class SyncProbe(Probe):
     tier = "cheap"
 
     def on_step(self, record) -> dict:
-        sampler_logprobs = getattr(record.rollout.samples, "sampler_logprobs", None)
-        if record.iteration != 0 or sampler_logprobs is None:
+        if record.iteration != 0 or record.sampler_logprobs is None or record.trainer_logprobs is None:
             return {}
-        return sync_stats(sampler_logprobs, record.trainer_logprobs, record.rollout.completion_mask)
+        return sync_stats(record.sampler_logprobs, record.trainer_logprobs, record.completion_mask)

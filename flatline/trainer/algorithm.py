@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from flatline.common.groups import group_moments
+
 # TRL adds 1e-4 to the std before dividing (grpo_trainer.py: `advantages / (std_rewards + 1e-4)`).
 DEFAULT_ADVANTAGE_EPS = 1e-4
-# Rows of logits processed at once when a [N, T, V] tensor would be large (49k vocabulary).
-LOGIT_CHUNK_ROWS = 8
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group",
@@ -18,50 +18,23 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards:
     """Reward minus its group mean, divided by the group (or batch) std; NaN rewards (unscorable) get 0.
 
     rewards: [N] with N = prompts * num_generations, the completions of a prompt adjacent.
-    The std is Bessel-corrected (ddof=1) as TRL's nanstd. Computed in float64, and a group whose rewards are all
-    equal gets exactly zero advantages: in float32, 1.350639 repeated has a std near 1.2e-7, not 0, and would
-    otherwise turn into advantages of about -1e-3.
+    The std is Bessel-corrected (ddof=1) as TRL's nanstd. Computed in float64 (flatline.common.groups), and a group
+    whose rewards are all equal gets exactly zero advantages, even at eps = 0.
     """
-    grouped = rewards.double().view(-1, num_generations)  # [P, G]
-    valid = ~torch.isnan(grouped)  # [P, G]
-    count = valid.sum(dim=1, keepdim=True)  # [P, 1]
-    filled = torch.where(valid, grouped, torch.zeros_like(grouped))
-    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)  # [P, 1]
-    centered = torch.where(valid, grouped - mean, torch.zeros_like(grouped))  # [P, G]
-    flat = (_spread(grouped, valid) == 0).unsqueeze(1)  # [P, 1]
-    centered = torch.where(flat, torch.zeros_like(centered), centered)
+    moments = group_moments(rewards, num_generations)
     if scale_rewards == "group":
-        std = (centered.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()  # [P, 1]
-        advantages = centered / (std + eps)
+        advantages = moments.centered / (moments.std.unsqueeze(1) + eps)  # [P, G]
     elif scale_rewards == "batch":
-        values = grouped[valid]
+        values = rewards.detach().double()[~torch.isnan(rewards)]
         std = values.std() if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
-        advantages = centered / (std + eps)
+        advantages = moments.centered / (std + eps)
     elif scale_rewards == "none":
-        advantages = centered
+        advantages = moments.centered
     else:
         raise ValueError(f"scale_rewards must be group, batch or none, got {scale_rewards!r}")
-    advantages = torch.where(flat | ~valid, torch.zeros_like(advantages), advantages)  # exact zeros, even at eps = 0
+    zero = moments.flat.unsqueeze(1) | ~moments.valid  # [P, G]
+    advantages = torch.where(zero, torch.zeros_like(advantages), advantages)
     return advantages.view(-1).to(rewards.dtype)  # [N]
-
-
-def group_reward_std(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
-    """Bessel std of each group's valid rewards, exactly 0 where they are all equal. [N] -> [P]"""
-    grouped = rewards.double().view(-1, num_generations)
-    valid = ~torch.isnan(grouped)
-    count = valid.sum(dim=1)
-    filled = torch.where(valid, grouped, torch.zeros_like(grouped))
-    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1).unsqueeze(1)
-    centered = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
-    std = (centered.pow(2).sum(dim=1) / (count - 1).clamp(min=1)).sqrt()
-    return torch.where(_spread(grouped, valid) == 0, torch.zeros_like(std), std)
-
-
-def _spread(grouped: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """max - min of each group's valid values; 0 for groups with fewer than two. [P, G] -> [P]"""
-    high = torch.where(valid, grouped, torch.full_like(grouped, -torch.inf)).amax(dim=1)
-    low = torch.where(valid, grouped, torch.full_like(grouped, torch.inf)).amin(dim=1)
-    return torch.where(valid.sum(dim=1) > 1, high - low, torch.zeros_like(high))
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_ids: list[int] | tuple[int, ...]) -> torch.Tensor:
@@ -76,31 +49,6 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_ids: list[int] | tup
     first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))  # [N]
     positions = torch.arange(T, device=completion_ids.device).unsqueeze(0)  # [1, T]
     return (positions <= first_eos.unsqueeze(1)).long()  # [N, T]
-
-
-def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(token) under softmax(logits / temperature), without materialising a [N, T, V] log-softmax.
-
-    logits: [N, T, V] (position t predicts token t); token_ids: [N, T]. Temperature 0 (greedy) scores at 1.
-    Returns [N, T] float32.
-    """
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    picked = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1).float()  # [N, T]
-    normaliser = torch.cat([torch.logsumexp(chunk.float(), dim=-1) for chunk in logits.split(LOGIT_CHUNK_ROWS)])  # [N, T]
-    return picked - normaliser
-
-
-@torch.no_grad()
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy (nats) of softmax(logits / temperature) at each position. [N, T, V] -> [N, T]"""
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    out = []
-    for chunk in logits.split(LOGIT_CHUNK_ROWS):
-        logp = torch.log_softmax(chunk.float(), dim=-1)
-        out.append(-(logp.exp() * logp).sum(-1))
-    return torch.cat(out)
 
 
 def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:

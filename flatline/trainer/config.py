@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flatline.common.errors import ConfigError
+from flatline.common.record import PROBE_LEVELS
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -22,7 +23,6 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORT_TO = ("wandb", "none")
 SAMPLERS = ("hf",)
-PROBE_LEVELS = ("none", "cheap", "full")
 PLUG_POINTS = ("reward", "advantage_fn", "mask_fn", "loss_fn")
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 

@@ -10,6 +10,7 @@ Run it with `flatline train configs/default.toml`, or from Python:
 What it leaves out: several devices, DeepSpeed, vLLM (a Sampler implements it), multi-turn tool use.
 One generation batch holds per_device_train_batch_size * gradient_accumulation_steps completions; it is
 scored and turned into advantages as a whole, then trained on in micro-batches, num_iterations times.
+The batch itself is built in flatline.trainer.rollout; every log-probability comes from flatline.trainer.logprobs.
 """
 from __future__ import annotations
 
@@ -21,59 +22,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flatline.trainer.algorithm import group_reward_std, masked_mean, token_entropy, token_logprobs
-from flatline.trainer.batching import completion_logits, length_buckets, prompt_logits
 from flatline.common.errors import DataError
+from flatline.common.listeners import merged_calls, wants_pre_step_weights
+from flatline.common.record import StepRecord
+from flatline.trainer.algorithm import masked_mean
+from flatline.trainer.logprobs import rollout_logprobs
 from flatline.trainer.models import ModelSource, eos_token_ids, load_model, load_tokenizer, resolve_source
-from flatline.trainer.plugins import Plugins, call_mask_fn, call_reward, load_plugins
-from flatline.trainer.sampler import HFSampler, SampleBatch
+from flatline.trainer.plugins import Plugins, call_mask_fn, load_plugins
+from flatline.trainer.rollout import (Rollout, RewardScorer, combine_rewards, decode_completions, logged_samples,
+                                      rollout_metrics)
+from flatline.trainer.samplers import HFSampler, SampleBatch
 from flatline.trainer.tasks import build_task
 from flatline.trainer.tasks.base import Example, Task
-
-
-@dataclass
-class Rollout:
-    """One generation batch: G completions for each of its prompts, scored, with advantages."""
-
-    examples: list[Example]  # [P]
-    samples: SampleBatch  # tensors [N, ...], N = P * G
-    completion_mask: torch.Tensor  # [N, T] the loss mask (mask_fn's)
-    completion_lengths: torch.Tensor  # [N] tokens up to and including EOS (the default mask's, whatever mask_fn says)
-    completions: list[str]  # [N] decoded up to EOS
-    rewards: torch.Tensor  # [N] float32, NaN where no component could be scored
-    reward_components: dict[str, list]  # name -> [N] values (None: not scored)
-    reward_errors: int
-    advantages: torch.Tensor  # [N]
-    old_logprobs: torch.Tensor | None = None  # [N, T], only when num_iterations > 1
-    ref_logprobs: torch.Tensor | None = None  # [N, T], only when beta > 0
-    # [N, L] prompt tokens a full-sequence mask_fn put in the loss (None: none, the norm); when set, the logprob
-    # tensors above are [N, L+T], prompt positions first
-    prompt_loss_mask: torch.Tensor | None = None
-
-    @property
-    def loss_mask(self) -> torch.Tensor:
-        """What the loss trains on: [N, T], or [N, L+T] when prompt tokens are in it."""
-        if self.prompt_loss_mask is None:
-            return self.completion_mask
-        return torch.cat([self.prompt_loss_mask, self.completion_mask], dim=1)
-
-
-@dataclass
-class StepRecord:
-    """What one optimizer step saw and did; listeners (probes) read it and must not change it."""
-
-    step: int
-    rollout: Rollout
-    prompts: list[str]  # [N] decoded prompts, one per completion
-    trainer_logprobs: torch.Tensor  # [N, T] detached, from the forward that was backpropagated
-    entropy: torch.Tensor  # [N, T]
-    loss_parts: dict
-    grad_norm: float
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    metrics: dict  # the step's metrics row so far
-    pre_step_weights: dict[str, torch.Tensor] | None = None  # trainable name -> value before optimizer.step()
-    iteration: int = 0  # which of the num_iterations passes over this rollout
 
 
 @dataclass
@@ -148,6 +108,7 @@ class Trainer:
         self.listeners = list(listeners)
         self.eos_token_ids = eos_token_ids(self.tokenizer, model)
         self.sampler = HFSampler(model, self.tokenizer.pad_token_id, self.eos_token_ids)
+        self.scorer = RewardScorer(self.task, self.plugins.reward, cfg.reward_weights, self.prompt_text)
         self.trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in self.trainable]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
@@ -167,7 +128,6 @@ class Trainer:
         self._iteration = 0
         self.step_count = 0
         self.num_tokens = 0
-        self.reward_errors_warned = False
         self._no_graph_warned = False
 
     @property
@@ -186,121 +146,48 @@ class Trainer:
             chosen.append(self.train_examples[self._order.pop()])
         return chosen
 
-    # --- rollout ---
-    def generate(self, examples: list[Example], num_generations: int, temperature: float) -> SampleBatch:
-        cfg = self.cfg
-        return self.sampler.sample([self.prompt_ids[e.id] for e in examples], num_generations,
-                                   cfg.max_completion_length, temperature, cfg.top_p, cfg.top_k)
-
     def prompt_text(self, example: Example) -> str:
         """The prompt as the model sees it (chat template applied), decoded once per example."""
         if example.id not in self._prompt_texts:
             self._prompt_texts[example.id] = self.tokenizer.decode(self.prompt_ids[example.id])
         return self._prompt_texts[example.id]
 
-    def decode(self, samples: SampleBatch) -> tuple[list[str], torch.Tensor]:
-        """Completion texts and lengths, up to and including the first EOS (independent of any mask_fn)."""
-        lengths = samples.completion_lengths  # [N]
-        texts = self.tokenizer.batch_decode([row[:n] for row, n in zip(samples.completion_ids, lengths)],
-                                            skip_special_tokens=True)
-        return texts, lengths
+    # --- rollout ---
+    def generate(self, examples: list[Example], num_generations: int, temperature: float) -> SampleBatch:
+        cfg = self.cfg
+        return self.sampler.sample([self.prompt_ids[e.id] for e in examples], num_generations,
+                                   cfg.max_completion_length, temperature, cfg.top_p, cfg.top_k)
 
-    def score(self, examples: list[Example], completions: list[str], completion_ids: torch.Tensor,
-              lengths: torch.Tensor, num_generations: int) -> tuple[dict[str, list], int, dict[str, float]]:
-        """Reward components per completion, the count of errors, and the weights that combine them."""
-        owners = [examples[i // num_generations] for i in range(len(completions))]
-        ids = [row[:n].tolist() for row, n in zip(completion_ids, lengths)]
-        if self.plugins.reward is not None:
-            prompts = [self.prompt_text(e) for e in owners]
-            columns = {key: [e.row.get(key) for e in owners] for key in (owners[0].row if owners else {})}
-            try:
-                components = call_reward(self.plugins.reward, prompts, completions, columns)
-                errors = 0
-            except Exception as exc:
-                self._warn_reward(exc)
-                components, errors = {self.plugins.reward.__name__: [None] * len(completions)}, len(completions)
-            weights = {name: float(self.cfg.reward_weights.get(name, 1.0)) for name in components}
-            return components, errors, weights
-        components = {name: [] for name in self.task.components}
-        errors = 0
-        for completion, example, token_ids in zip(completions, owners, ids):
-            try:
-                values = self.task.score(completion, example, token_ids)
-            except Exception as exc:
-                self._warn_reward(exc)
-                values, errors = {}, errors + 1
-            for name in components:
-                components[name].append(values.get(name))
-        return components, errors, dict(self.task.weights)
-
-    def _warn_reward(self, exc: Exception) -> None:
-        if not self.reward_errors_warned:
-            warnings.warn(f"the reward function raised {type(exc).__name__}: {exc}; such completions are unscored "
-                          f"(counted in rewards/errors)")
-            self.reward_errors_warned = True
+    def score(self, examples: list[Example], samples: SampleBatch, num_generations: int):
+        """Decoded completions, reward components, errors and weights of a sampled batch."""
+        completions = decode_completions(self.tokenizer, samples)
+        token_ids = [row[:n].tolist() for row, n in zip(samples.completion_ids, samples.completion_lengths)]
+        return (completions, *self.scorer.score(examples, completions, token_ids, num_generations))
 
     def rollout(self) -> Rollout:
         cfg = self.cfg
         G = cfg.num_generations
         examples = self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps)
         samples = self.generate(examples, G, cfg.temperature)
-        completions, lengths = self.decode(samples)
-        components, errors, weights = self.score(examples, completions, samples.completion_ids, lengths, G)
+        completions, components, errors, weights = self.score(examples, samples, G)
         rewards = combine_rewards(components, weights)
         advantages = self.plugins.advantage_fn(rewards, G, scale_rewards=cfg.scale_rewards, eps=cfg.advantage_eps)
         loss_mask, prompt_loss_mask = call_mask_fn(self.plugins.mask_fn, samples.completion_ids, self.eos_token_ids,
                                                    samples.prompt_ids, samples.prompt_mask)
-        rollout = Rollout(examples, samples, loss_mask, lengths, completions, rewards, components, errors, advantages,
-                          prompt_loss_mask=prompt_loss_mask)
+        rollout = Rollout(examples, samples, loss_mask, samples.completion_lengths, completions, rewards, components,
+                          weights, errors, advantages, prompt_loss_mask=prompt_loss_mask)
         if cfg.num_iterations > 1:
             rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model)
         if cfg.beta > 0:
             rollout.ref_logprobs = self.reference_logprobs(rollout)
         return rollout
 
-    # --- trainer-side logprobs ---
-    def completion_logprobs(self, model, rollout: Rollout, rows: torch.Tensor, with_entropy: bool = False):
-        """Per-token logprobs (and entropy) of completions `rows` under `model`: [n, T] each.
-
-        Rows are run in length buckets, each prompt once per bucket (trainer.batching); the result is in the
-        order of `rows`, zero past the longest row of its bucket, and differentiable when grad is on. When the
-        mask puts prompt tokens in the loss, the logprobs are [n, L+T], the prompt's first.
-        """
-        samples, mask, G = rollout.samples, rollout.completion_mask, self.cfg.num_generations
-        T = samples.completion_ids.size(1)
-        mask_extent = (mask[rows] * torch.arange(1, T + 1)).amax(dim=1)  # a user's mask may reach past EOS
-        lengths = torch.maximum(rollout.completion_lengths[rows], mask_extent)
-        logps, entropy, order = [], [], []
-        for bucket in length_buckets(lengths):
-            index = rows[bucket]
-            width = int(lengths[bucket].max())
-            groups, prompt_of_row = torch.unique(index // G, return_inverse=True)
-            logits = completion_logits(model, samples.prompt_ids[groups * G], samples.prompt_mask[groups * G],
-                                       prompt_of_row, samples.completion_ids[index, :width])
-            logps.append(pad_right(token_logprobs(logits, samples.completion_ids[index, :width], self.cfg.temperature), T))
-            if with_entropy:
-                entropy.append(pad_right(token_entropy(logits.detach(), self.cfg.temperature), T))
-            order.append(bucket)
-            del logits
-        restore = torch.argsort(torch.cat(order))
-        logps = torch.cat(logps)[restore]
-        if rollout.prompt_loss_mask is not None:
-            logps = torch.cat([self.prompt_logprobs(model, samples, rows), logps], dim=1)
-        return logps, (torch.cat(entropy)[restore] if with_entropy else None)
-
-    def prompt_logprobs(self, model, samples: SampleBatch, rows: torch.Tensor) -> torch.Tensor:
-        """Logprobs of the prompt tokens of `rows` (each distinct prompt run once): [n, L], 0 in column 0."""
-        G = self.cfg.num_generations
-        groups, prompt_of_row = torch.unique(rows // G, return_inverse=True)
-        prompt_ids, prompt_mask = samples.prompt_ids[groups * G], samples.prompt_mask[groups * G]  # [P, L]
-        logits = prompt_logits(model, prompt_ids, prompt_mask)
-        scored = token_logprobs(logits, prompt_ids[:, 1:], self.cfg.temperature)  # [P, L-1]
-        return torch.nn.functional.pad(scored, (1, 0))[prompt_of_row]
+    def logprobs(self, model, rollout: Rollout, rows: torch.Tensor, with_entropy: bool = False):
+        return rollout_logprobs(model, rollout, rows, self.cfg.num_generations, self.cfg.temperature, with_entropy)
 
     @torch.no_grad()
     def logprobs_no_grad(self, rollout: Rollout, model) -> torch.Tensor:
-        return torch.cat([self.completion_logprobs(model, rollout, rows)[0]
-                          for rows in self.micro_batches(len(rollout.completions))])
+        return torch.cat([self.logprobs(model, rollout, rows)[0] for rows in self.micro_batches(len(rollout.completions))])
 
     def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
         if self.reference is not None:
@@ -324,11 +211,10 @@ class Trainer:
         generated = time.perf_counter()
 
         trainer_logprobs, entropy, parts = self.backward(rollout)
-        gradient_metrics = self.notify("on_gradients", self.model, self.optimizer, self.step_count + 1)
+        gradient_metrics = merged_calls(self.listeners, "on_gradients", self.model, self.optimizer, self.step_count + 1)
         params = [p for _, p in self.trainable]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
-        wants_weights = any(getattr(listener, "wants_pre_step_weights", False) for listener in self.listeners)
-        pre_step = {name: p.detach().clone() for name, p in self.trainable} if wants_weights else None
+        pre_step = {name: p.detach().clone() for name, p in self.trainable} if wants_pre_step_weights(self.listeners) else None
         learning_rate = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -346,26 +232,28 @@ class Trainer:
         row["time/train"] = trained - generated
         row["step_time"] = trained - started
         if self.listeners:
-            record = StepRecord(self.step_count, rollout, self.decoded_prompts(rollout), trainer_logprobs, entropy,
-                                parts, grad_norm, self.model, self.optimizer, dict(row), pre_step, self._iteration - 1)
-            row.update(self.notify("__call__", record))
+            record = self.step_record(rollout, trainer_logprobs, entropy, parts, grad_norm, pre_step, dict(row))
+            row.update(merged_calls(self.listeners, "on_step", record))
         return row
 
-    def notify(self, hook: str, *args) -> dict:
-        """Call `hook` on every listener that has it and merge the numbers they return; a listener that
-        raises is dropped with one warning (it must never stop or change training)."""
-        merged = {}
-        for listener in list(self.listeners):
-            method = getattr(listener, hook, None)
-            if method is None:
-                continue
-            try:
-                merged.update(method(*args) or {})
-            except Exception as exc:
-                warnings.warn(f"listener {getattr(listener, '__name__', type(listener).__name__)} raised "
-                              f"{type(exc).__name__}: {exc}; it is disabled for the rest of the run")
-                self.listeners.remove(listener)
-        return merged
+    def step_record(self, rollout: Rollout, trainer_logprobs, entropy, parts, grad_norm, pre_step, row) -> StepRecord:
+        """The flat record listeners read (flatline.common.record), for the step just taken."""
+        G, samples = self.cfg.num_generations, rollout.samples
+        owners = [rollout.examples[i // G] for i in range(len(rollout.completions))]
+        ref = rollout.ref_logprobs
+        if ref is not None and rollout.prompt_loss_mask is not None:
+            ref = ref[:, -rollout.completion_mask.size(1):]  # the completion part, as the other logprobs
+        return StepRecord(
+            step=self.step_count, iteration=self._iteration - 1,
+            prompt_ids=samples.prompt_ids, prompt_mask=samples.prompt_mask, completion_ids=samples.completion_ids,
+            completion_mask=rollout.completion_mask, prompt_loss_mask=rollout.prompt_loss_mask,
+            completion_lengths=rollout.completion_lengths, truncated=samples.truncated,
+            group_ids=[e.id for e in owners], prompts=[self.prompt_text(e) for e in owners],
+            completions=rollout.completions, rewards=rollout.rewards, reward_components=rollout.reward_components,
+            reward_weights=rollout.reward_weights, reward_errors=rollout.reward_errors, advantages=rollout.advantages,
+            examples=rollout.examples, sampler_logprobs=samples.sampler_logprobs, trainer_logprobs=trainer_logprobs,
+            ref_logprobs=ref, entropy=entropy, loss_parts=parts, grad_norm=grad_norm, model=self.model,
+            optimizer=self.optimizer, pre_step_weights=pre_step, metrics=row)
 
     def backward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Loss and backward over the rollout's micro-batches; returns trainer logprobs, entropy [N, T], loss parts."""
@@ -376,7 +264,7 @@ class Trainer:
         num_items = int(mask.sum())
         logps_parts, entropy_parts, loss_parts = [], [], []
         for rows in self.micro_batches(len(rollout.completions)):
-            logps, entropy = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T]
+            logps, entropy = self.logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T]
             old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows]
             ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows]
             loss, parts = self.plugins.loss_fn(
@@ -395,24 +283,17 @@ class Trainer:
             loss_parts.append({k: float(v) for k, v in parts.items()})
         return torch.cat(logps_parts), torch.cat(entropy_parts), merge_loss_parts(loss_parts, cfg.loss_type)
 
-    def decoded_prompts(self, rollout: Rollout) -> list[str]:
-        G = self.cfg.num_generations
-        texts = [self.prompt_text(e) for e in rollout.examples]
-        return [texts[i // G] for i in range(len(rollout.completions))]
-
-    # --- evaluation ---
+    # --- evaluation and logging ---
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Score one completion per held-out prompt (greedy unless eval_temperature > 0): eval/<metric>."""
         if not self.eval_examples:
             return {}
-        cfg = self.cfg
-        samples = self.generate(self.eval_examples, 1, cfg.eval_temperature)
-        completions, lengths = self.decode(samples)
-        components, errors, weights = self.score(self.eval_examples, completions, samples.completion_ids, lengths, 1)
+        samples = self.generate(self.eval_examples, 1, self.cfg.eval_temperature)
+        _, components, _, weights = self.score(self.eval_examples, samples, 1)
         rewards = combine_rewards(components, weights)
         row = {"eval/reward": float(torch.nanmean(rewards)) if rewards.numel() else 0.0,
-               "eval/mean_length": float(lengths.float().mean()),
+               "eval/mean_length": float(samples.completion_lengths.float().mean()),
                "eval/clipped_ratio": float(samples.truncated.float().mean())}
         for name, values in components.items():
             scored = [v for v in values if v is not None]
@@ -421,43 +302,8 @@ class Trainer:
 
     def logged_samples(self, count: int) -> list[dict]:
         """The first completion of the first `count` groups of the last rollout, with what the loss actually saw."""
-        G, rollout = self.cfg.num_generations, self._rollout
-        out = []
-        for group in range(min(count, len(rollout.examples))):
-            i = group * G
-            sequence = torch.cat([rollout.samples.prompt_ids[i], rollout.samples.completion_ids[i]])  # [L+T]
-            mask = rollout.loss_mask[i]  # [T], or [L+T] with prompt tokens in the loss
-            ids = sequence[-mask.size(0):][mask.bool()]
-            out.append({
-                "step": self.step_count, "example": rollout.examples[group].id,
-                "prompt": self.prompt_text(rollout.examples[group]),
-                "completion": rollout.completions[i],
-                "masked_text": self.tokenizer.decode(ids),
-                "reward": float(rollout.rewards[i]),
-                "components": {k: v[i] for k, v in rollout.reward_components.items()},
-                "advantage": float(rollout.advantages[i]),
-                "truncated": bool(rollout.samples.truncated[i]),
-            })
-        return out
-
-
-def pad_right(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Zero-pad [n, t] to [n, width]."""
-    return torch.nn.functional.pad(values, (0, width - values.size(1)))
-
-
-def combine_rewards(components: dict[str, list], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum per completion; NaN when no component could be scored (its advantage is then 0). -> [N]"""
-    names = list(components)
-    count = len(next(iter(components.values()))) if components else 0
-    totals = []
-    for i in range(count):
-        values = [components[name][i] for name in names]
-        if all(v is None for v in values):
-            totals.append(math.nan)
-        else:
-            totals.append(sum(weights.get(name, 0.0) * float(v or 0.0) for name, v in zip(names, values)))
-    return torch.tensor(totals, dtype=torch.float32)
+        return logged_samples(self._rollout, self.tokenizer, self.prompt_text, self.step_count,
+                              self.cfg.num_generations, count)
 
 
 def merge_loss_parts(parts: list[dict], loss_type: str) -> dict:
@@ -468,32 +314,6 @@ def merge_loss_parts(parts: list[dict], loss_type: str) -> dict:
         additive = key in ("loss", "kl_loss")
         merged[key] = sum(values) if additive and loss_type == "dapo" else sum(values) / len(values)
     return merged
-
-
-def rollout_metrics(rollout: Rollout, num_generations: int) -> dict:
-    """TRL-compatible reward and completion metrics of one generation batch."""
-    rewards = rollout.rewards
-    lengths = rollout.completion_lengths.float()  # [N]
-    truncated = rollout.samples.truncated
-    terminated = lengths[~truncated]
-    std = group_reward_std(rewards, num_generations)  # [P]
-    row = {
-        "reward": float(torch.nanmean(rewards)),
-        "reward_std": float(std.mean()),
-        "frac_reward_zero_std": float((std == 0).float().mean()),
-        "rewards/errors": rollout.reward_errors,
-        "rewards/unscored": int(torch.isnan(rewards).sum()),
-        "completions/mean_length": float(lengths.mean()),
-        "completions/min_length": float(lengths.min()),
-        "completions/max_length": float(lengths.max()),
-        "completions/clipped_ratio": float(truncated.float().mean()),
-        "completions/mean_terminated_length": float(terminated.mean()) if terminated.numel() else 0.0,
-    }
-    for name, values in rollout.reward_components.items():
-        scored = torch.tensor([v for v in values if v is not None], dtype=torch.float64)
-        row[f"rewards/{name}/mean"] = float(scored.mean()) if scored.numel() else math.nan
-        row[f"rewards/{name}/std"] = float(scored.std()) if scored.numel() > 1 else 0.0
-    return row
 
 
 def build_trainer(cfg, listeners=(), prepared: Prepared | None = None) -> Trainer:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from flatline.trainer.config import to_dict, to_toml
 from flatline.trainer.loop import build_trainer, prepare
-from flatline.trainer.rundir import JsonlWriter, create_run_dir
+from flatline.common.jsonl import JsonlWriter
+from flatline.trainer.rundir import create_run_dir
 from flatline.trainer.tracking import Tracker
 
 # Steps averaged at each end of the run for the summary's "did reward rise" comparison.

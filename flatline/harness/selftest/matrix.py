@@ -70,8 +70,9 @@ def first_flags(rows: list[dict], times: list[float], config: dict, ids) -> dict
 
 def save_run(directory: Path, cfg, rows: list[dict]) -> None:
     """The case as a run directory (config.toml, metrics.jsonl) that `flatline diagnose` or another tool can read."""
+    from flatline.common.jsonl import JsonlWriter
     from flatline.trainer.config import to_toml
-    from flatline.trainer.rundir import JsonlWriter, create_run_dir
+    from flatline.trainer.rundir import create_run_dir
 
     run_dir = create_run_dir(directory)
     (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
@@ -84,7 +85,7 @@ def save_run(directory: Path, cfg, rows: list[dict]) -> None:
 def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path | None = None) -> CaseResult:
     """Train the faulty run with probes, judge it, and time when each must-fail id was first flagged; with `save`,
     also write it as a run directory there."""
-    from flatline.harness.cli import probe_listeners
+    from flatline.probes import for_trainer
     from flatline.trainer.loop import build_trainer
 
     result = CaseResult(fault, seed)
@@ -97,7 +98,7 @@ def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path |
         result.first_flag[REFUSED] = (0, time.perf_counter() - started)
         result.error = str(exc)
         return result
-    trainer.listeners.extend(probe_listeners(trainer))
+    trainer.listeners.extend(for_trainer(trainer))
     if fault.mutate is not None:
         fault.mutate(trainer)
     rows, times = [], []

@@ -5,12 +5,12 @@ file, line and field, resolving reward weights, and splitting rows into train an
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from flatline.common import jsonl
 from flatline.common.errors import ConfigError, DataError
 
 SPLITS = ("train", "eval")
@@ -61,17 +61,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist: set `data` to an existing JSONL file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+    yield from jsonl.read_jsonl(path, strict=True, error=DataError).objects
 
 
 def require_field(record: dict, name: str, kind: type | tuple[type, ...], where: str, label: str | None = None):
