@@ -14,7 +14,7 @@ flatline's namespaced probe metrics; rldoctor resolves names itself). The one ch
 config.toml is passed as its config (the CLI reads a config only from a leading {"config": ...} line of the jsonl,
 which flatline's log does not have), so rldoctor knows the algorithm (grpo), the group size and beta.
 
-What counts: flatline caught a fault when every id the fault must fail failed (diagnostics/selftest/matrix.py
+What counts: flatline caught a fault when every id the fault must fail failed (flatline/harness/selftest/matrix.py
 CaseResult.missed); rldoctor caught it when one of the detectors mapped to that fault (RLDOCTOR_DETECTORS) reported
 WARNING or CRITICAL. On a healthy run any flatline fail, or any rldoctor WARNING/CRITICAL, is a false alarm.
 Output committed under reports/examples/detection_vs_rldoctor.txt.
@@ -27,10 +27,11 @@ import math
 import re
 import sys
 import textwrap
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -67,7 +68,7 @@ ANY = "any"
 FIRING = ("WARNING", "CRITICAL")
 WIDTH = 116  # prose lines of the printout
 SEVERITY_TAG = {"WARNING": "W", "CRITICAL": "C", "INFO": "i"}
-# flatline's probe families (probes/*.py `family`): their metrics are flatline's own instrumentation, not what a TRL
+# flatline's probe families (flatline/probes/*.py `family`): their metrics are flatline's own instrumentation, not what a TRL
 # run logs. Used only for the check that rldoctor's verdicts do not hinge on them.
 PROBE_FAMILIES = ("advantage", "gradients", "length", "masks", "policy", "reward", "sync", "update")
 BANDIT_TRUNCATION_NOTE = (
@@ -305,7 +306,7 @@ def render(outcomes: list[Outcome], detectors: list[str], version: str, refused:
         lines.append(f"no run directory for {name}: left out")
     for name in unknown:
         lines.append(f"{name}: not a <case>-seed<N> directory (with metrics.jsonl) of a case in "
-                     f"diagnostics/selftest/faults.py, left out")
+                     f"flatline/harness/selftest/faults.py, left out")
     return "\n".join(lines)
 
 
@@ -361,9 +362,9 @@ def main() -> int:
     parser.add_argument("runs_dir", type=Path, help="the --save-runs folder of bench/selftest_full.py")
     args = parser.parse_args()
     try:
-        import rl_doctor
         from importlib.metadata import version as dist_version
 
+        import rl_doctor
         from rl_doctor.detectors import available
     except ImportError:
         print("rldoctor is not installed: pip install rldoctor", file=sys.stderr)

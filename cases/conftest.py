@@ -51,8 +51,8 @@ def session_config(opts, task: str):
 
 def pytest_sessionstart(session):
     """Refuse a bad --flatline-config (or control, or --flatline-set) once, before any case or training runs."""
-    from flatline.harness.case_runs import TASKS
     from flatline.common.errors import FlatlineError
+    from flatline.harness.case_runs import TASKS
 
     opts = session.config
     for task in TASKS:
@@ -78,11 +78,11 @@ class CaseSession:
         return self.histories[task]
 
     def _train(self, task: str):
-        from flatline.harness.case_runs import train_case
+        from flatline.common.errors import FlatlineError
         from flatline.diagnostics.conclude import wandb_summary
         from flatline.diagnostics.history import load_history
         from flatline.diagnostics.judge import judge
-        from flatline.common.errors import FlatlineError
+        from flatline.harness.case_runs import train_case
 
         opts = self.options
         try:
@@ -146,8 +146,8 @@ def judge_plugin(request):
     when it names none), no model trained; a violated property fails the case with its minimal counterexample."""
 
     def check(plug_point: str) -> None:
-        from flatline.harness.plugin_properties import judge_plugin as judge
         from flatline.common.errors import FlatlineError
+        from flatline.harness.properties import judge_plugin as judge
 
         opts = request.config
         try:

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from flatline.common.groups import group_reward_std
-from flatline.trainer.algorithm import completion_mask, group_advantages, kl_k3, policy_loss
+from flatline.trainer.algorithm import (
+    completion_mask,
+    group_advantages,
+    kl_k3,
+    policy_loss,
+)
 from flatline.trainer.logprobs import length_buckets, token_entropy, token_logprobs
 
 EOS, PAD = 2, 2

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flatline.harness.case_runs import CONTROL_MIN_STEPS, case_config, control_from
 from flatline.diagnostics.judge import hypothesis_ids
-from flatline.harness.plugin_properties import PLUG_POINTS
+from flatline.harness.case_runs import CONTROL_MIN_STEPS, case_config, control_from
+from flatline.harness.properties import PLUG_POINTS
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MUSIQUE = """

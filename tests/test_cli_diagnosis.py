@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from flatline.harness.cli import main
 from flatline.diagnostics.judge import hypothesis_ids
+from flatline.harness.cli import main
 
 BANDIT = ["configs/bandit.toml", "--set", "max_steps=30", "--probes", "full"]
 

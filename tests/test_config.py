@@ -1,12 +1,12 @@
 """Config: one schema, TOML + --set overrides, refusal of unknown keys and bad values with the nearest name."""
 import dataclasses
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from flatline.trainer.config import Config, build_config, load_config, to_toml
 from flatline.common.errors import ConfigError
+from flatline.trainer.config import Config, build_config, load_config, to_toml
 from flatline.trainer.loop import prepare
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.toml"))
@@ -88,3 +88,14 @@ def test_resolved_toml_round_trips(tmp_path):
     path.write_text(text)
     assert load_config(path) == cfg
     assert cfg.epsilon_upper == 0.28 and load_config(None).epsilon_upper == 0.2
+
+
+def test_the_readme_states_each_plug_point_as_the_trainer_calls_it():
+    """PLUG_POINTS is the one statement of the signatures; the README's table must say the same."""
+    from flatline.trainer.plugins import PLUG_POINTS
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`"): line for line in readme.splitlines() if line.startswith("| `")}
+    for key, point in PLUG_POINTS.items():
+        assert key in rows, f"README's plug-point table has no row for {key}"
+        assert f"`{point.call_text().replace('|', chr(92) + '|')}`" in rows[key]

@@ -5,7 +5,6 @@ near 1 is normal on-policy, entropy falling while the reward reaches its ceiling
     .venv/bin/python -m pytest -q tests/test_hypotheses_dynamics.py
 """
 import pytest
-
 from test_hypotheses import N, every, flat, healthy, history, judge, ramp, verdict
 
 # Token entropy decaying geometrically from 2.0 to 0.01 nats over the run (how a collapse looks in a log).

@@ -5,9 +5,7 @@ step without advantages is correct, a smoothly decaying gradient norm is converg
     .venv/bin/python -m pytest -q tests/test_hypotheses_mechanics.py
 """
 import pytest
-
 from test_hypotheses import HEALTHY_CONFIG, N, flat, healthy, history, ramp, verdict
-
 
 # ---------------------------------------------------------------- masking.*
 

@@ -5,10 +5,9 @@ not a fault; a control that learns puts the fault in the task's signal.
     .venv/bin/python -m pytest -q tests/test_hypotheses_signal.py
 """
 import pytest
-
-from flatline.diagnostics.hypotheses.advantage import TOO_EASY, TOO_HARD
 from test_hypotheses import N, every, flat, healthy, history, ramp, verdict
 
+from flatline.diagnostics.hypotheses.advantage import TOO_EASY, TOO_HARD
 
 # ---------------------------------------------------------------- advantage.degenerate_groups
 

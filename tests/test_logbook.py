@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from flatline.common.errors import FlatlineError
 from flatline.diagnostics import logbook
 from flatline.diagnostics.history import History
 from flatline.diagnostics.judge import Diagnosis
-from flatline.diagnostics.logbook import MARKER, append_entry, log_book_path, read_log_book, render_entry
+from flatline.diagnostics.logbook import (
+    MARKER,
+    append_entry,
+    log_book_path,
+    read_log_book,
+    render_entry,
+)
 from flatline.diagnostics.verdict import Verdict
-from flatline.common.errors import FlatlineError
 
 REPO = Path(__file__).resolve().parents[1]
 WHEN = datetime(2025, 11, 22, 14, 5)

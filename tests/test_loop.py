@@ -2,18 +2,16 @@
 import json
 import math
 from types import SimpleNamespace
-import sys
-import tomllib
 
 import pytest
 import torch
 
-from tests.conftest import Recorder, tiny_config
-from flatline.trainer.config import load_config
 from flatline.common.errors import ConfigError
+from flatline.trainer.config import load_config
 from flatline.trainer.loop import build_trainer, lr_factor
 from flatline.trainer.rollout import combine_rewards
 from flatline.trainer.run import train
+from tests.conftest import Recorder, tiny_config
 
 TRL_NAMES = ("reward", "reward_std", "frac_reward_zero_std", "completions/clipped_ratio", "completions/mean_length",
              "grad_norm", "entropy", "loss", "learning_rate")
@@ -227,8 +225,8 @@ def test_a_full_sequence_mask_without_prompt_tokens_trains_exactly_as_the_defaul
 
 @pytest.mark.parametrize("extra", [(), ("num_iterations=2", "beta=0.1")])
 def test_prompt_tokens_in_a_full_sequence_mask_are_really_trained_on(mask_plugins, extra):
-    from flatline.probes.masks import MaskProbe
     from flatline.probes.base import ProbeContext
+    from flatline.probes.masks import MaskProbe
 
     recorder = Recorder()
     trainer = build_trainer(tiny_config("mask_fn=full_masks:with_prompt", "max_completion_length=4", *extra),

@@ -4,10 +4,15 @@ import math
 import pytest
 import torch
 
-from tests.conftest import tiny_config
 from flatline.common.errors import ModelError
 from flatline.trainer.loop import build_trainer, prepare
-from flatline.trainer.models import embedded_dir, load_model, load_tokenizer, resolve_source
+from flatline.trainer.models import (
+    embedded_dir,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
+from tests.conftest import tiny_config
 
 
 def count(model, trainable=None):

@@ -1,4 +1,4 @@
-"""Property tests of the plug points (diagnostics/plugin_properties.py): flatline's own advantage_fn, mask_fn and
+"""Property tests of the plug points (flatline/harness/properties/): flatline's own advantage_fn, mask_fn and
 loss_fn keep every property, the known-bad plug-ins (diagnostics/selftest/plugins.py, and masks written here)
 break the ones they should, and a buggy advantage_fn named in a config fails `pytest cases/ -k advantage` with
 Hypothesis's minimal counterexample. No model is loaded; about 30 s.
@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from flatline.harness.plugin_properties import (chat_tokenizer, check_flat_group_is_zero, check_gradient_follows_advantage,
-                                           find_violations, judge_plugin)
+from flatline.harness.properties import find_violations, judge_plugin
+from flatline.harness.properties.advantage import check_flat_group_is_zero
+from flatline.harness.properties.loss import check_gradient_follows_advantage
+from flatline.harness.properties.masks import chat_tokenizer
 from flatline.harness.selftest import plugins as bad
 from flatline.trainer.algorithm import completion_mask, group_advantages, policy_loss
 from flatline.trainer.config import load_config

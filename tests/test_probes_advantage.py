@@ -8,9 +8,9 @@ import torch
 from flatline.common.record import StepRecord
 from flatline.probes.advantage import AdvantageProbe, group_reward_stats
 from flatline.probes.base import ProbeContext, ProbeSet
-from tests.conftest import tiny_config
 from flatline.trainer.algorithm import group_advantages
 from flatline.trainer.loop import build_trainer
+from tests.conftest import tiny_config
 
 
 def record(rewards, advantages=None, G=4, components=None):

@@ -5,10 +5,17 @@ import pytest
 import torch
 
 from flatline.probes.base import ProbeSet
-from flatline.probes.gradients import (MAX_GROUPS, OTHER_GROUP, GradientProbe, clip_coefficient, gradient_metrics,
-                              group_names, param_group)
-from tests.conftest import tiny_config
+from flatline.probes.gradients import (
+    MAX_GROUPS,
+    OTHER_GROUP,
+    GradientProbe,
+    clip_coefficient,
+    gradient_metrics,
+    group_names,
+    param_group,
+)
 from flatline.trainer.loop import build_trainer
+from tests.conftest import tiny_config
 
 
 def small_model() -> torch.nn.Module:

@@ -6,8 +6,8 @@ import torch
 
 from flatline.harness.cli import main
 from flatline.probes import for_trainer
-from tests.conftest import tiny_config
 from flatline.trainer.loop import build_trainer
+from tests.conftest import tiny_config
 
 FAMILIES = ("advantage", "reward", "masks", "gradients", "update", "sync", "length", "policy")
 

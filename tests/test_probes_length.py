@@ -6,8 +6,8 @@ import torch
 from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext, ProbeSet
 from flatline.probes.length import LengthProbe, reward_by_truncation
-from tests.conftest import tiny_config
 from flatline.trainer.loop import build_trainer
+from tests.conftest import tiny_config
 
 
 def record(lengths, truncated, prompt_lengths):

@@ -7,12 +7,21 @@ import pytest
 import torch
 
 from flatline.probes.base import ProbeContext, ProbeSet
-from flatline.probes.masks import (GAP_MARKER, MaskAlignmentProbe, MaskProbe, alignment_check, first_eos_lengths,
-                          full_sequence_view, loss_region_text, mask_stats, rescored_logprobs)
-from tests.conftest import step_once, tiny_config
+from flatline.probes.masks import (
+    GAP_MARKER,
+    MaskAlignmentProbe,
+    MaskProbe,
+    alignment_check,
+    first_eos_lengths,
+    full_sequence_view,
+    loss_region_text,
+    mask_stats,
+    rescored_logprobs,
+)
 from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.rollout import Rollout
 from flatline.trainer.samplers import SampleBatch, left_pad
+from tests.conftest import step_once, tiny_config
 
 PAD = EOS = 2  # the pad == eos trap
 # row 0: 1 left pad + 3 prompt tokens, completion of 3 tokens ending in EOS, then 2 pads (== EOS)

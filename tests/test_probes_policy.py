@@ -7,9 +7,9 @@ import torch
 from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext, ProbeSet
 from flatline.probes.policy import PolicyProbe
-from tests.conftest import tiny_config
 from flatline.trainer.logprobs import token_entropy
 from flatline.trainer.loop import build_trainer
+from tests.conftest import tiny_config
 
 V = 16  # vocabulary of the hand-built logits
 

@@ -8,9 +8,9 @@ import torch
 from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeContext, ProbeSet
 from flatline.probes.reward import RewardProbe, variance_shares
-from tests.conftest import tiny_config
 from flatline.trainer.loop import build_trainer
 from flatline.trainer.tasks import build_task
+from tests.conftest import tiny_config
 
 
 def record(components, errors=0, examples=()):

@@ -8,8 +8,8 @@ from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeSet
 from flatline.probes.gradients import GradientProbe
 from flatline.probes.update import UpdateProbe, lora_delta_sq, optimizer_coverage
-from tests.conftest import tiny_config
 from flatline.trainer.loop import build_trainer
+from tests.conftest import tiny_config
 
 LORA = ("lora_r=4", "lora_target_modules=['q_proj','v_proj']", "seed=1", "learning_rate=1e-3")
 

@@ -3,7 +3,13 @@ healthy runs; a miss or a false alarm makes it exit 1. (The full matrix is bench
 import pytest
 
 from flatline.harness.cli import main
-from flatline.harness.selftest.faults import FAULTS, HEALTHY, NOT_LEARNING, REFUSED, Fault
+from flatline.harness.selftest.faults import (
+    FAULTS,
+    HEALTHY,
+    NOT_LEARNING,
+    REFUSED,
+    Fault,
+)
 from flatline.harness.selftest.matrix import CaseResult, case_config, render, run_case
 
 

@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from flatline.trainer.config import Config
 from flatline.common.errors import ConfigError, DataError
-from flatline.trainer.tasks import TASK_NAMES, build_task
-from flatline.trainer.tasks import arithmetic, bandit, gsm8k, hub, musique, musique_synthetic
+from flatline.trainer.config import Config
+from flatline.trainer.tasks import (
+    TASK_NAMES,
+    arithmetic,
+    bandit,
+    build_task,
+    gsm8k,
+    hub,
+    musique,
+    musique_synthetic,
+)
 from flatline.trainer.tasks.base import Example
 from flatline.trainer.tasks.gsm8k import extract_answer, parse_number
 

@@ -4,9 +4,9 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import tiny_config
 from flatline.trainer.run import run_name, train
 from flatline.trainer.tracking import wandb_mode
+from tests.conftest import tiny_config
 
 
 def test_offline_wandb_run_lands_in_the_run_directory(tmp_path, monkeypatch):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from flatline.common.errors import FlatlineError
 from flatline.common.jsonl import read_jsonl

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
+from flatline.common.errors import FlatlineError
 from flatline.common.files import write_atomic
 from flatline.diagnostics.markdown import escape_inline, table
 from flatline.diagnostics.verdict import format_number
-from flatline.common.errors import FlatlineError
 
 if TYPE_CHECKING:
     from flatline.diagnostics.history import History

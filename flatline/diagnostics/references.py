@@ -1,4 +1,4 @@
-"""Where each finding and threshold comes from (collected in ../shared/research/failure-catalogue.md)."""
+"""Where each finding and threshold comes from (collected in docs/failure-catalogue.md and docs/field-2026-11.md)."""
 
 TRL = "https://github.com/huggingface/trl"
 VERL = "https://github.com/volcengine/verl"
@@ -10,7 +10,7 @@ REFS = {
     "rldoctor_composition": "rldoctor 0.2.0: reward_composition detector, one reward component owning the variance (https://github.com/junglezke/rl-doctor)",
     "rldoctor": "rldoctor 0.2.0: advantage_collapse splits all-correct vs all-wrong groups (https://github.com/junglezke/rl-doctor)",
     "grouping": "Search-R1 #88: per-group advantages must sum to ~0 with G members each (https://github.com/PeterGriffinJin/Search-R1/issues/88)",
-    "fp32_trap": "flatline research: identical float32 rewards 1.350639 have std 1.19e-7, not 0 (failure-catalogue.md)",
+    "fp32_trap": "flatline research: identical float32 rewards 1.350639 have std 1.19e-7, not 0 (docs/failure-catalogue.md)",
     "truncation": f"TRL #6219: completions cut at max_completion_length score 0 ({TRL}/issues/6219)",
     "verl_clip": f"verl: response_length/clip_ratio above 0.1 is too much truncation ({VERL})",
     "prompt_trunc": "TRL < 0.26: max_prompt_length=512 left-truncates prompts, dropping the system prompt or paragraphs",
@@ -22,7 +22,7 @@ REFS = {
     "bf16_update": "AReaL PR #1634: bf16 parameters with AdamW quantise small updates away (https://github.com/inclusionAI/AReaL/pull/1634)",
     "bf16_merge": "PULSE arXiv 2602.03839: a LoRA delta below |w|/256 vanishes when merged into bf16 weights",
     "grad_norm_preclip": f"verl #2282: the logged grad_norm is before clipping ({VERL}/issues/2282)",
-    "adam_scale": "Adam is invariant to a uniform rescaling of the gradient, so constant clipping reweights steps rather than stopping them (failure-catalogue.md C4)",
+    "adam_scale": "Adam is invariant to a uniform rescaling of the gradient, so constant clipping reweights steps rather than stopping them (docs/failure-catalogue.md C4)",
     "zero_loss": f"TRL #3452: a GRPO loss of ~0 at the start is expected on-policy ({TRL}/issues/3452)",
     "clip_zero": f"TRL #3120: clip_ratio 0 is expected with num_iterations = 1 ({TRL}/issues/3120)",
     "sync_lora": f"TRL #2856 (fixed in PR #2873): LoRA weights never reached vLLM ({TRL}/issues/2856)",
@@ -34,7 +34,7 @@ REFS = {
     "dapo": "DAPO, arXiv 2503.14476: clip-higher (epsilon_high 0.28) keeps exploration alive",
     "length_bias": "Dr. GRPO, arXiv 2503.20783: per-sequence normalisation rewards long wrong answers",
     "hacking": "Skalse et al. 2022 and rldoctor's reward_hacking detector: train reward up while held-out score is flat",
-    "control": "failure-catalogue.md: control flat too -> infrastructure (A, C); control learns -> the task's signal (B)",
+    "control": "docs/failure-catalogue.md: control flat too -> infrastructure (A, C); control learns -> the task's signal (B)",
     "plateau": "rldoctor plateau detector: Theil-Sen slope and Mann-Kendall test on the reward curve",
     "spikes": "Cockpit (Schneider et al., NeurIPS 2021): gradient norm tracked per step; spikes judged against the run's median",
 }

@@ -1,4 +1,4 @@
-"""The diagnosis report: diagnosis.md for people, diagnosis.json for tools (../shared/DESIGN.md contract).
+"""The diagnosis report: diagnosis.md for people, diagnosis.json for tools (the docs/DESIGN.md contract).
 
     diagnosis = judge(history)
     write_report(diagnosis, history, "runs/x")      # runs/x/diagnosis.md, diagnosis.json and the PNG curves

@@ -1,6 +1,6 @@
 """Verdicts and the hypothesis registry.
 
-A hypothesis is a function History -> Verdict registered under its stable id (../shared/DESIGN.md):
+A hypothesis is a function History -> Verdict registered under its stable id (docs/DESIGN.md):
 fail = confirmed (part of why the run is not learning), pass = ruled out, inconclusive = mixed evidence
 (the reason says what would settle it), skipped = inputs missing (the reason names the metric or probe).
 """

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from flatline.common.errors import FlatlineError
+from flatline.common.record import PROBE_LEVELS
 
 EXIT_USAGE = 2
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (repeatable), e.g. --set learning_rate=1e-4")
     train.add_argument("--out", help="run directory (a new suffix is added if it exists)")
-    train.add_argument("--probes", choices=("none", "cheap", "full"),
+    train.add_argument("--probes", choices=PROBE_LEVELS,
                        help="instruments to run (default: the config's `probes`, cheap unless set)")
     diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
     diagnose.add_argument("run", help="a run directory, a metrics .jsonl, or a TRL trainer_state.json")

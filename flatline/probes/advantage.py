@@ -20,7 +20,7 @@ from flatline.probes.base import Probe
 from flatline.probes.reward import reference_total, task_scores_record
 
 # A group whose reward std is below this is "zero variance up to float32 noise": float32 keeps ~7 significant
-# digits, and 8 float32 copies of 1.350639 have a float32 std of 1.19e-7, not 0 (research/failure-catalogue.md,
+# digits, and 8 float32 copies of 1.350639 have a float32 std of 1.19e-7, not 0 (docs/failure-catalogue.md,
 # "Float32 advantage trap"); dividing by std + 1e-4 turns that into advantages of about -1e-3 instead of 0.
 NEAR_ZERO_STD = 1e-6
 # Relative tolerance for "the group's common reward is the ceiling / floor": rewards are float32 (~7 digits),

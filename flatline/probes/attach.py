@@ -27,8 +27,16 @@ import torch
 from flatline.common.listeners import warn_disabled
 from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeSet
-from flatline.probes.gradients import (GradientProbe, clip_coefficient, gradient_metrics, group_names, norm_metrics,
-                              squared_grad_norms, to_numbers, trainable)
+from flatline.probes.gradients import (
+    GradientProbe,
+    clip_coefficient,
+    gradient_metrics,
+    group_names,
+    norm_metrics,
+    squared_grad_norms,
+    to_numbers,
+    trainable,
+)
 from flatline.probes.update import UpdateProbe
 
 # The loop clipped when the optimizer's gradient norm is within 1% of max_grad_norm: clip_grad_norm_ leaves

@@ -1,7 +1,7 @@
 """Mask probes: which tokens does the loss actually train on, and do the trainer's logprobs line up with them?
 
 Hypotheses served: masking.prompt_in_loss, masking.padding_in_loss, masking.eos_excluded,
-masking.env_tokens_in_loss (failure catalogue B4, B5).
+masking.env_tokens_in_loss (docs/failure-catalogue.md B4, B5).
 
 Everything works on a full-sequence view, so the same functions serve loops flatline did not write:
 

@@ -1,6 +1,6 @@
 """Sync probe: does the sampler score its own tokens the way the trainer does?
 
-Hypotheses served: sync.sampler_mismatch, sync.importance_weights (failure catalogue A1, A4). A sampler that
+Hypotheses served: sync.sampler_mismatch, sync.importance_weights (docs/failure-catalogue.md A1, A4). A sampler that
 serves stale or wrong weights (LoRA never pushed to vLLM, a dropped sync) or computes at another precision
 gives logprobs that differ from the trainer's on the very tokens it sampled.
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
 from flatline.common.errors import ConfigError
 from flatline.common.record import PROBE_LEVELS
+from flatline.trainer.plugins import PLUG_POINTS
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -23,7 +25,6 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORT_TO = ("wandb", "none")
 SAMPLERS = ("hf",)
-PLUG_POINTS = ("reward", "advantage_fn", "mask_fn", "loss_fn")
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 
 
@@ -153,15 +154,15 @@ class Config:
     log_completions: int = 2
     """Completions per step written to samples.jsonl."""
 
-    # --- plug points (module:function) ---
+    # --- plug points (module:function); each is called as flatline.trainer.plugins.PLUG_POINTS[key] says ---
     reward: str = ""
-    """Replace the task's reward: fn(prompts, completions, **columns) -> list[float | None] or dict of lists."""
+    """Your reward instead of the task's: TRL's reward-function form, a list of floats (None: unscorable) or a dict of components."""
     advantage_fn: str = ""
-    """Replace group_advantages: fn(rewards, num_generations, scale_rewards, eps) -> advantages."""
+    """Your advantages instead of group_advantages: rewards [N] -> advantages [N]."""
     mask_fn: str = ""
-    """Replace completion_mask: fn(completion_ids, eos_token_ids) -> mask."""
+    """Your loss mask instead of completion_mask: [N, T] over the completion, or [N, L+T] over prompt and completion."""
     loss_fn: str = ""
-    """Replace policy_loss: fn(logps, old_logps, advantages, mask, *, loss_type, epsilon_low, epsilon_high, beta, ref_logps, max_completion_length, num_items_in_batch) -> (loss, parts)."""
+    """Your loss instead of policy_loss: per-token logprobs, old logprobs, advantages and mask -> (loss, parts)."""
 
     @property
     def epsilon_upper(self) -> float:

@@ -27,10 +27,22 @@ from flatline.common.listeners import merged_calls, wants_pre_step_weights
 from flatline.common.record import StepRecord
 from flatline.trainer.algorithm import masked_mean
 from flatline.trainer.logprobs import rollout_logprobs
-from flatline.trainer.models import ModelSource, eos_token_ids, load_model, load_tokenizer, resolve_source
+from flatline.trainer.models import (
+    ModelSource,
+    eos_token_ids,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
 from flatline.trainer.plugins import Plugins, call_mask_fn, load_plugins
-from flatline.trainer.rollout import (Rollout, RewardScorer, combine_rewards, decode_completions, logged_samples,
-                                      rollout_metrics)
+from flatline.trainer.rollout import (
+    RewardScorer,
+    Rollout,
+    combine_rewards,
+    decode_completions,
+    logged_samples,
+    rollout_metrics,
+)
 from flatline.trainer.samplers import HFSampler, SampleBatch
 from flatline.trainer.tasks import build_task
 from flatline.trainer.tasks.base import Example, Task

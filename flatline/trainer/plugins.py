@@ -14,26 +14,53 @@ from typing import Callable
 
 import torch
 
-from flatline.trainer import algorithm
 from flatline.common.errors import ConfigError, PluginError
+from flatline.trainer import algorithm
 
-# The keyword arguments each plug point is called with (positional ones first, in order).
-CALLS = {
-    "reward": (("prompts", "completions"), ()),
-    "advantage_fn": (("rewards", "num_generations"), ("scale_rewards", "eps")),
-    "mask_fn": (("completion_ids", "eos_token_ids"), ()),
-    "loss_fn": (("logps", "old_logps", "advantages", "mask"),
-                ("loss_type", "epsilon_low", "epsilon_high", "beta", "ref_logps", "max_completion_length",
-                 "num_items_in_batch", "gradient_accumulation_steps")),
-}
 
-# Keyword arguments a plug point gets only when its function names them.
-OFFERED = {"mask_fn": ("prompt_ids", "prompt_mask")}
+@dataclass(frozen=True)
+class PlugPoint:
+    """How the trainer calls one plug point: the one statement of its signature (README table, config checks)."""
+
+    key: str
+    positional: tuple[str, ...]  # in this order
+    keywords: tuple[str, ...]  # always passed by name
+    returns: str
+    offered: tuple[str, ...] = ()  # passed by name only to a function that names them (or takes **kwargs)
+    shapes: str = ""  # what the arguments hold
+
+    def call_text(self) -> str:
+        """e.g. `fn(rewards, num_generations, *, scale_rewards, eps) -> advantages [N]`"""
+        args = ", ".join(self.positional)
+        if self.key == "reward":
+            args += ", **columns"
+        if self.keywords:
+            args += ", *, " + ", ".join(self.keywords)
+        if self.offered:
+            args += " [, " + ", ".join(self.offered) + "]"
+        return f"fn({args}) -> {self.returns}"
+
+
+PLUG_POINTS = {point.key: point for point in (
+    PlugPoint("reward", ("prompts", "completions"), (), "list[float | None] or dict[str, list]",
+              shapes="prompts, completions: list[str] of N; columns: the dataset row's fields, by name (TRL's "
+                     "reward-function form)"),
+    PlugPoint("advantage_fn", ("rewards", "num_generations"), ("scale_rewards", "eps"), "advantages [N]",
+              shapes="rewards: [N] float32, the G completions of a prompt adjacent"),
+    PlugPoint("mask_fn", ("completion_ids", "eos_token_ids"), (), "mask [N, T] or [N, L+T]",
+              offered=("prompt_ids", "prompt_mask"),
+              shapes="completion_ids: [N, T] right-padded; prompt_ids, prompt_mask: [N, L] left-padded; a [N, L+T] "
+                     "mask covers cat(prompt_ids, completion_ids), and prompt tokens it marks are really trained on"),
+    PlugPoint("loss_fn", ("logps", "old_logps", "advantages", "mask"),
+              ("loss_type", "epsilon_low", "epsilon_high", "beta", "ref_logps", "max_completion_length",
+               "num_items_in_batch", "gradient_accumulation_steps"), "(loss, parts)",
+              shapes="logps, old_logps, ref_logps, mask: [N, T]; advantages: [N]; parts: a dict of scalars to log"),
+)}
 
 
 @dataclass(frozen=True)
 class Plugins:
-    """The functions the loop calls; the defaults are trainer.algorithm's."""
+    """The functions the loop calls; the defaults are flatline.trainer.algorithm's."""
 
     advantage_fn: Callable = algorithm.group_advantages
     mask_fn: Callable = algorithm.completion_mask
@@ -56,7 +83,7 @@ def import_function(key: str, target: str) -> Callable:
 
 
 def check_signature(key: str, function: Callable) -> None:
-    positional, keywords = CALLS[key]
+    point = PLUG_POINTS[key]
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -65,17 +92,16 @@ def check_signature(key: str, function: Callable) -> None:
         if key == "reward":
             signature.bind(prompts=[], completions=[])
         else:
-            offered = {name: None for name in OFFERED.get(key, ()) if name in signature.parameters}
-            signature.bind(*positional, **{name: None for name in keywords}, **offered)
+            offered = {name: None for name in point.offered if name in signature.parameters}
+            signature.bind(*point.positional, **{name: None for name in point.keywords}, **offered)
     except TypeError as exc:
-        wanted = ", ".join(positional) + (", *, " + ", ".join(keywords) if keywords else "")
         raise ConfigError(f"config key '{key}': {function.__module__}.{function.__name__}{signature} cannot be called "
-                          f"as {key}({wanted}) ({exc})") from None
+                          f"as {point.call_text()} ({exc})") from None
 
 
 def load_plugins(cfg) -> Plugins:
     chosen = {}
-    for key in CALLS:
+    for key in PLUG_POINTS:
         target = getattr(cfg, key)
         if target:
             function = import_function(key, target)
@@ -99,7 +125,7 @@ def call_mask_fn(function: Callable, completion_ids: torch.Tensor, eos_token_ids
     (or takes **kwargs). It may return [N, T] (completion positions) or [N, L+T] (positions of
     cat(prompt_ids, completion_ids), as a loop that builds its mask over the whole sequence does).
     """
-    extra = keywords_taken(function, dict(zip(OFFERED["mask_fn"], (prompt_ids, prompt_mask))))
+    extra = keywords_taken(function, dict(zip(PLUG_POINTS["mask_fn"].offered, (prompt_ids, prompt_mask))))
     mask = torch.as_tensor(function(completion_ids, eos_token_ids, **extra)).long()
     (N, T), L = completion_ids.shape, prompt_ids.size(1)
     if mask.shape == (N, T):

@@ -10,9 +10,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from flatline.common.jsonl import JsonlWriter
 from flatline.trainer.config import to_dict, to_toml
 from flatline.trainer.loop import build_trainer, prepare
-from flatline.common.jsonl import JsonlWriter
 from flatline.trainer.rundir import create_run_dir
 from flatline.trainer.tracking import Tracker
 

@@ -1,4 +1,14 @@
 """One module per hypothesis family; importing this package registers every hypothesis id in DESIGN.md."""
 from flatline.diagnostics.hypotheses import (  # noqa: F401
-    advantage, control, entropy, gradients, kl, length, masking, progress, reward, sync, update,
+    advantage,
+    control,
+    entropy,
+    gradients,
+    kl,
+    length,
+    masking,
+    progress,
+    reward,
+    sync,
+    update,
 )

@@ -102,7 +102,3 @@ def at_steps(series, steps: set[float] | None):
         return series
     keep = np.array([s in steps for s in series.steps], dtype=bool)
     return type(series)(series.name, series.steps[keep], series.values[keep])
-
-
-def frac_of_steps(series, predicate) -> float:
-    return series.frac(predicate) if len(series) else math.nan

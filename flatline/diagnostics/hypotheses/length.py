@@ -62,7 +62,7 @@ def truncation(h, v):
         return v.passed(f"{recent.mean():.0%} of recent completions hit the limit, but the reward rises and {why}",
                         evidence, refs("verl_clip"))
     if never_finishes and not learning:
-        return v.inconclusive(f"every completion hit max_completion_length and the reward is flat: whether the cut "
+        return v.inconclusive("every completion hit max_completion_length and the reward is flat: whether the cut "
                               "costs reward cannot be told without a finished completion to compare", evidence,
                               advice + " to see whether finished completions score better", refs("truncation"))
     starved = _all_min_flat_frac(h)

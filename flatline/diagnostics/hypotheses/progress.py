@@ -1,8 +1,8 @@
 """progress.plateau: has the reward (or the held-out score) stopped improving while steps continue?"""
 from __future__ import annotations
 
-from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress
 from flatline.diagnostics.history import MIN_TREND_POINTS
+from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 

@@ -1,8 +1,6 @@
 """update.*: did the optimizer step actually move the trainable weights, all of them, by enough, and only them."""
 from __future__ import annotations
 
-import math
-
 from flatline.diagnostics.hypotheses.common import at_steps, progress, signal_steps
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis

@@ -11,11 +11,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flatline.common.errors import FlatlineError
 from flatline.diagnostics.history import History
 from flatline.diagnostics.judge import judge, judge_one
 from flatline.harness.selftest.faults import REFUSED, Fault
 from flatline.trainer.config import build_config, load_config
-from flatline.common.errors import FlatlineError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 QUIET = {"probes": "full", "report_to": "none", "progress_bar": False}

@@ -5,6 +5,7 @@ import torch
 
 from flatline.trainer.algorithm import completion_mask, policy_loss
 
+
 def batch_normalised_advantages(rewards, num_generations, scale_rewards="group", eps=1e-4):
     """Baseline and scale over the whole batch instead of per group (Search-R1 #88's class of bug)."""
     rewards = rewards.float()

@@ -14,7 +14,14 @@ import math
 import re
 
 from flatline.common.errors import ConfigError, DataError
-from flatline.trainer.tasks.base import Example, Task, hold_out, require_field, require_text, resolve_weights
+from flatline.trainer.tasks.base import (
+    Example,
+    Task,
+    hold_out,
+    require_field,
+    require_text,
+    resolve_weights,
+)
 from flatline.trainer.tasks.hub import load_records
 
 ANSWER_MARK = "####"

@@ -19,7 +19,14 @@ from collections import Counter
 
 from flatline.common.errors import DataError
 from flatline.trainer.tasks import musique_synthetic
-from flatline.trainer.tasks.base import Example, Task, hold_out, require_field, require_text, resolve_weights
+from flatline.trainer.tasks.base import (
+    Example,
+    Task,
+    hold_out,
+    require_field,
+    require_text,
+    resolve_weights,
+)
 from flatline.trainer.tasks.hub import is_hub_spec, load_records, parse_hub_spec
 
 INSTRUCTION = ("Answer the question using the paragraphs above. Think briefly if you need to, then end with a line "
