@@ -132,7 +132,7 @@ def judge_case(request, flatline_session, task):
                   "control_run": history.control.run if history.control is not None else None,
                   "verdict": verdict.to_json()}
         request.node.user_properties.append((VERDICT_PROPERTY, json.dumps(record)))
-        if verdict.status == "fail":
+        if verdict.status in ("fail", "warn"):  # warn: learning now, but the pathology is there and will stop it
             pytest.fail(verdict.message(), pytrace=False)
         if verdict.status in ("inconclusive", "skipped"):
             pytest.skip(f"{verdict.status}: {verdict.reason}")

@@ -21,12 +21,12 @@ def judgement_text(diagnosis: Diagnosis) -> str:
     """The judgement as a few terminal lines: the headline, each fail with its fix, the counts."""
     counts = diagnosis.counts()
     lines = [f"diagnosis of {diagnosis.run}: {diagnosis.status.upper()} "
-             f"({counts['fail']} fail, {counts['inconclusive']} inconclusive, {counts['pass']} pass, "
+             f"({counts['fail']} fail, {counts['warn']} warn, {counts['inconclusive']} inconclusive, {counts['pass']} pass, "
              f"{counts['skipped']} skipped)"]
-    for verdict in diagnosis.failed:
-        lines.append(f"  FAIL {verdict.id}: {verdict.reason}")
+    for verdict in diagnosis.failed + diagnosis.warned:
+        lines.append(f"  {verdict.status.upper()} {verdict.id}: {verdict.reason}")
         lines.append(f"       try: {verdict.prescription}")
-    if not diagnosis.failed:
+    if not diagnosis.failed and not diagnosis.warned:
         lines.append("  " + diagnosis.headline())
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flatline.diagnostics.history import History
-from flatline.diagnostics.verdict import REGISTRY, SEVERITY, Verdict
+from flatline.diagnostics.verdict import REGISTRY, SEVERITY, STATUSES, Verdict
 
 # When several hypotheses are confirmed, the headline lists them in this order: a root cause before the
 # symptoms it produces (no gradient -> weights unchanged -> plateau), infrastructure before signal (the
@@ -56,7 +56,7 @@ def hypothesis_ids() -> list[str]:
 
 
 def cause_rank(verdict: Verdict) -> tuple:
-    """Sort key: fail before inconclusive before pass before skipped; within a status, CAUSE_ORDER."""
+    """Sort key: fail, warn, inconclusive, pass, skipped; within a status, CAUSE_ORDER."""
     order = CAUSE_ORDER.index(verdict.id) if verdict.id in CAUSE_ORDER else len(CAUSE_ORDER)
     return (-SEVERITY[verdict.status], order)
 
@@ -64,7 +64,7 @@ def cause_rank(verdict: Verdict) -> tuple:
 @dataclass
 class Diagnosis:
     run: str
-    verdicts: list[Verdict]  # fails first (likeliest cause first), then inconclusive, pass, skipped
+    verdicts: list[Verdict]  # fails first (likeliest cause first), then warn, inconclusive, pass, skipped
     key_metrics: dict = field(default_factory=dict)
     control_run: str | None = None
 
@@ -72,18 +72,24 @@ class Diagnosis:
     def failed(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.status == "fail"]
 
+    @property
+    def warned(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status == "warn"]
+
     def counts(self) -> dict:
-        return {s: sum(v.status == s for v in self.verdicts) for s in ("fail", "inconclusive", "pass", "skipped")}
+        return {s: sum(v.status == s for v in self.verdicts) for s in STATUSES}
 
     @property
     def status(self) -> str:
-        """The run's status for the log book: the worst verdict (fail > inconclusive > pass)."""
+        """The run's status for the log book: the worst verdict (fail > warn > inconclusive > pass > skipped)."""
         worst = max((SEVERITY[v.status] for v in self.verdicts), default=0)
-        return {3: "fail", 2: "inconclusive", 1: "pass", 0: "skipped"}[worst]
+        return next(s for s in STATUSES if SEVERITY[s] == worst)
 
     def headline(self) -> str:
         if self.failed:
             return "Not learning because: " + "; ".join(f"{v.id} ({v.reason})" for v in self.failed)
+        if self.warned:
+            return "Learning now, but this will stop it: " + "; ".join(f"{v.id} ({v.reason})" for v in self.warned)
         if any(v.status == "inconclusive" for v in self.verdicts):
             return "No hypothesis confirmed; some evidence is mixed (see inconclusive verdicts)."
         return "No hypothesis confirmed: every judged hypothesis is ruled out."

@@ -84,14 +84,14 @@ def _metrics_block(key_metrics: dict) -> list[str]:
 
 
 def _verdicts_block(diagnosis: Diagnosis) -> list[str]:
-    open_ = [v for v in diagnosis.verdicts if v.status in ("fail", "inconclusive")]
+    open_ = [v for v in diagnosis.verdicts if v.status in ("fail", "warn", "inconclusive")]
     counts = diagnosis.counts()
     tally = f"{counts['pass']} ruled out, {counts['skipped']} skipped"
     if not open_:
-        return ["**Verdicts**: none failed or inconclusive", tally]
+        return ["**Verdicts**: none failed, warned or inconclusive", tally]
     rows = [[escape_inline(v.id), escape_inline(v.status), escape_inline(v.reason), escape_inline(v.prescription)]
             for v in open_]
-    return ["**Verdicts** (failed and inconclusive)", table(["id", "status", "reason", "prescription"], rows), tally]
+    return ["**Verdicts** (failed, warned and inconclusive)", table(["id", "status", "reason", "prescription"], rows), tally]
 
 
 def render_entry(diagnosis: Diagnosis, history: History, *, when: datetime,

@@ -25,7 +25,8 @@ from flatline.diagnostics.verdict import Verdict, format_number
 
 FAMILY_ORDER = ("advantage", "reward", "masking", "gradients", "update", "sync", "length", "kl", "entropy",
                 "control", "progress")
-STATUS_LABEL = {"fail": "❌ fail", "pass": "✅ pass", "inconclusive": "⚠️ inconclusive", "skipped": "⏭ skipped"}
+STATUS_LABEL = {"fail": "❌ fail", "warn": "🔶 warn", "pass": "✅ pass", "inconclusive": "⚠️ inconclusive",
+                "skipped": "⏭ skipped"}
 # The hypothesis families each picture speaks to: the pictures of the failed families come first.
 PLOT_FAMILIES = {
     "reward.png": ("reward", "progress", "control"),
@@ -62,10 +63,15 @@ def _counts_line(diagnosis: Diagnosis) -> str:
 
 
 def _headline(diagnosis: Diagnosis) -> list[str]:
-    if not diagnosis.failed:
+    if not diagnosis.failed and not diagnosis.warned:
         return [escape_inline(diagnosis.headline()), "", _counts_line(diagnosis)]
-    lines = ["## Why it is not learning", "", "Likeliest cause first:", ""]
-    lines += [_headline_item(i, v) for i, v in enumerate(diagnosis.failed, 1)]
+    lines = []
+    if diagnosis.failed:
+        lines += ["## Why it is not learning", "", "Likeliest cause first:", ""]
+        lines += [_headline_item(i, v) for i, v in enumerate(diagnosis.failed, 1)]
+    if diagnosis.warned:
+        lines += ([""] if lines else []) + ["## Learning now, but this will stop it", ""]
+        lines += [_headline_item(i, v) for i, v in enumerate(diagnosis.warned, 1)]
     return lines + ["", _counts_line(diagnosis)]
 
 
@@ -132,7 +138,7 @@ def _reference_text(reference: str) -> str:
 
 
 def _references_section(diagnosis: Diagnosis) -> list[str]:
-    refs = dict.fromkeys(r for v in diagnosis.verdicts if v.status in ("fail", "inconclusive") for r in v.references)
+    refs = dict.fromkeys(r for v in diagnosis.verdicts if v.status in ("fail", "warn", "inconclusive") for r in v.references)
     if not refs:
         return []
     return ["## References", ""] + [f"{i}. {_reference_text(r)}" for i, r in enumerate(refs, 1)]

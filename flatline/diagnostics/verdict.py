@@ -1,8 +1,9 @@
 """Verdicts and the hypothesis registry.
 
 A hypothesis is a function History -> Verdict registered under its stable id (docs/DESIGN.md):
-fail = confirmed (part of why the run is not learning), pass = ruled out, inconclusive = mixed evidence
-(the reason says what would settle it), skipped = inputs missing (the reason names the metric or probe).
+fail = confirmed (part of why the run is not learning), warn = the pathology is there while the run still learns
+(learning now, but this will stop it), pass = ruled out, inconclusive = mixed evidence (the reason says what would
+settle it), skipped = inputs missing (the reason names the metric or probe).
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-STATUSES = ("fail", "inconclusive", "pass", "skipped")
+STATUSES = ("fail", "warn", "inconclusive", "pass", "skipped")
 # --fail-on ranks: a verdict at or above the threshold makes `flatline diagnose` exit 1.
-SEVERITY = {"fail": 3, "inconclusive": 2, "pass": 1, "skipped": 0}
+SEVERITY = {"fail": 4, "warn": 3, "inconclusive": 2, "pass": 1, "skipped": 0}
+# Statuses that flag a pathology (a healthy run may raise neither).
+FLAGGED = ("fail", "warn")
 
 
 @dataclass
@@ -40,9 +43,9 @@ class Verdict:
         text = f"{self.id} [{self.status}] {self.reason}"
         if numbers:
             text += f"\n  evidence: {numbers}"
-        if self.prescription and self.status in ("fail", "inconclusive"):
+        if self.prescription and self.status in ("fail", "warn", "inconclusive"):
             text += f"\n  try: {self.prescription}"
-        if self.references and self.status == "fail":
+        if self.references and self.status in FLAGGED:
             text += f"\n  references: {'; '.join(self.references)}"
         return text
 
@@ -105,6 +108,10 @@ class VerdictMaker:
 
     def fail(self, reason: str, evidence: dict, prescription: str, references=()) -> Verdict:
         return Verdict(self.id, self.title, "fail", evidence, prescription, list(references), reason)
+
+    def warn(self, reason: str, evidence: dict, prescription: str, references=()) -> Verdict:
+        """The run still learns, but this pathology will stop it (entropy gone, KL without bound, ...)."""
+        return Verdict(self.id, self.title, "warn", evidence, prescription, list(references), reason)
 
     def passed(self, reason: str, evidence: dict, references=()) -> Verdict:
         return Verdict(self.id, self.title, "pass", evidence, "", list(references), reason)

@@ -1,7 +1,7 @@
 """The `flatline` command line.
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
-    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|inconclusive] [--control RUN] [--out DIR]
+    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
     flatline log [--log-book PATH]
     flatline selftest [--full] [--only NAME ...] [--seeds N]
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
     diagnose.add_argument("run", help="a run directory, a metrics .jsonl, or a TRL trainer_state.json")
     diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
-    diagnose.add_argument("--fail-on", choices=("fail", "inconclusive"),
+    diagnose.add_argument("--fail-on", choices=("fail", "warn", "inconclusive"),
                           help="exit 1 when a verdict at or above this level is found (for CI)")
     diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
     diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")

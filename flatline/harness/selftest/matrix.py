@@ -14,6 +14,7 @@ from pathlib import Path
 from flatline.common.errors import FlatlineError
 from flatline.diagnostics.history import History
 from flatline.diagnostics.judge import judge, judge_one
+from flatline.diagnostics.verdict import FLAGGED
 from flatline.harness.selftest.faults import REFUSED, Fault
 from flatline.trainer.config import build_config, load_config
 
@@ -32,7 +33,7 @@ BASES = {
 class CaseResult:
     fault: Fault
     seed: int
-    failed: set = field(default_factory=set)
+    failed: set = field(default_factory=set)  # ids flagged: fail or warn
     first_flag: dict = field(default_factory=dict)  # id -> (step, seconds since the run started)
     steps: int = 0
     seconds: float = 0.0
@@ -62,7 +63,7 @@ def first_flags(rows: list[dict], times: list[float], config: dict, ids) -> dict
     found = {}
     for hypothesis_id in ids:
         for k in range(1, len(rows) + 1):
-            if judge_one(hypothesis_id, History(run="prefix", rows=rows[:k], config=config)).status == "fail":
+            if judge_one(hypothesis_id, History(run="prefix", rows=rows[:k], config=config)).status in FLAGGED:
                 found[hypothesis_id] = (rows[k - 1].get("step", k), times[k - 1])
                 break
     return found
@@ -114,7 +115,7 @@ def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path |
         save_run(Path(save), cfg, rows)
     config = dataclasses.asdict(cfg)
     history = History(run=fault.name, rows=rows, config=config)
-    result.failed = {v.id for v in judge(history).verdicts if v.status == "fail"}
+    result.failed = {v.id for v in judge(history).verdicts if v.status in FLAGGED}
     result.first_flag = first_flags(rows, times, config, sorted(fault.must_fail & result.failed))
     result.steps, result.seconds = len(rows), times[-1] if times else 0.0
     result.final_reward = history.series("reward").tail(5).mean()
