@@ -1,4 +1,4 @@
-"""entropy: sampling diversity. `pytest cases/ -k entropy`; each case runs on the musique and gsm8k runs."""
+"""entropy: sampling diversity (collapse) and entropy running away (explosion). `pytest cases/ -k entropy`; each case runs on the musique and gsm8k runs."""
 import pytest
 
 pytestmark = pytest.mark.entropy
@@ -6,3 +6,7 @@ pytestmark = pytest.mark.entropy
 
 def test_collapse(judge_case):
     judge_case("entropy.collapse")
+
+
+def test_explosion(judge_case):
+    judge_case("entropy.explosion")

@@ -18,3 +18,7 @@ def test_clipping_dominates(judge_case):
 
 def test_spikes(judge_case):
     judge_case("gradients.spikes")
+
+
+def test_zero_loss_is_no_fault(judge_case):
+    judge_case("gradients.zero_loss")

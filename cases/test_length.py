@@ -1,4 +1,4 @@
-"""length: truncation, context overflow, length growth. `pytest cases/ -k length`; each case runs on the musique and gsm8k runs."""
+"""length: truncation, context overflow, length growth and collapse. `pytest cases/ -k length`; each case runs on the musique and gsm8k runs."""
 import pytest
 
 pytestmark = pytest.mark.length
@@ -14,3 +14,7 @@ def test_context_overflow(judge_case):
 
 def test_growth(judge_case):
     judge_case("length.growth")
+
+
+def test_collapse(judge_case):
+    judge_case("length.collapse")

@@ -10,3 +10,7 @@ def test_sampler_mismatch(judge_case):
 
 def test_importance_weights(judge_case):
     judge_case("sync.importance_weights")
+
+
+def test_sampling_semantics(judge_case):
+    judge_case("sync.sampling_semantics")

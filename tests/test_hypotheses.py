@@ -123,7 +123,7 @@ def design_ids() -> set:
 
 def test_every_design_id_is_registered_and_nothing_else():
     ids = design_ids()
-    assert len(ids) == 30
+    assert len(ids) == 34
     assert set(hypothesis_ids()) == ids
     assert len(hypothesis_ids()) == len(ids)  # no duplicates in the cause order
 
@@ -152,7 +152,8 @@ NEEDS = {
     "sync.importance_weights": "sync/ess", "length.truncation": "completions/clipped_ratio",
     "length.context_overflow": "length/context_overflow_frac", "length.growth": "completions/mean_length",
     "kl.penalty_dominates": "policy/kl_grad_share", "kl.drift": "kl", "entropy.collapse": "entropy",
-    "control.learns": "control run",
+    "control.learns": "control run", "entropy.explosion": "entropy", "length.collapse": "completions/mean_length",
+    "sync.sampling_semantics": "sync/is_weight_mean", "gradients.zero_loss": "loss",
 }
 
 

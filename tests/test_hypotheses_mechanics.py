@@ -5,7 +5,7 @@ step without advantages is correct, a smoothly decaying gradient norm is converg
     .venv/bin/python -m pytest -q tests/test_hypotheses_mechanics.py
 """
 import pytest
-from test_hypotheses import HEALTHY_CONFIG, N, flat, healthy, history, ramp, verdict
+from test_hypotheses import judge, HEALTHY_CONFIG, N, flat, healthy, history, ramp, verdict
 
 # ---------------------------------------------------------------- masking.*
 
@@ -202,8 +202,22 @@ def test_tiny_updates_with_flat_reward_are_too_small():
 
 
 def test_tiny_updates_with_rising_reward_are_not_too_small():
-    v = verdict("update.too_small", healthy(**{"update/rel_update": flat(3e-6, N, 3e-7, seed=66)}))
-    assert v.status == "pass" and "reward is rising" in v.reason
+    full_ft = {"lora_r": 0}  # a 7B model fully fine-tuned at lr 1e-6 moves ~5e-5 per step and still learns
+    v = verdict("update.too_small", healthy(config=full_ft, **{"update/rel_update": flat(3e-6, N, 3e-7, seed=66)}))
+    assert v.status == "pass" and "reward is rising" in v.reason and v.evidence["setting"] == "full fine-tuning"
+
+
+def test_a_lora_adapter_250x_below_the_default_step_fails_on_a_flat_run():
+    # flatline's default (LoRA r16, lr 2e-4) moves its adapter ~6e-3 per step; at lr 8e-7 it moves 2.4e-5: the
+    # adapter cannot move the policy, which is why its groups stay flat (ranked before advantage.degenerate_groups)
+    flat_run = {"reward": flat(0.15, N, 0.03, seed=67), "eval/reward": None, "frac_reward_zero_std": 0.6,
+                "advantage/zero_std_frac": 0.6, "advantage/zero_std_all_min_frac": 0.55}
+    v = verdict("update.too_small", healthy(**flat_run, **{"update/rel_update": flat(2.4e-5, N, 2e-6, seed=68)}))
+    assert v.status == "fail" and v.evidence["setting"] == "LoRA adapter" and "raise learning_rate ~40x" in v.prescription
+    failed = [x.id for x in judge(healthy(**flat_run, **{"update/rel_update": flat(2.4e-5, N, 2e-6, seed=68)})).failed]
+    assert failed.index("update.too_small") < failed.index("advantage.degenerate_groups")
+    healthy_adapter = verdict("update.too_small", healthy(**{"update/rel_update": flat(7e-4, N, 5e-5, seed=69)}))
+    assert healthy_adapter.status == "pass"  # a 7B adapter at lr 1e-5: low end of LoRA RL, learning
 
 
 def test_rel_update_with_an_inf_first_step_uses_the_finite_median():

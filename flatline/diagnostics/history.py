@@ -19,6 +19,8 @@ from flatline.common.jsonl import read_jsonl
 
 # Below this many points a trend is not judged (Kendall's tau on fewer points cannot reach p < 0.05 reliably).
 MIN_TREND_POINTS = 6
+# Trends of longer series are judged on this many bin means (Theil-Sen's pairwise slopes grow with n squared).
+MAX_TREND_POINTS = 1000
 # Significance for Kendall's tau (the conventional 5%; rldoctor's Mann-Kendall uses the same).
 TREND_ALPHA = 0.05
 
@@ -84,13 +86,20 @@ class Series:
         return float(np.mean([bool(predicate(v)) for v in self.values]))
 
     def trend(self) -> Trend:
+        """Theil-Sen slope and Kendall tau over the finite points; a series longer than MAX_TREND_POINTS is first
+        averaged in consecutive bins (Theil-Sen is quadratic in the points; bin means keep the trend)."""
         from scipy.stats import kendalltau, theilslopes
 
         s = self.finite()
         if len(s) < 2 or np.all(s.values == s.values[0]):
             return Trend(0.0, 0.0, 1.0, len(s))
-        slope = theilslopes(s.values, s.steps)[0]
-        tau, p_value = kendalltau(s.steps, s.values)
+        steps, values = s.steps, s.values
+        if len(s) > MAX_TREND_POINTS:
+            bins = np.array_split(np.arange(len(s)), MAX_TREND_POINTS)
+            steps = np.array([steps[b].mean() for b in bins])
+            values = np.array([values[b].mean() for b in bins])
+        slope = theilslopes(values, steps)[0]
+        tau, p_value = kendalltau(steps, values)
         return Trend(float(slope), float(tau), float(p_value) if math.isfinite(p_value) else 1.0, len(s))
 
 

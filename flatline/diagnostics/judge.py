@@ -17,6 +17,7 @@ CAUSE_ORDER = (
     "update.optimizer_coverage",
     "gradients.no_flow",
     "sync.sampler_mismatch",
+    "sync.sampling_semantics",
     "sync.importance_weights",
     "masking.prompt_in_loss",
     "masking.padding_in_loss",
@@ -33,16 +34,19 @@ CAUSE_ORDER = (
     "advantage.degenerate_groups",
     "reward.component_dominance",
     "entropy.collapse",
+    "entropy.explosion",
     "gradients.clipping_dominates",
     "update.clip_saturation",
     "update.weights_unchanged",
     "update.base_drift",
     "reward.hacking",
     "length.growth",
+    "length.collapse",
     "kl.drift",
     "gradients.spikes",
     "control.learns",
     "progress.plateau",
+    "gradients.zero_loss",  # a guard: never fails
 )
 
 

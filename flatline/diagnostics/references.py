@@ -31,6 +31,15 @@ REFS = {
     "is_cancel": f"TRL #4772 / #5814: importance-sampling correction masks whole sequences and cancels the gradient ({TRL}/issues/4772)",
     "kl_beta": f"TRL #3194 and GRPOConfig.beta: the KL penalty's weight; beta = 0 disables it ({TRL}/issues/3194)",
     "entropy": "Cui et al., 'The Entropy Mechanism of RL for Reasoning LMs', arXiv 2505.22617; DAPO's epsilon_high = 0.28",
+    "entropy_explosion": "verl #2738, rllm #116: entropy rising without bound before a collapse or NaN output "
+                         "(https://github.com/volcengine/verl/issues/2738)",
+    "length_collapse": "VLM-R1 #280, simpleRL-reason #65: completion length collapsing under per-sequence loss "
+                       "normalisation; DAPO's token-level loss (loss_type dapo) avoids it",
+    "is_mean": "tplane and vime #64: E_q[p/q] = 1 when sampler and trainer share their support, so a mean importance "
+               "ratio below 1 means the sampler drew from a truncated distribution (top-p/top-k) the trainer does not "
+               "apply (docs/field-2026-11.md 1b)",
+    "zero_loss_guard": f"TRL #3452, open-r1 #239: a GRPO loss of exactly 0 with a non-zero gradient is expected "
+                       f"on-policy with beta = 0 ({TRL}/issues/3452)",
     "dapo": "DAPO, arXiv 2503.14476: clip-higher (epsilon_high 0.28) keeps exploration alive",
     "length_bias": "Dr. GRPO, arXiv 2503.20783: per-sequence normalisation rewards long wrong answers",
     "hacking": "Skalse et al. 2022 and rldoctor's reward_hacking detector: train reward up while held-out score is flat",

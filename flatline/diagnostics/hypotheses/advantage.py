@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import progress
+from flatline.diagnostics.hypotheses.common import RECENT_MIN_POINTS, at_top, progress, recent_part, solved
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -25,47 +25,76 @@ TOO_EASY = ("the task is too easy: drop prompts every completion already solves,
             "on these prompts there is nothing left to learn")
 
 
+def _flat_groups(h):
+    flat = h.series("advantage/zero_std_frac")
+    return flat if len(flat.finite()) else h.series("frac_reward_zero_std")
+
+
+def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
+    """Which kind of flat group dominates: all-min (too hard), all-max (too easy) or mixed; and whether the split was
+    measured (flatline's advantage probe) or read from where the reward sits in its own run."""
+    all_max = recent_part(h.series("advantage/zero_std_all_max_frac")).mean()
+    all_min = recent_part(h.series("advantage/zero_std_all_min_frac")).mean()
+    if math.isfinite(all_max) and math.isfinite(all_min):
+        if flat_frac > 0 and all_min / flat_frac >= DOMINANT_SHARE:
+            return "all-min", True
+        if flat_frac > 0 and all_max / flat_frac >= DOMINANT_SHARE:
+            return "all-max", True
+        return "mixed", True
+    # No split in the log (TRL logs only frac_reward_zero_std): groups flat after the reward rose to the top of its
+    # run are all-correct; groups flat with the reward never materially up are all-wrong.
+    if p is not None and p.material_gain and at_top(h.series("reward")):
+        return "all-max", False
+    if p is not None and not p.material_gain and not p.eval_rising:
+        return "all-min", False
+    return "mixed", False
+
+
 @hypothesis("advantage.degenerate_groups", "do most groups have zero reward variance (all-correct / all-wrong)?")
 def degenerate_groups(h, v):
-    flat = h.series("advantage/zero_std_frac")
+    flat = _flat_groups(h).finite()
     if not len(flat):
-        flat = h.series("frac_reward_zero_std")
-    if not len(flat.finite()):
         return v.skipped("no advantage/zero_std_frac (flatline's advantage probe) or frac_reward_zero_std in the log")
     flat_frac = flat.mean()
-    all_max, all_min = h.series("advantage/zero_std_all_max_frac").mean(), h.series("advantage/zero_std_all_min_frac").mean()
-    evidence = {"zero_std_frac_mean": flat_frac, "steps_mostly_flat_frac": flat.frac(lambda x: x >= DEGENERATE_FRAC)}
-    split_known = math.isfinite(all_max) and math.isfinite(all_min)
-    if split_known:
-        evidence.update(all_max_frac_mean=all_max, all_min_frac_mean=all_min)
+    recent_frac = recent_part(flat).mean() if len(flat) >= 2 * RECENT_MIN_POINTS else flat_frac
     p = progress(h)
+    kind, measured = _kind(h, p, recent_frac)
+    evidence = {"zero_std_frac_mean": flat_frac, "zero_std_frac_recent": recent_frac,
+                "steps_mostly_flat_frac": flat.frac(lambda x: x >= DEGENERATE_FRAC), "flat_kind": kind}
+    if measured:
+        evidence.update(all_max_frac_mean=h.series("advantage/zero_std_all_max_frac").mean(),
+                        all_min_frac_mean=h.series("advantage/zero_std_all_min_frac").mean())
     if p is not None:
         evidence.update(p.evidence(trend=False))
-    if flat_frac < DEGENERATE_WARN_FRAC:
+    worst = max(flat_frac, recent_frac)
+    if worst < DEGENERATE_WARN_FRAC:
         return v.passed(f"{flat_frac:.0%} of groups had no reward variance on average; most groups carry signal",
                         evidence)
-    kind, prescription = "mixed", "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations"
-    if split_known and flat_frac > 0:
-        if all_min / flat_frac >= DOMINANT_SHARE:
-            kind, prescription = "all-min", TOO_HARD
-        elif all_max / flat_frac >= DOMINANT_SHARE:
-            kind, prescription = "all-max", TOO_EASY
-    # convergence needs the rise itself: a run at the ceiling from its first step (flatline always logs the
-    # ceiling) had nothing to learn on these prompts, and that is the "too easy" finding, not a pass
-    if kind == "all-max" and p is not None and p.rising:
-        return v.passed(f"{flat_frac:.0%} of groups were flat, at the maximum reward, after the reward rose: "
-                        "the run converged on these prompts", evidence)
+    if solved(h, p):
+        return v.passed(f"{recent_frac:.0%} of recent groups are flat at the task's maximum: solved on these prompts",
+                        evidence)
+    prescription = {"all-min": TOO_HARD, "all-max": TOO_EASY}.get(
+        kind, "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations")
     where = {"all-min": "every completion at the minimum reward (too hard)",
              "all-max": "every completion at the maximum reward (too easy)"}.get(kind, "all-max and all-min together")
-    reason = f"{flat_frac:.0%} of groups had zero reward variance, mostly {where}: those groups give zero advantage"
-    if not split_known:
-        reason += " (whether they sit at the max or the min needs flatline's advantage probe)"
-    if flat_frac < DEGENERATE_FRAC:
+    how = "" if measured else " (read from where the reward sits; flatline's advantage probe measures the split)"
+    reason = f"{worst:.0%} of groups had zero reward variance, mostly {where}{how}: those groups give zero advantage"
+    refs_ = refs("zero_std", "rldoctor")
+    if kind == "all-max" and p is not None and p.rising:
+        if p.learning_now and not p.barely_rising:  # still climbing toward the top: converging, not a fault yet
+            return v.passed(f"{recent_frac:.0%} of recent groups are all at the maximum reward while the reward still "
+                            "rises: the run is converging on these prompts", evidence)
+        if recent_frac < DEGENERATE_FRAC:
+            return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
+                                  evidence, prescription, refs_)
+        return v.warn(f"{recent_frac:.0%} of recent groups are all-correct and the reward has all but stopped rising "
+                      f"(+{max(p.recent_gain, 0):.3g} over the last third) short of the task's maximum: the batch is "
+                      "running out of signal", evidence, prescription, refs_)
+    if worst < DEGENERATE_FRAC:
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
-                              evidence, prescription, refs("zero_std", "rldoctor"))
-    if p is not None and p.rising:
-        return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription,
-                              refs("zero_std", "rldoctor"))
+                              evidence, prescription, refs_)
+    if p is not None and (p.material_gain or p.eval_rising):
+        return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription, refs_)
     return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor"))
 
 

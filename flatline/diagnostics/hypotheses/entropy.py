@@ -1,56 +1,113 @@
-"""entropy.collapse: has sampling diversity collapsed? Entropy falling while reward rises is convergence."""
+"""entropy.*: has sampling diversity collapsed, or is entropy running away upward?
+
+Entropy falling while the reward rises is what learning looks like, up to a point: a policy that keeps a tenth of
+its starting entropy, short of the task's maximum, has stopped exploring, and learning stops with it (Cui et al.
+2025). So a collapse is a warn while the reward still rises and a fail once it has stopped; only a run at its
+task's maximum (solved) may end with no entropy left. Entropy rising without bound is the other failure: the policy
+spreads its mass over junk tokens, often just before a collapse or NaN outputs (verl #2738).
+"""
 from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import progress
+from flatline.diagnostics.hypotheses.common import progress, recent_part, solved, window_size
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
 # Near-zero token entropy (nats): sampling at this entropy picks the same token essentially every time.
 ENTROPY_FLOOR = 0.05
-# A fall to a tenth of the starting entropy is a collapse in the making (Cui et al. 2025 track the same ratio).
+# A fall to a tenth of the starting entropy is a collapse (Cui et al. 2025 track the same ratio; rldoctor's
+# entropy_collapse floor is 0.10 x its start).
 ENTROPY_FALL_RATIO = 0.1
+# A fall to a quarter of the start without a reward gain, still falling, is worth a look (inconclusive).
+FALLING_RATIO = 0.25
 # Groups whose G completions are all identical: at 90% nearly every group has zero variance by construction.
 IDENTICAL_FRAC = 0.9
+# Entropy "explodes" when it ends at least this many times its start with a significant rising trend over the recent
+# part of the run: healthy GRPO entropy falls or stays level as the policy sharpens (field-2026-11.md #12).
+EXPLOSION_RATIO = 2.0
+
+
+def _entropy(h):
+    entropy = h.series("entropy").finite()
+    return entropy if len(entropy) else h.series("policy/entropy_mean").finite()
+
+
+def _ends(entropy) -> tuple[float, float]:
+    """Median entropy of the first and last windows."""
+    n = window_size(len(entropy))
+    return entropy.head(n).median(), entropy.tail(n).median()
 
 
 @hypothesis("entropy.collapse", "has sampling diversity collapsed (identical samples, entropy near zero)?")
 def collapse(h, v):
-    entropy = h.series("entropy").finite()
-    if not len(entropy):
-        entropy = h.series("policy/entropy_mean").finite()
+    entropy = _entropy(h)
     identical = h.series("policy/identical_frac").finite()
     if not len(entropy) and not len(identical):
         return v.skipped("no entropy or policy/identical_frac in the log")
     evidence = {}
-    first = float(entropy.head(3).values.mean()) if len(entropy) else math.nan
-    last = float(entropy.tail(3).values.mean()) if len(entropy) else math.nan
+    first, last = _ends(entropy) if len(entropy) else (math.nan, math.nan)
     if len(entropy):
         evidence.update(entropy_first=first, entropy_last=last)
-    recent_identical = float(identical.tail(max(1, len(identical) // 4)).values.mean()) if len(identical) else math.nan
+    recent_identical = recent_part(identical).mean() if len(identical) else math.nan
     if len(identical):
         evidence["identical_groups_recent"] = recent_identical
     temperature = h.setting("temperature")
     if temperature is not None:
         evidence["temperature"] = temperature
-    collapsed = (last < ENTROPY_FLOOR if len(entropy) else False) or recent_identical >= IDENTICAL_FRAC
-    falling = len(entropy) and first > 0 and last / first < ENTROPY_FALL_RATIO
-    if not collapsed and not falling:
-        return v.passed("sampling stays diverse", evidence)
+    fell = len(entropy) > 0 and first > 0 and last <= ENTROPY_FALL_RATIO * first
+    near_zero = len(entropy) > 0 and last < ENTROPY_FLOOR
+    all_identical = recent_identical >= IDENTICAL_FRAC
     p = progress(h)
+    if not (fell or near_zero or all_identical):
+        falling_fast = (len(entropy) >= 6 and first > 0 and last <= FALLING_RATIO * first and entropy.trend().falling
+                        and (p is None or not p.rising))
+        if falling_fast:
+            return v.inconclusive(f"entropy fell from {first:.3g} to {last:.3g} nats without a reward gain and is still "
+                                  "falling", evidence, "watch it: at a tenth of its start it is a collapse",
+                                  refs("entropy"))
+        return v.passed("sampling stays diverse" + (f" (entropy {first:.3g} -> {last:.3g} nats)" if len(entropy) else ""),
+                        evidence)
     if p is not None:
         evidence.update(p.evidence(trend=False))
-        if p.at_ceiling or (p.rising and p.last > p.first):
-            return v.passed("entropy fell while the reward rose: the policy converged, it did not collapse", evidence,
-                            refs("entropy"))
+    if solved(h, p):
+        return v.passed("entropy fell as the run reached the task's maximum: the policy converged on these prompts",
+                        evidence, refs("entropy"))
     if temperature is not None and float(temperature) == 0:
         prescription = "sample with temperature = 1.0 (temperature 0 is greedy: every completion in a group is the same)"
     else:
-        prescription = "raise temperature, lower learning_rate, or use clip-higher (epsilon_high = 0.28)"
-    if collapsed:
-        return v.fail("sampling collapsed without a reward gain: " +
-                      (f"{recent_identical:.0%} of groups hold identical completions" if recent_identical >= IDENTICAL_FRAC
-                       else f"token entropy {last:.3g} nats"), evidence, prescription, refs("entropy", "dapo"))
-    return v.inconclusive(f"entropy fell from {first:.3g} to {last:.3g} without a reward gain", evidence, prescription,
-                          refs("entropy"))
+        prescription = ("keep exploration alive: clip-higher (epsilon_high = 0.28), a lower learning_rate, or a higher "
+                        "temperature; drop prompts the policy already solves")
+    what = (f"{recent_identical:.0%} of groups hold identical completions" if all_identical else
+            f"token entropy fell from {first:.3g} to {last:.3g} nats ({last / first:.0%} of its start)" if first > 0 else
+            f"token entropy is {last:.3g} nats")
+    if p is not None and p.learning_now:
+        return v.warn(f"{what} while the reward still rises, short of the task's maximum: with exploration gone, "
+                      "learning will stop", evidence, prescription, refs("entropy", "dapo"))
+    return v.fail(f"sampling collapsed: {what}, and the reward is no longer rising", evidence, prescription,
+                  refs("entropy", "dapo"))
+
+
+@hypothesis("entropy.explosion", "is entropy rising without bound (the policy spreading mass over junk tokens)?")
+def explosion(h, v):
+    entropy = _entropy(h)
+    if len(entropy) < 6:
+        return v.skipped("needs entropy over at least 6 steps")
+    first, last = _ends(entropy)
+    trend, recent = entropy.trend(), recent_part(entropy).trend()
+    evidence = {"entropy_first": first, "entropy_last": last, "entropy_kendall_tau": trend.tau}
+    rising = trend.rising and (recent.rising or recent.points < 6)
+    if not (rising and first > 0 and last >= EXPLOSION_RATIO * first):
+        return v.passed(f"entropy {first:.3g} -> {last:.3g} nats: not running away", evidence)
+    p = progress(h)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    prescription = ("lower learning_rate (or raise max_grad_norm's protection: max_grad_norm near the median norm), "
+                    "check the loss sign and the advantage normalisation, and read late samples for repeated or "
+                    "garbage tokens; a bf16 sampler/trainer mismatch can drive it (sync.sampler_mismatch)")
+    reason = f"entropy rose from {first:.3g} to {last:.3g} nats ({last / first:.1f}x) and is still rising"
+    if p is not None and p.learning_now:
+        return v.warn(reason + " while the reward rises: entropy that keeps growing usually ends in collapse or "
+                      "garbage output", evidence, prescription, refs("entropy_explosion"))
+    return v.fail(reason + " without a reward gain: the policy is spreading its mass over junk", evidence,
+                  prescription, refs("entropy_explosion"))

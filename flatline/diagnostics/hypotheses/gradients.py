@@ -158,3 +158,26 @@ def spikes(h, v):
         return v.inconclusive(f"{count} isolated spike(s): not recurring", evidence,
                               "watch whether they recur on a longer run", refs("spikes"))
     return v.passed("no gradient-norm spikes", evidence)
+
+
+@hypothesis("gradients.zero_loss", "is a loss of exactly 0 a bug? (a guard: on-policy it is expected, never a fault)")
+def zero_loss(h, v):
+    """A guard, not a suspect: users read loss = 0 as "nothing is learned" (TRL #3452), but with num_iterations = 1 the
+    ratio is 1 and the GRPO loss is -mean(advantage) = 0 while its gradient is not. This verdict never fails; whether
+    gradients really flow is gradients.no_flow's question."""
+    loss = h.series("loss").finite()
+    if not len(loss):
+        return v.skipped("no loss in the log")
+    norm = _grad_norm(h).finite()
+    zero = {s for s, x in zip(loss.steps, loss.values) if abs(x) < ZERO_GRAD}
+    evidence = {"zero_loss_steps": len(zero), "steps": len(loss)}
+    with_gradient = [x for s, x in zip(norm.steps, norm.values) if s in zero and x > ZERO_GRAD]
+    if zero and with_gradient:
+        evidence["grad_norm_median_on_them"] = float(np.median(with_gradient))
+        return v.passed(f"the loss is ~0 on {len(zero)} of {len(loss)} steps while the gradient is not "
+                        "(median norm {:.3g}): expected on-policy, where the GRPO loss is -mean(advantage)"
+                        .format(evidence["grad_norm_median_on_them"]), evidence, refs("zero_loss_guard"))
+    if zero:
+        return v.passed(f"the loss is ~0 on {len(zero)} of {len(loss)} steps; whether any gradient flows is "
+                        "gradients.no_flow's question, not the loss value's", evidence, refs("zero_loss_guard"))
+    return v.passed("the loss is not 0; its value says nothing about learning on-policy either way", evidence)

@@ -1,7 +1,8 @@
 """kl.*: does the KL penalty swamp the policy gradient, and is the policy running away from the reference."""
 from __future__ import annotations
 
-from flatline.diagnostics.hypotheses.common import at_steps, progress, signal_steps
+from flatline.diagnostics.hypotheses.common import (RECENT_MIN_POINTS, at_steps, progress, recent_part, signal_steps,
+                                                     solved, window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -13,6 +14,8 @@ KL_GRAD_SHARE_MAX = 0.5
 # ends above it, without a matching reward gain, is the policy leaving the reference's support for nothing
 # (rldoctor's kl_drift judges the trend the same way); with the reward rising it is the policy finding the answer.
 KL_DRIFT_MAX = 1.0
+# Half of that, still rising, is worth watching (rldoctor's kl_drift reports INFO from 0.5 nats/token).
+KL_WATCH = 0.5
 
 
 @hypothesis("kl.penalty_dominates", "does the KL term swamp the policy-gradient term?")
@@ -42,17 +45,31 @@ def drift(h, v):
         if h.setting("beta") is not None and float(h.setting("beta")) == 0:
             return v.skipped("beta = 0: no reference model, so no kl is measured (set beta > 0 to track it)")
         return v.skipped("no kl in the log")
-    trend = kl.trend()
-    evidence = {"kl_last": kl.last(), "kl_max": kl.max(), "kl_kendall_tau": trend.tau, "kl_kendall_p": trend.p_value}
+    trend, recent = kl.trend(), recent_part(kl).trend()
+    last = kl.tail(window_size(len(kl))).median()
+    evidence = {"kl_last": last, "kl_max": kl.max(), "kl_kendall_tau": trend.tau, "kl_kendall_p": trend.p_value}
+    if recent.points >= RECENT_MIN_POINTS:
+        evidence["kl_recent_kendall_tau"] = recent.tau
+    # without bound: rising over the run and still rising in its recent part (a KL that levelled off is bounded)
+    unbounded = trend.rising and (recent.rising or recent.points < RECENT_MIN_POINTS)
     p = progress(h)
-    gaining = p is not None and (p.rising or p.eval_rising or p.at_ceiling)
-    if trend.rising and kl.last() > KL_DRIFT_MAX and gaining:
-        return v.passed(f"KL rose to {kl.last():.3g} nats/token together with the reward: the policy moved to what "
-                        "pays, as it should", {**evidence, **p.evidence(trend=False)}, refs("kl_beta"))
-    if trend.rising and kl.last() > KL_DRIFT_MAX:
-        return v.fail(f"KL to the reference keeps rising and reached {kl.last():.3g} nats/token", evidence,
-                      "lower learning_rate or raise beta; read late samples for degenerate text", refs("kl_beta"))
-    if trend.rising and kl.last() > KL_DRIFT_MAX / 10:
-        return v.inconclusive(f"KL rising ({kl.last():.3g} nats/token), still below {KL_DRIFT_MAX}", evidence,
+    if unbounded and last > KL_DRIFT_MAX and solved(h, p):
+        return v.passed(f"KL rose to {last:.3g} nats/token as the run reached the task's maximum: the policy moved to "
+                        "what pays, as it should", {**evidence, **p.evidence(trend=False)}, refs("kl_beta"))
+    if unbounded and last > KL_DRIFT_MAX:
+        if p is not None:
+            evidence.update(p.evidence(trend=False))
+        prescription = ("raise beta (the KL weight) or lower learning_rate; read late samples for degenerate text; "
+                        "if the reward keeps rising, check the held-out score (reward.hacking)")
+        reason = f"KL to the reference is still rising and reached {last:.3g} nats/token"
+        if p is not None and p.learning_now:
+            return v.warn(reason + " while the reward rises: a policy this far from the reference, still moving "
+                          "away, is one the KL term no longer holds", evidence, prescription, refs("kl_beta"))
+        return v.fail(reason + (" with the reward no longer rising" if p is not None else ""), evidence,
+                      prescription, refs("kl_beta"))
+    if unbounded and last > KL_WATCH:
+        return v.inconclusive(f"KL rising ({last:.3g} nats/token), still below {KL_DRIFT_MAX}", evidence,
                               "watch it on a longer run")
-    return v.passed(f"KL {kl.last():.3g} nats/token, not running away", evidence)
+    if last > KL_DRIFT_MAX:
+        return v.passed(f"KL {last:.3g} nats/token, high but levelled off", evidence)
+    return v.passed(f"KL {last:.3g} nats/token, not running away", evidence)

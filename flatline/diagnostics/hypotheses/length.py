@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 
 from flatline.diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
-from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress
+from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress, window_size
+from flatline.diagnostics.hypotheses.progress import PLATEAU_MIN_STEPS
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -12,11 +13,14 @@ from flatline.diagnostics.verdict import hypothesis
 TRUNCATION_FRAC = 0.1
 # Truncation costs reward when truncated completions score this much (in reward units) below finished ones.
 TRUNCATION_REWARD_GAP = 0.1
-# Length growth: mean completion length up by at least 20% over the run (Theil-Sen slope x steps).
-GROWTH_FRAC = 0.2
+# Length growth: mean completion length up by at least half over the run (Theil-Sen slope x steps); rldoctor's
+# length-hacking check uses the same +50%. Healthy reasoning runs grow a third or so while their held-out score rises.
+GROWTH_FRAC = 0.5
 # Truncation starves the run when most recent completions are cut and many groups score the minimum on every
 # completion: advantage.degenerate_groups' fail line times its all-min share, i.e. a third of all groups.
 MOSTLY_CUT_FRAC = 0.5
+# Nine in ten completions cut with two thirds of the groups at the minimum: no need to wait for a flat reward.
+NEARLY_ALL_CUT = 0.9
 STARVED_GROUPS_FRAC = DEGENERATE_FRAC * DOMINANT_SHARE
 
 
@@ -54,9 +58,18 @@ def truncation(h, v):
     if p is not None:
         evidence.update(p.evidence(trend=False))
     costs = (math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= TRUNCATION_REWARD_GAP)
-    never_finishes = not math.isfinite(done_reward)
+    # with the length probe: no finished completion was ever scored; without it: every recent completion was cut
+    probed = h.has("length/truncated_reward_mean") or h.has("length/terminated_reward_mean")
+    never_finishes = not math.isfinite(done_reward) if probed else float(recent.values.min()) >= 1.0
     bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
     advice = f"{bigger}, or ask for a shorter answer in the prompt"
+    growing = enough_steps(h) and clipped.trend().rising
+    if learning and growing and not never_finishes:
+        first_cut = clipped.head(window_size(len(clipped))).mean()
+        evidence["clipped_ratio_first"] = first_cut
+        return v.warn(f"{recent.mean():.0%} of recent completions hit max_completion_length, up from {first_cut:.0%}, "
+                      "and the share keeps growing as completions lengthen: the reward still rises, but the cut will "
+                      "cap it", evidence, advice, refs("truncation", "verl_clip"))
     if learning and (shrinking or not costs):
         why = "the truncated share is falling as it learns" if shrinking else "truncated completions score as well as finished ones"
         return v.passed(f"{recent.mean():.0%} of recent completions hit the limit, but the reward rises and {why}",
@@ -67,6 +80,12 @@ def truncation(h, v):
                               advice + " to see whether finished completions score better", refs("truncation"))
     starved = _all_min_flat_frac(h)
     mostly_cut = recent.mean() >= MOSTLY_CUT_FRAC
+    # "the reward is flat" needs a run long enough to show it, unless the cut leaves almost nothing to learn from
+    flat_enough = h.steps >= PLATEAU_MIN_STEPS or (recent.mean() >= NEARLY_ALL_CUT and starved >= DOMINANT_SHARE)
+    if not learning and not flat_enough:
+        return v.inconclusive(f"{recent.mean():.0%} of recent completions hit max_completion_length; {h.steps} steps "
+                              "are too few to tell whether the reward will rise through it", evidence, advice,
+                              refs("truncation", "verl_clip"))
     if not learning and not never_finishes and mostly_cut and starved >= STARVED_GROUPS_FRAC:
         evidence["all_min_groups_frac_recent"] = starved
         return v.fail(f"{recent.mean():.0%} of recent completions were cut at max_completion_length"
@@ -108,31 +127,75 @@ def context_overflow(h, v):
     return v.passed("prompts and completion budget fit", evidence)
 
 
+def _lengths(h):
+    length = h.series("completions/mean_length").finite()
+    return length if len(length) else h.series("length/mean").finite()
+
+
+def _length_change(length) -> tuple[float, float, float]:
+    """(first window mean, last window mean, Theil-Sen change over the run relative to the start)."""
+    n = window_size(len(length))
+    first, last = float(length.head(n).values.mean()), float(length.tail(n).values.mean())
+    trend = length.trend()
+    relative = trend.slope * (length.steps[-1] - length.steps[0]) / max(first, 1.0)
+    return first, last, relative
+
+
 @hypothesis("length.growth", "is completion length growing without a matching gain in held-out score?")
 def growth(h, v):
-    length = h.series("completions/mean_length").finite()
-    if not len(length):
-        length = h.series("length/mean").finite()
+    length = _lengths(h)
     if len(length) < 6:
         return v.skipped("needs completions/mean_length over at least 6 steps")
+    first, last, relative = _length_change(length)
     trend = length.trend()
-    start = max(float(length.head(5).values.mean()), 1.0)
-    relative = trend.slope * (length.steps[-1] - length.steps[0]) / start
-    evidence = {"length_first": float(length.head(5).values.mean()), "length_last": float(length.tail(5).values.mean()),
-                "length_kendall_tau": trend.tau, "length_growth_rel": relative}
+    evidence = {"length_first": first, "length_last": last, "length_kendall_tau": trend.tau,
+                "length_growth_rel": relative}
     if not (trend.rising and relative >= GROWTH_FRAC):
-        return v.passed("completion length is not growing", evidence)
+        return v.passed(f"completion length {first:.0f} -> {last:.0f} tokens: not growing several-fold", evidence)
     p = progress(h)
     if p is not None:
         evidence.update(p.evidence(trend=False))
+    advice = ("use loss_type = \"dr_grpo\" or \"dapo\" (no per-sequence length normalisation), add a length penalty, "
+              "and read long samples for padding or repetition")
     if p is not None and p.eval_points >= 2:
         if p.eval_gain >= MIN_GAIN:
             return v.passed("length grows with a held-out gain", evidence)
-        return v.fail(f"completions grew {relative:.0%} longer while the held-out score gained {p.eval_gain:.3g}",
-                      evidence, "use loss_type = \"dr_grpo\" or \"dapo\" (no per-sequence length normalisation), "
-                      "add a length penalty, and read long samples for padding or repetition", refs("length_bias"))
+        return v.fail(f"completions grew {relative:.0%} longer ({first:.0f} -> {last:.0f} tokens) while the held-out "
+                      f"score gained {p.eval_gain:.3g}", evidence, advice, refs("length_bias"))
     if p is not None and p.rising:
         return v.inconclusive("completions grow longer while the training reward rises; no held-out score to tell "
                               "real gains from length hacking", evidence, "set eval_every to score a held-out set")
-    return v.fail(f"completions grew {relative:.0%} longer without a reward gain", evidence,
-                  "use loss_type = \"dr_grpo\" or \"dapo\" and read the long samples", refs("length_bias"))
+    return v.fail(f"completions grew {relative:.0%} longer ({first:.0f} -> {last:.0f} tokens) without a reward gain",
+                  evidence, advice, refs("length_bias"))
+
+
+# Length collapse: mean completion length down to under half its start (Theil-Sen change over the run).
+COLLAPSE_FRAC = 0.5
+
+
+@hypothesis("length.collapse", "are completions collapsing in length without a reward gain (loss-aggregation bias)?")
+def collapse(h, v):
+    length = _lengths(h)
+    if len(length) < 6:
+        return v.skipped("needs completions/mean_length over at least 6 steps")
+    first, last, relative = _length_change(length)
+    trend = length.trend()
+    evidence = {"length_first": first, "length_last": last, "length_kendall_tau": trend.tau,
+                "length_change_rel": relative}
+    if not (trend.falling and relative <= -COLLAPSE_FRAC):
+        return v.passed(f"completion length {first:.0f} -> {last:.0f} tokens: not collapsing", evidence)
+    p = progress(h)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    if p is not None and (p.rising or p.eval_rising or p.at_ceiling):
+        return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward rose: the "
+                        "policy learned to answer more briefly", evidence)
+    loss_type = h.setting("loss_type")
+    advice = ("use loss_type = \"dapo\" (token-level) or \"dr_grpo\" instead of per-sequence normalisation (grpo), "
+              "which lets short wrong answers cost less per token" if loss_type in (None, "grpo") else
+              "read the short samples: an empty or one-token answer paid by the reward, or an EOS the policy learned to "
+              "emit early")
+    if loss_type is not None:
+        evidence["loss_type"] = loss_type
+    return v.fail(f"completions collapsed from {first:.0f} to {last:.0f} tokens without a reward gain", evidence,
+                  advice, refs("length_collapse", "length_bias"))

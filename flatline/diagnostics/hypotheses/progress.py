@@ -18,6 +18,8 @@ def plateau(h, v):
     evidence = p.evidence()
     if not enough_steps(h):
         return v.skipped(f"only {h.steps} steps; a trend needs at least {MIN_TREND_POINTS}", evidence)
+    if p.stalled and not p.eval_rising_recently:
+        return _stall(p, evidence, v)
     if p.rising:
         how = (f"Kendall tau {p.trend.tau:.2f} (p = {p.trend.p_value:.3f})" if p.trend.rising
                else f"mean reward {p.first:.3g} -> {p.last:.3g}")
@@ -35,3 +37,14 @@ def plateau(h, v):
                   f"p = {p.trend.p_value:.2f}, gain below {MIN_GAIN})", evidence,
                   "the failed hypotheses above name the likeliest cause; with none, train longer or raise "
                   "learning_rate, and compare with the control task (control.learns)", refs("plateau"))
+
+
+def _stall(p, evidence: dict, v):
+    """The reward rose early, then stayed flat for the whole recent third: learning has stopped."""
+    reason = (f"the reward rose ({p.first:.3g} -> {p.last:.3g}) but has been flat since step {p.recent_start:.0f} "
+              f"(the last third of the run: Kendall tau {p.recent.tau:.2f}, p = {p.recent.p_value:.2f}), short of the "
+              "task's maximum")
+    return v.warn(reason + ": the steps since then are not buying progress", evidence,
+                  "look at the entropy, kl and advantage verdicts for what stopped it (exploration gone, groups "
+                  "without signal, a policy pinned or running away); otherwise stop the run here, or continue with "
+                  "harder prompts or a lower learning_rate", refs("plateau"))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress
+import numpy as np
+
+from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress, recent_part
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -70,7 +72,7 @@ def _components(h) -> list[str]:
 def component_dominance(h, v):
     components = _components(h)
     if not components:
-        return v.skipped("needs flatline's reward probe (reward/<component>/variance_share)")
+        return _dominance_from_logged_means(h, v)
     if len(components) == 1:
         return v.passed(f"a single reward component ({components[0]}): nothing to dominate", {})
     evidence, saturated, shares = {}, [], {}
@@ -111,6 +113,95 @@ def component_dominance(h, v):
     return v.fail("; ".join(parts), evidence, "; ".join(advice), refs("rldoctor_composition"))
 
 
+# Without flatline's reward probe, a component's weight in the total is read by regressing `reward` on the logged
+# component means (TRL logs reward = sum of weight x rewards/<f>/mean per batch); the fit is trusted only when it
+# explains the reward this well, else the components are compared unweighted (and the evidence says so).
+WEIGHT_FIT_R2 = 0.99
+# Components need this many logged points to be compared.
+MIN_COMPONENT_POINTS = 8
+# From logged batch means a component "owns" the reward's variation at 80%: step-to-step noise of a batch mean is a
+# noisier estimate of its spread than the probe's within-group variance (OWNS_VARIANCE); rldoctor warns from 70%.
+OWNS_VARIATION = 0.8
+
+
+def _logged_component_means(h) -> dict:
+    """rewards/<f>/mean series of at least MIN_COMPONENT_POINTS finite points, by component name."""
+    names = [n[len("rewards/"):-len("/mean")] for n in h.names("rewards/") if n.endswith("/mean")]
+    series = {name: h.series(f"rewards/{name}/mean").finite() for name in names}
+    return {name: s for name, s in series.items() if len(s) >= MIN_COMPONENT_POINTS}
+
+
+def _fitted_weights(h, means: dict) -> dict | None:
+    """Each component's weight in `reward`, from the config's reward_weights or a least-squares fit; None if unknown."""
+    configured = h.setting("reward_weights")
+    if isinstance(configured, dict) and set(means) <= set(configured):
+        return {name: float(configured[name]) for name in means}
+    reward = h.series("reward")
+    lookup = [dict(zip(s.steps.tolist(), s.values.tolist())) for s in means.values()]
+    rows = [(r, [m.get(step) for m in lookup]) for step, r in zip(reward.steps.tolist(), reward.values.tolist())]
+    rows = [(r, xs) for r, xs in rows if math.isfinite(r) and all(x is not None and math.isfinite(x) for x in xs)]
+    if len(rows) < MIN_COMPONENT_POINTS:
+        return None
+    y = np.array([r for r, _ in rows])
+    x = np.array([xs for _, xs in rows])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    residual = y - x @ coef
+    total = float(((y - y.mean()) ** 2).sum())
+    if total <= 0 or 1 - float((residual ** 2).sum()) / total < WEIGHT_FIT_R2:
+        return None
+    return {name: max(0.0, float(c)) for name, c in zip(means, coef)}
+
+
+def _spread(h, name: str, mean) -> float:
+    """A component's spread over completions: its logged std (recent median) or, without one, the step-to-step noise
+    of its batch mean (a robust SD of first differences over the recent half), which scales with it."""
+    std = h.series(f"rewards/{name}/std").finite()
+    if len(std):
+        return std.tail(max(1, len(std) // 2)).median()
+    recent = mean.tail(max(2, len(mean) // 2)).values
+    diffs = np.diff(recent)
+    return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2)) if len(diffs) else math.nan
+
+
+def _dominance_from_logged_means(h, v):
+    """component_dominance from a log without flatline's reward probe: rewards/<f>/mean (and /std) per step."""
+    means = _logged_component_means(h)
+    if len(means) < 2:
+        if len(means) == 1:
+            return v.passed(f"a single reward component ({next(iter(means))}): nothing to dominate", {})
+        return v.skipped("needs flatline's reward probe (reward/<component>/variance_share) or two or more "
+                         "rewards/<f>/mean series")
+    weights = _fitted_weights(h, means)
+    spreads = {name: (weights[name] if weights else 1.0) * _spread(h, name, s) for name, s in means.items()}
+    total = sum(x ** 2 for x in spreads.values() if math.isfinite(x))
+    if total <= 0:
+        return v.passed("no component varies: the reward as a whole is silent (reward.no_signal)", {})
+    shares = {name: x ** 2 / total for name, x in spreads.items() if math.isfinite(x)}
+    owner = max(shares, key=shares.get)
+    owner_mean = recent_part(means[owner]).mean()
+    in_unit = bool(np.all((means[owner].values >= 0) & (means[owner].values <= 1)))
+    pays_always = in_unit and owner_mean >= SATURATED_FRAC
+    evidence = {f"{name}/variance_share": share for name, share in shares.items()}
+    evidence.update({f"{name}/mean_recent": recent_part(s).mean() for name, s in means.items()},
+                    weights="from the config or a fit of reward" if weights else "unknown: compared unweighted")
+    others_pay_always = all(recent_part(s).mean() >= SATURATED_FRAC for name, s in means.items() if name != owner)
+    if shares[owner] < OWNS_VARIATION or not pays_always or others_pay_always:
+        return v.passed("no component both pays almost always and owns the reward's variation", evidence)
+    rest = ", ".join(name for name in means if name != owner)
+    reason = (f"{owner} pays almost always (mean {owner_mean:.2f}) yet owns {shares[owner]:.0%} of the reward's "
+              f"variation, while {rest} carry {1 - shares[owner]:.0%}: the advantages are mostly {owner} noise, not the "
+              "task")
+    prescription = (f"lower {owner}'s reward weight (or drop it once it always pays) and raise the task components' "
+                    f"weights so they carry the signal; check that {rest} can pay (the reward self-check)")
+    p = progress(h)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    if p is not None and p.learning_now:
+        return v.warn(reason + "; the reward still rises, but through the wrong component it will stall", evidence,
+                      prescription, refs("rldoctor_composition"))
+    return v.fail(reason, evidence, prescription, refs("rldoctor_composition"))
+
+
 @hypothesis("reward.parse_failures", "do reward functions error, return None, or fail on known-good answers?")
 def parse_failures(h, v):
     errors = h.series("reward/errors") if h.has("reward/errors") else h.series("rewards/errors")
@@ -147,6 +238,16 @@ def parse_failures(h, v):
 
 # Reward hacking: train reward rising by at least MIN_GAIN while the held-out score gains less than a quarter of it.
 HELD_OUT_SHARE = 0.25
+# A held-out score starting within this share of its ceiling has no room to rise: its flatness is no evidence.
+HELD_OUT_CEILING_MARGIN = 0.05
+
+
+def _held_out_ceiling(p) -> float:
+    """The held-out score's maximum: the task's maximum reward when known, else 1 for a score that looks like an
+    accuracy or pass rate (every value in [0, 1])."""
+    if math.isfinite(p.ceiling):
+        return p.ceiling
+    return 1.0 if 0.0 <= p.eval_first <= 1.0 and 0.0 <= p.eval_peak <= 1.0 else math.nan
 
 
 @hypothesis("reward.hacking", "is training reward rising while a held-out score is flat or falling?")
@@ -157,15 +258,29 @@ def hacking(h, v):
     if p.eval_points < 2:
         return v.skipped("needs a held-out score (eval/reward at two or more steps; set eval_every)")
     evidence = p.evidence()
-    if not p.rising:
-        return v.passed("training reward is not rising, so there is no gain to be gamed", evidence)
+    eval_size = h.setting("eval_size")
+    if eval_size is not None and int(eval_size) <= 1:
+        return v.skipped("the held-out score is measured on one prompt: it cannot tell gaming from learning "
+                         "(set eval_size to 16 or more)", evidence)
+    if not p.material_gain:
+        return v.passed(f"training reward did not rise materially ({p.first:.3g} -> {p.last:.3g}), so there is no "
+                        "gain to be gamed", evidence)
+    ceiling = _held_out_ceiling(p)
+    if math.isfinite(ceiling) and p.eval_first >= ceiling - HELD_OUT_CEILING_MARGIN * max(abs(ceiling), 1.0):
+        return v.passed(f"the held-out score was at its ceiling ({p.eval_first:.3g} of {ceiling:.3g}) from the first "
+                        "evaluation: it had no room to rise, so its flatness is no evidence of gaming", evidence)
     if p.eval_gain >= max(HELD_OUT_SHARE * p.gain, MIN_GAIN / 2):
         return v.passed(f"held-out score rose with the training reward ({p.eval_first:.3g} -> {p.eval_last:.3g})",
                         evidence)
     if p.eval_points < 3:
         return v.inconclusive("training reward rose but the held-out score was measured only twice",
                               evidence, "evaluate more often (eval_every) or on more prompts (eval_size)")
-    return v.fail(f"training reward rose ({p.first:.3g} -> {p.last:.3g}) while the held-out score did not "
-                  f"({p.eval_first:.3g} -> {p.eval_last:.3g}): the reward is being gamed",
-                  evidence, "read samples.jsonl for high-reward completions that are wrong; tighten the verifier "
-                  "(exact answer extraction, format checks that cannot be satisfied by padding)", refs("hacking"))
+    fell = p.eval_peak - p.eval_last
+    shape = (f"rose to {p.eval_peak:.3g}, then fell back to {p.eval_last:.3g}" if fell >= MIN_GAIN / 2
+             else f"{p.eval_first:.3g} -> {p.eval_last:.3g}")
+    evidence["eval_peak"] = p.eval_peak
+    return v.fail(f"training reward rose ({p.first:.3g} -> {p.last:.3g}) while the held-out score did not ({shape}): "
+                  "the reward is being gamed", evidence,
+                  "read samples.jsonl for high-reward completions that are wrong; tighten the verifier "
+                  "(exact answer extraction, format checks that cannot be satisfied by padding or length)",
+                  refs("hacking"))

@@ -1,6 +1,10 @@
 """sync.*: does the sampler score tokens like the trainer (same weights), and do importance weights hold up."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -77,3 +81,59 @@ def importance_weights(h, v):
                       "drifts per token, so use token-level truncated IS rather than sequence masks",
                       refs("is_cancel", "verl_rollout"))
     return v.passed("importance weights near 1 with a healthy effective sample size", evidence, refs("verl_rollout"))
+
+
+# E_q[p/q] = 1 whenever the sampler's distribution q covers the trainer's p (docs/field-2026-11.md 1b, tplane): the mean
+# token importance ratio can fall below 1 only when the sampler drew from a truncated distribution (top-p, top-k) that
+# the trainer does not apply. Over thousands of tokens per step its sampling noise is well under 1%; a median below
+# 0.97 leaves 3% of the trainer's mass outside what the sampler could draw.
+IS_MEAN_LOW = 0.97
+# Truncation renormalises the sampler's probabilities upward on the tokens it keeps: the ratio p/q on a sampled token is
+# the kept mass at that position, at most 1, on every token. A sampler with other weights gives ratios above 1 as well,
+# and its mean falls below 1 only because a heavy-tailed mean usually undershoots (sync.sampler_mismatch's finding).
+# 1.1 leaves room for a bf16 sampler's per-token rounding (log-prob differences of a few hundredths); the step maxima are
+# read at their 90th percentile over the run, since a policy that has moved away from a stale sampler can also give
+# ratios below 1 on every token for a while.
+IS_MAX_TRUNCATED = 1.1
+IS_MAX_QUANTILE = 90
+
+
+def _first_present(h, *names):
+    for name in names:
+        series = h.series(name).finite()
+        if len(series):
+            return series, name
+    return h.series(names[0]).finite(), names[0]
+
+
+@hypothesis("sync.sampling_semantics", "does the sampler apply sampling settings the trainer does not (mean IS ratio < 1)?")
+def sampling_semantics(h, v):
+    mean, source = _first_present(h, "sync/is_weight_mean", "sampling/importance_sampling_ratio/mean")
+    if not len(mean):
+        return v.skipped("needs importance ratios: flatline's sync probe (sync/is_weight_mean) or TRL's "
+                         "sampling/importance_sampling_ratio/mean")
+    high, _ = _first_present(h, "sync/is_weight_max", "sampling/importance_sampling_ratio/max")
+    median = mean.median()
+    evidence = {"is_ratio_mean_median": median, "source": source}
+    high_ratio = float(np.percentile(high.values, IS_MAX_QUANTILE)) if len(high) else math.nan
+    if len(high):
+        evidence["is_ratio_max_p90"] = high_ratio
+    for key in ("top_p", "top_k", "temperature"):
+        if h.setting(key) is not None:
+            evidence[key] = h.setting(key)
+    if median >= IS_MEAN_LOW:
+        return v.passed(f"the mean importance ratio is {median:.3g}: the sampler draws from what the trainer scores",
+                        evidence, refs("is_mean"))
+    if len(high) and high_ratio > IS_MAX_TRUNCATED:
+        return v.passed(f"the mean importance ratio is {median:.3g}, but ratios reach {high_ratio:.3g}: the sampler's "
+                        "weights differ from the trainer's (sync.sampler_mismatch), which is not a sampling setting",
+                        evidence, refs("is_mean"))
+    prescription = ("sample with top_p = 1 and top_k = 0 (or -1 in vLLM), or apply the same truncation and "
+                    "renormalisation in the trainer's log-probabilities; with vLLM, ask for processed logprobs")
+    reason = (f"the mean importance ratio is {median:.3g}: {1 - median:.0%} of the trainer's probability mass lies "
+              "where the sampler could not draw, so the sampler truncates its distribution (top-p / top-k) and the "
+              "trainer scores the untruncated one")
+    if not len(high):
+        return v.inconclusive(reason + " (or its weights differ: the log has no maximum ratio to tell which)", evidence,
+                              prescription, refs("is_mean"))
+    return v.fail(reason, evidence, prescription, refs("is_mean", "is_cancel"))

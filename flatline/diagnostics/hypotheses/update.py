@@ -5,12 +5,23 @@ from flatline.diagnostics.hypotheses.common import at_steps, progress, signal_st
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
-# Relative update ||dW|| / ||W|| per step. cs231n's rule of thumb puts a healthy update/weight ratio near 1e-3;
-# full fine-tuning of a 7B model at lr 1e-6 sits near 5e-5 and still learns over hundreds of steps. Below 1e-5
-# (100x under the rule of thumb) the policy does not move in a run's length; below 1e-4 is worth a look. Below a
-# tenth of the minimum, an apparent reward gain is noise: the weights have not moved enough to cause it.
+# Relative update ||dW|| / ||W|| of the trainable weights per step. With Adam every element steps by about lr (times
+# |m| / sqrt(v) <= 1), so the relative step is about lr over the weights' scale, and the healthy range depends on the
+# setting:
+# - full fine-tuning: cs231n's rule of thumb puts a healthy update/weight ratio near 1e-3; a 7B model at lr 1e-6 sits
+#   near 5e-5 and still learns over hundreds of steps. Below 1e-5 the policy does not move in a run's length; below
+#   1e-4 is worth a look.
+# - LoRA: the adapter's B starts at 0 and A at peft's init (scale ~1/sqrt(3 d_in)), so its relative step is ~lr
+#   sqrt(3 d_in): flatline's embedded default (r16, lr 2e-4, SmolLM2) moves ~6e-3 per step, a 7B adapter at the
+#   low end of LoRA RL learning rates (1e-5; LoRA's best lr is ~10x full fine-tuning's, "LoRA Without Regret") ~7e-4,
+#   and a LoRA lr of 1e-6 (trl #2872: flat) ~5e-5. Below 1e-4 the adapter does not move the policy; below 1e-3 is
+#   worth a look. (update/lora_effective_rel_update, the step of scale * B @ A against the base matrix, is reported as
+#   evidence: its healthy range shrinks with the model's width, so it makes a poor threshold across models.)
+# Below a tenth of the minimum an apparent reward gain is noise: the weights have not moved enough to cause it.
 REL_UPDATE_MIN = 1e-5
 REL_UPDATE_LOW = 1e-4
+LORA_REL_UPDATE_MIN = 1e-4
+LORA_REL_UPDATE_LOW = 1e-3
 # Weights unchanged: half the steps left every trainable element exactly as it was.
 UNCHANGED_STEPS_FRAC = 0.5
 # Precision: a dtype that keeps under half of AdamW's intended update (float64 recomputation) swallows it.
@@ -94,22 +105,29 @@ def too_small(h, v):
         return v.skipped(NO_SIGNAL)
     median = rel.median()
     lr = h.setting("learning_rate")
-    evidence = {"rel_update_median": median, "rel_update_min_threshold": REL_UPDATE_MIN}
+    lora = int(h.setting("lora_r", 0) or 0) > 0 or h.has("update/lora_effective_rel_update")
+    minimum, low = (LORA_REL_UPDATE_MIN, LORA_REL_UPDATE_LOW) if lora else (REL_UPDATE_MIN, REL_UPDATE_LOW)
+    measured = "LoRA adapter" if lora else "full fine-tuning"
+    evidence = {"rel_update_median": median, "setting": measured, "rel_update_min_threshold": minimum}
+    effective = on_signal_steps(h, h.series("update/lora_effective_rel_update")).finite()
+    if len(effective):
+        evidence["lora_effective_rel_update_median"] = effective.median()
     if lr is not None:
         evidence["learning_rate"] = lr
     p = progress(h)
     learning = p is not None and (p.rising or p.eval_rising)
-    lora = int(h.setting("lora_r", 0) or 0) > 0
-    advice = (f"raise learning_rate ~10x (LoRA's best lr is ~10x full fine-tuning's; now {lr})" if lora else
-              f"raise learning_rate (now {lr}); aim for a relative update near 1e-4..1e-3 per step")
-    if median < REL_UPDATE_MIN and (not learning or median < REL_UPDATE_MIN / 10):
-        return v.fail(f"each step moves the trainable weights by {median:.2g} of their norm: too little to change "
-                      "the policy", evidence, advice, refs("lora_lr"))
-    if median < REL_UPDATE_LOW and not learning:
-        return v.inconclusive(f"small relative updates ({median:.2g} per step) and no learning yet", evidence,
-                              advice, refs("lora_lr"))
-    return v.passed(f"relative update {median:.2g} per step" + (" and the reward is rising" if learning else ""),
-                    evidence)
+    factor = f"~{min(1000, max(2, round(low / median)))}x" if median > 0 else "by orders of magnitude"
+    advice = (f"raise learning_rate {factor} (now {lr}): LoRA's best lr is ~10x full fine-tuning's, typically "
+              "1e-5..2e-4 for LoRA RL" if lora else
+              f"raise learning_rate {factor} (now {lr}); aim for a relative update near 1e-4..1e-3 per step")
+    if median < minimum and (not learning or median < minimum / 10):
+        return v.fail(f"each step moves the trainable weights by {median:.2g} of their norm, under the {minimum:g} "
+                      f"that moves a policy in {measured}: too little to change it", evidence, advice, refs("lora_lr"))
+    if median < low and not learning:
+        return v.inconclusive(f"small relative updates ({median:.2g} per step, {measured}) and no learning yet",
+                              evidence, advice, refs("lora_lr"))
+    return v.passed(f"relative update {median:.2g} per step ({measured})" +
+                    (" and the reward is rising" if learning else ""), evidence)
 
 
 @hypothesis("update.base_drift", "did weights that should be frozen change?")
