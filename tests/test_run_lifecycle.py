@@ -162,3 +162,15 @@ def test_completed_then_evaluated_and_listed_by_status(tmp_path, monkeypatch, ca
     assert main(["log", "--status", "COMPLETED"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2  # this run and the older one
     assert [e.run_id for e in entry_lines(book.read_text(), {"completed"})] == [os.path.realpath(run), "/elsewhere/older"]
+
+
+def test_a_judgement_that_fails_still_leaves_the_run_completed_in_the_log_book(tmp_path, monkeypatch):
+    from flatline.diagnostics import judge
+
+    book, run = tmp_path / "LOG.md", tmp_path / "run"
+    monkeypatch.setenv("FLATLINE_LOG", str(book))
+    monkeypatch.setattr(judge, "judge", lambda history: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["train", BANDIT, "--set", "max_steps=1", "--set", "progress_bar=false", "--out", str(run)])
+    (entry,) = entry_lines(book.read_text())
+    assert entry.statuses == ("completed",) and "- status: **COMPLETED** (1 of 1 steps)" in book.read_text()

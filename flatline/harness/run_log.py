@@ -29,13 +29,17 @@ def log_book_hooks(cfg) -> dict:
         from flatline.diagnostics.judge import judge
         from flatline.trainer.config import to_dict
 
-        if outcome.status == "completed":
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        unjudged = History(run=run_dir.name, rows=[], config=to_dict(cfg), summary=summary, run_dir=run_dir)
+        if outcome.status != "completed":
+            file_run(unjudged, log_book=cfg.log_book, wandb=tracker.url_or_name)
+            return
+        try:
             history = load_history(run_dir)
             conclude(history, judge(history), report_dirs=[run_dir], log_book=cfg.log_book, tracker=tracker)
-            return
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        history = History(run=run_dir.name, rows=[], config=to_dict(cfg), summary=summary, run_dir=run_dir)
-        file_run(history, log_book=cfg.log_book, wandb=tracker.url_or_name)
+        except Exception:  # judging failed: the entry still says the run completed, then the error surfaces
+            file_run(unjudged, log_book=cfg.log_book, wandb=tracker.url_or_name)
+            raise
 
     return {"on_start": on_start, "on_end": on_end}
 
