@@ -81,3 +81,42 @@ def test_entry_point_exit_code():
     assert result.returncode == 2
     assert result.stderr.strip() == ("flatline: error: config file configs/missing.toml does not exist; "
                                      "pass a TOML file such as configs/default.toml")
+
+
+# Every bad value the issue found getting past the checks, refused before anything is created.
+REFUSED = [
+    ('wandb_project="a\\nb"', "'wandb_project': holds the unprintable character"),
+    ("temperature=nan", "'temperature': must be 0 or a finite number in [0.01, 10]"),
+    ("beta=nan", "'beta': must be a finite number in [0, 100]"),
+    ("max_grad_norm=nan", "'max_grad_norm': must be a finite number in [0, 1000000]"),
+    ("epsilon=nan", "'epsilon': must be a finite number"),
+    ("warmup_ratio=nan", "'warmup_ratio': must be a finite number"),
+    ("lora_dropout=nan", "'lora_dropout': must be a finite number"),
+    ("advantage_eps=nan", "'advantage_eps': must be a finite number"),
+    ("weight_decay=nan", "'weight_decay': must be a finite number"),
+    ("reward_weights.reward=nan", "'reward_weights.reward': must be a finite number"),
+    ("learning_rate=inf", "'learning_rate': must be a finite number in (0, 1]"),
+    ("seed=-1", "'seed': must be an integer in [0, 4294967295]"),
+    ("max_completion_length=100000000", "'max_completion_length': must be an integer in [1, 131072]"),
+    ("max_completion_length=5000", "'max_completion_length': 5000 new tokens after the longest prompt"),
+    ("max_prompt_length=4096", "'max_prompt_length': 4096 tokens is more than model tiny-random's context of 2048"),
+    ("bandit_arms=100000", "'bandit_arms': 100000 arms for a vocabulary of 49152 tokens"),
+    ('run_name="../../escaped"', "'run_name': '../../escaped' is not a plain name"),
+    ('run_name="/tmp/absolute"', "'run_name': '/tmp/absolute' is not a plain name"),
+]
+
+
+@pytest.mark.parametrize("override, message", REFUSED, ids=[o for o, _ in REFUSED])
+def test_bad_values_exit_2_with_one_line_and_create_nothing(tmp_path, capsys, monkeypatch, override, message):
+    import os
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # run_name escapes would land relative to here
+    repo = Path(__file__).resolve().parents[1]
+    log_book = Path(os.environ["FLATLINE_LOG"])
+    output_dir = tmp_path / "a" / "b" / "runs"  # deep enough that ../../escaped would land inside tmp_path
+    code, err = run_cli(capsys, "train", str(repo / "configs" / "bandit.toml"), "--set", override,
+                        "--set", f"output_dir={output_dir}")
+    assert code == 2
+    assert err.startswith("flatline: error: config key ") and message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [] and not log_book.exists() and not Path("/tmp/absolute").exists()

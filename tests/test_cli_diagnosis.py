@@ -5,6 +5,7 @@ import json
 import pytest
 
 from flatline.diagnostics.judge import hypothesis_ids
+from flatline.diagnostics.logbook import MARKER
 from flatline.harness.cli import main
 
 BANDIT = ["configs/bandit.toml", "--set", "max_steps=30", "--probes", "full"]
@@ -42,7 +43,7 @@ def test_train_ends_with_the_judgement_report_and_log_entry(bandit_runs, capsys)
 
 def test_a_second_run_lands_newest_first_and_leaves_the_older_entry_byte_identical(bandit_runs):
     _, (first, second) = bandit_runs
-    marker = b"<!-- flatline: newest entry first; entries below are never edited -->"
+    marker = MARKER.encode()
     old_entries = first.split(marker, 1)[1]
     assert second.endswith(old_entries)  # every byte of the older entry is still there, unchanged, at the end
     headings = [line for line in second.decode().splitlines() if line.startswith("## ")]

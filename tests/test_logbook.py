@@ -16,8 +16,12 @@ from flatline.diagnostics import logbook
 from flatline.diagnostics.history import History
 from flatline.diagnostics.judge import Diagnosis
 from flatline.diagnostics.logbook import (
+    LEGACY_MARKERS,
     MARKER,
+    RunState,
     append_entry,
+    entry_lines,
+    file_entry,
     log_book_path,
     read_log_book,
     render_entry,
@@ -81,8 +85,10 @@ def test_path_precedence_config_then_env_then_default(tmp_path, monkeypatch):
 def test_entry_lists_facts_config_metrics_and_open_verdicts():
     entry = entry_for("exp0.1-arithmetic-1122")
     lines = entry.splitlines()
-    assert lines[0] == "## 2025-11-22 14:05 — exp0.1-arithmetic-1122"
-    assert "- status: **FAIL**" in lines
+    assert lines[0].startswith("<!-- flatline-entry status=unknown run=exp0.1-arithmetic-1122 -->")
+    assert lines[1] == "## 2025-11-22 14:05 — exp0.1-arithmetic-1122"
+    assert "- status: **UNKNOWN**" in lines  # a history without summary.json: no lifecycle status known
+    assert "- diagnosis: **FAIL**" in lines
     assert any(line.startswith("- headline: Not learning because: advantage.degenerate_groups") for line in lines)
     assert "- W&B: offline-run-7" in lines
     assert "- report: reports/exp0.1-arithmetic-1122/diagnosis.md" in lines
@@ -94,8 +100,8 @@ def test_entry_lists_facts_config_metrics_and_open_verdicts():
            "raise num_generations or temperature |" in lines
     assert any(line.startswith("| entropy.collapse | inconclusive |") for line in lines)
     assert "ok.0" not in entry and "kl.drift" not in entry
-    assert lines[-1] == "3 ruled out, 1 skipped"
-    assert entry.endswith("skipped\n") and not entry.endswith("\n\n")
+    assert lines[-2:] == ["3 ruled out, 1 skipped", "<!-- /flatline-entry -->"]
+    assert entry.endswith("skipped\n<!-- /flatline-entry -->\n")
     assert entry.index("**Config**") < entry.index("**Key metrics**") < entry.index("**Verdicts**")
 
 
@@ -105,8 +111,8 @@ def test_entry_without_config_wandb_or_report():
     entry = render_entry(diagnosis, history, when=WHEN)
     assert "- config: not recorded" in entry and "**Config**" not in entry
     assert "W&B" not in entry and "- report:" not in entry and "run directory" not in entry
-    assert "- status: **PASS**" in entry
-    assert entry.endswith("1 ruled out, 0 skipped\n")
+    assert "- diagnosis: **PASS**" in entry
+    assert entry.endswith("1 ruled out, 0 skipped\n<!-- /flatline-entry -->\n")
 
 
 def test_wandb_argument_overrides_summary():
@@ -116,12 +122,14 @@ def test_wandb_argument_overrides_summary():
 
 def test_malicious_strings_cannot_add_columns_headings_or_html():
     history = make_history(EVIL, config={"model": EVIL, "task": "a|b"})
-    history.run_dir = Path("runs") / "a|b"
+    history.run_dir = Path("runs") / "a|b --> <b>x</b>\n## y"
     diagnosis = make_diagnosis(EVIL, reason=EVIL)
     diagnosis.verdicts[0].prescription = EVIL
     entry = render_entry(diagnosis, history, when=WHEN, report_dir="reports/x|y\n## z", wandb=EVIL)
-    assert [line for line in entry.splitlines() if HEADING_LINE.match(line)] == [entry.splitlines()[0]]
-    assert not re.search(r"(?<!\\)(?:\\\\)*[<`]", entry), "raw HTML or a code span got through"
+    lines = entry.splitlines()
+    assert lines[0].count("-->") == 1 and lines[0].endswith(" -->") and lines[-1] == "<!-- /flatline-entry -->"
+    assert [line for line in lines if HEADING_LINE.match(line)] == [lines[1]]
+    assert not re.search(r"(?<!\\)(?:\\\\)*[<`]", "\n".join(lines[1:-1])), "raw HTML or a code span got through"
     for block in entry.split("\n\n"):
         rows = table_rows(block)
         if rows:
@@ -259,3 +267,95 @@ def test_read_missing_log_book_says_how_to_create_one(tmp_path):
         read_log_book(missing)
     assert str(missing) in str(info.value)
     assert "flatline train" in str(info.value) and "pytest cases/" in str(info.value)
+
+
+# --- the lifecycle: an entry filed at the start is settled in place, every other byte untouched ---
+
+def lifecycle_entry(run: str, state: RunState, when: datetime = WHEN) -> str:
+    history = History(run=run, rows=[], config={"model": "tiny-random", "max_steps": 40})
+    return render_entry(None, history, when=when, state=state, run=f"/runs/{run}")
+
+
+RUNNING = RunState("running", 0, 40)
+
+
+def test_a_running_entry_says_so_and_how_to_judge_it_later():
+    entry = lifecycle_entry("a", RUNNING)
+    lines = entry.splitlines()
+    assert lines[0] == "<!-- flatline-entry status=running run=/runs/a -->"
+    assert "- status: **RUNNING** (40 steps planned)" in lines and "- diagnosis:" not in entry
+    assert "not judged yet (`flatline diagnose RUN_DIR --log`" in entry and lines[-1] == "<!-- /flatline-entry -->"
+
+
+@pytest.mark.parametrize("state, label", [
+    (RunState("completed", 40, 40), "**COMPLETED** (40 of 40 steps)"),
+    (RunState("failed", 2, 40, "ValueError: boom"), "**FAILED** (during step 3 of 40: ValueError: boom)"),
+    (RunState("interrupted", 7, 40, "SIGTERM"), "**INTERRUPTED** (by SIGTERM after 7 of 40 steps)"),
+    (RunState("completed", 40, 40, evaluated=True), "**COMPLETED, EVALUATED** (40 of 40 steps)"),
+    (RunState(None, evaluated=True), "**EVALUATED**"),
+])
+def test_status_lines(state, label):
+    assert f"- status: {label}" in lifecycle_entry("a", state).splitlines()
+
+
+def test_run_state_from_summary():
+    state = RunState.from_summary({"status": "failed", "steps_completed": 3, "max_steps": 9, "error": "E: x"}, True)
+    assert state == RunState("failed", 3, 9, "E: x", True) and state.statuses == ("failed", "evaluated")
+    assert RunState.from_summary({"steps": 4}).status is None  # a summary from before statuses
+
+
+def test_settling_replaces_only_its_own_entry_and_keeps_its_heading(tmp_path):
+    path = tmp_path / "LOG.md"
+    append_entry(path, entry_for("hand-judged"))  # an entry from before the lifecycle
+    file_entry(path, "/runs/older", lifecycle_entry("older", RunState("completed", 40, 40)))
+    file_entry(path, "/runs/mine", lifecycle_entry("mine", RUNNING, when=datetime(2025, 11, 22, 9, 0)))
+    file_entry(path, "/runs/newer", lifecycle_entry("newer", RUNNING))
+    path.write_bytes(path.read_bytes() + b"\nmy own note | kept\n")
+    before = path.read_bytes()
+    mine_start = before.index(b"<!-- flatline-entry status=running run=/runs/mine -->")
+    mine_end = before.index(b"<!-- /flatline-entry -->\n", mine_start) + len(b"<!-- /flatline-entry -->\n")
+
+    settled = lifecycle_entry("mine", RunState("interrupted", 7, 40, "SIGINT"), when=datetime(2025, 11, 23, 18, 0))
+    file_entry(path, "/runs/mine", settled)
+    after = path.read_bytes()
+    assert after.startswith(before[:mine_start])  # the header and the newer entry: byte-identical
+    tail = before[mine_end:]
+    assert after.endswith(tail) and b"my own note" in tail and b"older" in tail  # older ones: byte-identical
+    mine = after[mine_start:len(after) - len(tail)].decode()
+    assert mine.startswith("<!-- flatline-entry status=interrupted run=/runs/mine -->\n## 2025-11-22 09:00 — mine\n")
+    assert "**INTERRUPTED** (by SIGINT after 7 of 40 steps)" in mine and mine.endswith("<!-- /flatline-entry -->\n")
+    assert after.count(b"run=/runs/mine ") == 1
+
+
+def test_settling_a_run_with_no_entry_files_it_as_the_newest(tmp_path):
+    path = tmp_path / "LOG.md"
+    file_entry(path, "/runs/older", lifecycle_entry("older", RunState("completed", 40, 40)))
+    before = path.read_bytes()
+    file_entry(path, "/runs/new", lifecycle_entry("new", RunState("failed", 0, 40, "E: x")))
+    after = path.read_bytes()
+    marker_end = before.index(MARKER.encode()) + len(MARKER) + 1
+    assert after.endswith(before[marker_end:]) and after.index(b"run=/runs/new") < after.index(b"run=/runs/older")
+
+
+def test_a_legacy_marker_is_still_the_place_new_entries_go(tmp_path):
+    path = tmp_path / "LOG.md"
+    old = b"# Experiment log\n\n" + LEGACY_MARKERS[0].encode() + b"\n\n## 2025-01-01 old entry\n\nbody\n"
+    path.write_bytes(old)
+    file_entry(path, "/runs/a", lifecycle_entry("a", RUNNING))
+    after = path.read_bytes()
+    assert after.startswith(old[:old.index(b"\n\n## ")]) and after.endswith(old[old.index(b"\n## "):])
+    assert MARKER.encode() not in after and after.count(LEGACY_MARKERS[0].encode()) == 1
+
+
+def test_entry_lines_list_entries_by_status(tmp_path):
+    path = tmp_path / "LOG.md"
+    append_entry(path, entry_for("legacy"))
+    file_entry(path, "/runs/done", lifecycle_entry("done", RunState("completed", 40, 40, evaluated=True)))
+    file_entry(path, "/runs/a b", lifecycle_entry("a b", RunState("failed", 1, 40, "E: x")))
+    file_entry(path, "/runs/live", lifecycle_entry("live", RUNNING))
+    text = path.read_text()
+    assert [e.run_id for e in entry_lines(text)] == ["/runs/live", "/runs/a b", "/runs/done", "legacy"]
+    assert [e.run_id for e in entry_lines(text, {"failed", "running"})] == ["/runs/live", "/runs/a b"]
+    assert [e.run_id for e in entry_lines(text, {"completed"})] == ["/runs/done"]
+    (done,) = entry_lines(text, {"EVALUATED"})
+    assert done.text() == "COMPLETED, EVALUATED   2025-11-22 14:05 — done  (/runs/done)"

@@ -19,3 +19,10 @@ class ModelError(FlatlineError):
 
 class PluginError(FlatlineError):
     """A user plug-in returned something the trainer cannot use (raised on its first call)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout` and cluster schedulers send) during a run: handled like Ctrl-C, so the run writes its
+    summary and settles its log book entry before it exits."""
+
+    signal_name = "SIGTERM"

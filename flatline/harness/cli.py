@@ -2,7 +2,7 @@
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
     flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
-    flatline log [--log-book PATH]
+    flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--only NAME ...] [--seeds N]
 
 Bad input (config, data, model location) is reported as one line on stderr with exit code 2, before any
@@ -16,6 +16,8 @@ from pathlib import Path
 
 from flatline.common.errors import FlatlineError
 from flatline.common.record import PROBE_LEVELS
+from flatline.diagnostics.logbook import STATUSES
+from flatline.harness.run_log import log_book_hooks, log_evaluation
 
 EXIT_USAGE = 2
 
@@ -37,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="exit 1 when a verdict at or above this level is found (for CI)")
     diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
     diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
+    diagnose.add_argument("--log", action="store_true",
+                          help="add this judgement to the run's log book entry (status gains EVALUATED)")
     log = commands.add_parser("log", help="print the experiment log book")
     log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
+    log.add_argument("--status", nargs="+", type=str.lower, choices=STATUSES, metavar="STATUS",
+                     help=f"list only entries with any of these statuses, one line each ({', '.join(STATUSES)})")
     selftest = commands.add_parser("selftest", help="planted faults each verdict must catch; healthy runs stay quiet")
     selftest.add_argument("--full", action="store_true", help="every fault and healthy run (default: the CI subset)")
     selftest.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults / healthy runs")
@@ -53,22 +59,8 @@ def cmd_train(args) -> int:
 
     overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
     cfg = load_config(args.config, overrides)
-    train(cfg, out=args.out, make_listeners=for_trainer, on_finish=judge_finished_run(cfg))
+    train(cfg, out=args.out, make_listeners=for_trainer, **log_book_hooks(cfg))
     return 0
-
-
-def judge_finished_run(cfg):
-    """train()'s on_finish: judge the run, write diagnosis.md/json into its directory, add the log book entry."""
-
-    def on_finish(run_dir, tracker) -> None:
-        from flatline.diagnostics.conclude import conclude
-        from flatline.diagnostics.history import load_history
-        from flatline.diagnostics.judge import judge
-
-        history = load_history(run_dir)
-        conclude(history, judge(history), report_dirs=[run_dir], log_book=cfg.log_book, tracker=tracker)
-
-    return on_finish
 
 
 def cmd_diagnose(args) -> int:
@@ -87,6 +79,8 @@ def cmd_diagnose(args) -> int:
             raise FlatlineError(f"--out {out}: already holds a diagnosis.md; choose a new directory")
         out.mkdir(parents=True, exist_ok=True)
         write_report(diagnosis, history, out)
+    if args.log:
+        log_evaluation(history, diagnosis, args.run, args.out)
     if args.format == "json":
         print(json.dumps(render_json(diagnosis), indent=2, allow_nan=False))
     else:
@@ -112,9 +106,14 @@ def cmd_selftest(args) -> int:
 
 
 def cmd_log(args) -> int:
-    from flatline.diagnostics.logbook import log_book_path, read_log_book
+    from flatline.diagnostics.logbook import entry_lines, log_book_path, read_log_book
 
-    print(read_log_book(log_book_path(args.log_book)), end="")
+    text = read_log_book(log_book_path(args.log_book))
+    if not args.status:
+        print(text, end="")
+        return 0
+    for entry in entry_lines(text, args.status):
+        print(entry.text())
     return 0
 
 

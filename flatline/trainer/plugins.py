@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 import os
+import reprlib
 import sys
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Callable
 
@@ -138,9 +141,57 @@ def call_mask_fn(function: Callable, completion_ids: torch.Tensor, eos_token_ids
                       f"completion positions)")
 
 
-def call_reward(function: Callable, prompts: list[str], completions: list[str], columns: dict[str, list]) -> dict[str, list]:
-    """Call a TRL-style reward function; returns {component: values}. Columns go only where the function takes them."""
-    result = function(prompts=prompts, completions=completions, **keywords_taken(function, columns))
-    if isinstance(result, dict):
-        return {name: list(values) for name, values in result.items()}
-    return {function.__name__: list(result)}
+def call_reward(function: Callable, prompts: list[str], completions: list[str], columns: dict[str, list]):
+    """Call a TRL-style reward function and return what it returned (reward_components checks it). Columns go only
+    where the function takes them."""
+    return function(prompts=prompts, completions=completions, **keywords_taken(function, columns))
+
+
+def function_name(function: Callable) -> str:
+    """`module:function`, as a config names a plug-in."""
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None) or repr(function)
+    return f"{getattr(function, '__module__', None) or '?'}:{name}"
+
+
+def reward_components(function: Callable, result, count: int) -> dict[str, list[float | None]]:
+    """A reward's return as {component: [count] floats or None}: a list (one component, named after the function) or a
+    dict of lists. Anything else is a PluginError naming the function, what it returned and what was expected."""
+    single = not isinstance(result, dict)
+    items = [(getattr(function, "__name__", "reward"), result)] if single else list(result.items())
+    expected = f"{count} floats or None, one per completion (a list, or a dict of such lists, one per component)"
+    if not items:
+        raise PluginError(f"reward {function_name(function)} returned an empty dict; expected {expected}")
+    components = {}
+    for name, values in items:
+        problem = reward_values_problem(values, count)
+        if problem:
+            where = "" if single else f" for component {name!r}"
+            raise PluginError(f"reward {function_name(function)} returned{where} {problem}; expected {expected}")
+        components[str(name)] = [None if v is None else float(v) for v in as_list(values)]
+    return components
+
+
+def as_list(values) -> list:
+    """A list, a tuple, or a 1-D array or tensor as a list of Python values."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def reward_values_problem(values, count: int) -> str:
+    """What is wrong with `values` as one reward value per completion, as a phrase ("" when nothing is)."""
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Sized) or getattr(values, "ndim", 1) != 1:
+        return "None" if values is None else f"{type(values).__name__} {short_repr(values)}"
+    items = as_list(values)
+    described = f"{type(values).__name__} of {len(items)} value{'s' * (len(items) != 1)} {short_repr(items)}"
+    if len(items) != count:
+        return described
+    for index, value in enumerate(items):
+        if value is not None and not isinstance(value, numbers.Real):
+            return f"{described} (position {index} is {type(value).__name__} {short_repr(value)})"
+    return ""
+
+
+def short_repr(value) -> str:
+    """A value's repr for an error message: shortened, on one line."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxtuple = 40, 40, 4, 4
+    return " ".join(short.repr(value).split())

@@ -8,14 +8,16 @@ their weighted total, advantages, and the TRL-compatible metrics of the batch.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from flatline.common.errors import PluginError
 from flatline.common.groups import group_reward_std
-from flatline.trainer.plugins import call_reward
+from flatline.trainer.plugins import call_reward, function_name, reward_components, short_repr
 from flatline.trainer.samplers import SampleBatch
 from flatline.trainer.tasks.base import Example, Task
 
@@ -55,12 +57,15 @@ def decode_completions(tokenizer, samples: SampleBatch) -> list[str]:
 
 
 class RewardScorer:
-    """Reward components of completions, by the task's scorer or a plug-in `reward`; a scorer that raises leaves
-    those completions unscored (counted in rewards/errors, warned about once)."""
+    """Reward components of completions, by the task's scorer or a plug-in `reward`. A scorer that raises leaves
+    those completions unscored (counted in rewards/errors, warned about once): the judges diagnose that. A scorer
+    that returns something unusable (the wrong length, strings) is a PluginError at once, naming the function, what
+    it returned and what was expected; non-finite values are warned about once and passed on to be diagnosed."""
 
     def __init__(self, task: Task, plugin: Callable | None, plugin_weights: dict, prompt_text: Callable[[Example], str]):
         self.task, self.plugin, self.plugin_weights, self.prompt_text = task, plugin, plugin_weights, prompt_text
         self.warned = False
+        self.warned_non_finite = False
 
     def score(self, examples: list[Example], completions: list[str], token_ids: list[list[int]],
               num_generations: int) -> tuple[dict[str, list], int, dict[str, float]]:
@@ -76,19 +81,24 @@ class RewardScorer:
             except Exception as exc:
                 self._warn(exc)
                 values, errors = {}, errors + 1
+            check_task_values(self.task, values)
             for name in components:
                 components[name].append(values.get(name))
+        self._warn_non_finite(f"task {self.task.name}'s reward", components)
         return components, errors, dict(self.task.weights)
 
     def _plugin_score(self, owners: list[Example], completions: list[str]):
         prompts = [self.prompt_text(e) for e in owners]
         columns = {key: [e.row.get(key) for e in owners] for key in (owners[0].row if owners else {})}
         try:
-            components = call_reward(self.plugin, prompts, completions, columns)
-            errors = 0
+            result = call_reward(self.plugin, prompts, completions, columns)
         except Exception as exc:
             self._warn(exc)
-            components, errors = {self.plugin.__name__: [None] * len(completions)}, len(completions)
+            components = {self.plugin.__name__: [None] * len(completions)}
+            errors = len(completions)
+        else:
+            components, errors = reward_components(self.plugin, result, len(completions)), 0
+            self._warn_non_finite(f"reward {function_name(self.plugin)}", components)
         weights = {name: float(self.plugin_weights.get(name, 1.0)) for name in components}
         return components, errors, weights
 
@@ -97,6 +107,26 @@ class RewardScorer:
             warnings.warn(f"the reward function raised {type(exc).__name__}: {exc}; such completions are unscored "
                           f"(counted in rewards/errors)")
             self.warned = True
+
+    def _warn_non_finite(self, who: str, components: dict[str, list]) -> None:
+        bad = sum(1 for values in components.values() for v in values if v is not None and not math.isfinite(v))
+        if bad and not self.warned_non_finite:
+            total = sum(len(values) for values in components.values())
+            warnings.warn(f"{who} returned {bad} non-finite values (NaN or inf) among {total}; training goes on so "
+                          f"flatline can diagnose them (advantage.numerics), but such rewards poison the advantages")
+            self.warned_non_finite = True
+
+
+def check_task_values(task: Task, values) -> None:
+    """A task's score for one completion must be {component: float or None}; anything else is a PluginError."""
+    scorer = f"{type(task).__module__}:{type(task).__qualname__}.score"
+    if not isinstance(values, dict):
+        raise PluginError(f"task scorer {scorer} returned {type(values).__name__} {short_repr(values)}; expected a dict "
+                          f"of component -> float or None for one completion")
+    for name, value in values.items():
+        if value is not None and not isinstance(value, numbers.Real):
+            raise PluginError(f"task scorer {scorer} returned {type(value).__name__} {short_repr(value)} for component "
+                              f"{name!r}; expected a float or None")
 
 
 def combine_rewards(components: dict[str, list], weights: dict[str, float]) -> torch.Tensor:

@@ -1,17 +1,26 @@
 """One training run end to end: checks, model, run directory, the loop, metrics, samples, W&B, a summary.
 
 Run directory (never overwritten): config.toml, metrics.jsonl (a row per step), samples.jsonl, summary.json.
+summary.json says how the run ended: `status` completed | failed | interrupted, `steps_completed` of `max_steps`,
+and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM). SIGTERM is handled
+like Ctrl-C while a run trains, so `timeout` and cluster schedulers leave a settled run too.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from flatline.common.errors import Terminated
+from flatline.common.files import write_atomic
 from flatline.common.jsonl import JsonlWriter
-from flatline.trainer.config import to_dict, to_toml
+from flatline.trainer.config import checked_toml, to_dict
 from flatline.trainer.loop import build_trainer, prepare
 from flatline.trainer.rundir import create_run_dir
 from flatline.trainer.tracking import Tracker
@@ -55,59 +64,130 @@ def summarize(rows: list[dict], window: int = SUMMARY_WINDOW) -> dict:
     return summary
 
 
-def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None, on_finish=None) -> Path:
+@dataclass(frozen=True)
+class Outcome:
+    """How a run that got a run directory ended, as summary.json and the log book say it."""
+
+    status: str  # completed | failed | interrupted
+    steps_completed: int
+    max_steps: int
+    error: str = ""  # failed: the exception's type and last line; interrupted: SIGINT or SIGTERM
+
+
+def error_line(exc: BaseException) -> str:
+    """`Type: last line of the message`: what a failed run's summary and log entry quote."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
+def interruption(exc: KeyboardInterrupt) -> str:
+    return getattr(exc, "signal_name", "SIGINT")
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """While the block runs, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, once: a second
+    SIGTERM while the run writes its summary is ignored. The previous handler is restored afterwards. Off the main
+    thread (where Python cannot set handlers) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None, on_finish=None,
+          on_start=None, on_end=None) -> Path:
     """Train with `cfg`; returns the run directory. Bad input raises FlatlineError before anything is written.
 
     make_listeners(trainer) -> listeners, for listeners that need the built trainer (the CLI attaches probes so).
-    on_finish(run_dir, tracker), after summary.json is written and before W&B closes (the CLI judges the run there).
+    on_start(run_dir, tracker), once the run directory, config.toml and W&B exist (the CLI files a RUNNING entry).
+    on_finish(run_dir, tracker), after a completed run's summary.json and before W&B closes (the cases judge there).
+    on_end(run_dir, tracker, outcome), after summary.json, for every run that got a directory: completed, failed
+    or interrupted (the CLI judges a completed run and settles its log book entry there).
     """
-    started = time.perf_counter()
-    prepared = prepare(cfg)
-    trainer = build_trainer(cfg, listeners, prepared)
-    if make_listeners is not None:
-        trainer.listeners.extend(make_listeners(trainer))
-    name = run_name(cfg)
-    run_dir = create_run_dir(Path(out) if out else Path(cfg.output_dir) / name)
-    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-    log(f"run directory: {run_dir}")
-    tracker = Tracker()
-    if cfg.report_to == "wandb":
-        named = cfg.run_name or cfg.exp_major >= 0
-        tracker.start(cfg.wandb_project, name if named else run_dir.name, str(run_dir), to_dict(cfg))
-    metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
-    bar = _progress_bar(cfg, name)
-    rows, completed = [], False
-    try:
-        for _ in range(cfg.max_steps):
-            row = trainer.step()
-            if eval_due(row["step"], cfg):
-                row.update(trainer.evaluate())
-            metrics.write(row)
-            for sample in trainer.logged_samples(cfg.log_completions):
-                samples.write(sample)
-            tracker.log(row, row["step"])
-            rows.append(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(reward=f"{row['reward']:.3f}", refresh=False)
-        completed = True
-    finally:
-        metrics.close()
-        samples.close()
-        if bar is not None:
-            bar.close()
-        summary = summarize(rows)
-        summary["run"] = run_dir.name
-        summary["total_seconds"] = time.perf_counter() - started
-        summary["wandb"] = tracker.url_or_name
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    started, started_at = time.perf_counter(), datetime.now()
+    config_text = checked_toml(cfg)  # config.toml must read back as what runs, or the run could not be judged
+    with sigterm_as_interrupt():
+        prepared = prepare(cfg)
+        trainer = build_trainer(cfg, listeners, prepared)
+        if make_listeners is not None:
+            trainer.listeners.extend(make_listeners(trainer))
+        name = run_name(cfg)
+        run_dir = create_run_dir(Path(out) if out else Path(cfg.output_dir) / name)
+        (run_dir / "config.toml").write_text(config_text, encoding="utf-8")
+        log(f"run directory: {run_dir}")
+        tracker = Tracker(log=log)
+        if cfg.report_to == "wandb":
+            named = cfg.run_name or cfg.exp_major >= 0
+            tracker.start(cfg.wandb_project, name if named else run_dir.name, str(run_dir), to_dict(cfg))
+        metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
+        bar = _progress_bar(cfg, name)
+        rows: list[dict] = []
+        outcome = Outcome("failed", 0, cfg.max_steps, "stopped before the first step")
         try:
-            if on_finish is not None and completed and rows:
-                on_finish(run_dir, tracker)
+            if on_start is not None:
+                on_start(run_dir, tracker)
+            for _ in range(cfg.max_steps):
+                row = trainer.step()
+                if eval_due(row["step"], cfg):
+                    row.update(trainer.evaluate())
+                metrics.write(row)
+                for sample in trainer.logged_samples(cfg.log_completions):
+                    samples.write(sample)
+                tracker.log(row, row["step"])
+                rows.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{row['reward']:.3f}", refresh=False)
+            outcome = Outcome("completed", len(rows), cfg.max_steps)
+        except KeyboardInterrupt as exc:
+            outcome = Outcome("interrupted", len(rows), cfg.max_steps, interruption(exc))
+            raise
+        except BaseException as exc:
+            outcome = Outcome("failed", len(rows), cfg.max_steps, error_line(exc))
+            raise
         finally:
-            tracker.finish()
+            metrics.close()
+            samples.close()
+            if bar is not None:
+                bar.close()
+            summary = run_summary(rows, outcome, run_dir.name, started_at, time.perf_counter() - started,
+                                  tracker.url_or_name)
+            write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            try:
+                if on_finish is not None and outcome.status == "completed" and rows:
+                    on_finish(run_dir, tracker)
+            finally:
+                try:
+                    if on_end is not None:
+                        on_end(run_dir, tracker, outcome)
+                finally:
+                    tracker.finish()
     log(summary_line(summary))
     return run_dir
+
+
+def run_summary(rows: list[dict], outcome: Outcome, run: str, started_at: datetime, total_seconds: float,
+                wandb: str) -> dict:
+    """summary.json: how the run ended (status, steps_completed of max_steps, error), when it started, and the
+    reward and eval summary of the steps it took."""
+    summary = {"run": run, "status": outcome.status, "steps_completed": outcome.steps_completed,
+               "max_steps": outcome.max_steps}
+    if outcome.error:
+        summary["error"] = outcome.error
+    summary.update(summarize(rows))
+    summary.update({"started": started_at.isoformat(timespec="seconds"), "total_seconds": total_seconds,
+                    "wandb": wandb})
+    return summary
 
 
 def summary_line(summary: dict) -> str:
