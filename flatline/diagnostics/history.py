@@ -20,8 +20,8 @@ MIN_TREND_POINTS = 6
 # Significance for Kendall's tau (the conventional 5%; rldoctor's Mann-Kendall uses the same).
 TREND_ALPHA = 0.05
 # Theil-Sen takes the median of all n(n-1)/2 pairwise slopes (O(n^2) memory: 100k steps would need 40 GB): a
-# longer series is judged on this many evenly spaced points, which keeps both estimators' robustness.
-MAX_TREND_POINTS = 2000
+# longer series is judged on this many evenly spaced points (a trend, not a detail), keeping both estimators robust.
+MAX_TREND_POINTS = 1000
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,14 @@ def _number(value) -> float:
     return math.nan
 
 
+def _floats(values) -> np.ndarray:
+    """float64 array of logged values: numbers at numpy's speed, anything else ("nan" strings, None) one by one."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return np.asarray([_number(v) for v in values], dtype=np.float64)
+
+
 @dataclass
 class History:
     """A run's training rows (one per step), its held-out rows, its config and summary when known, a control run,
@@ -164,8 +172,7 @@ class History:
         if cached is not None:
             return cached
         steps, values = columns.get(name, ((), ()))
-        steps = np.asarray([_number(s) for s in steps], dtype=np.float64)
-        values = np.asarray([_number(v) for v in values], dtype=np.float64)
+        steps, values = _floats(steps), _floats(values)
         if self.eval_rows and len(steps) > 1 and np.any(np.diff(steps) < 0):
             order = np.argsort(steps, kind="stable")  # held-out rows come after the training rows
             steps, values = steps[order], values[order]

@@ -30,8 +30,8 @@ CANONICAL_PREFIXES = TRL_PREFIXES + tuple(f"{family}/" for family in FLATLINE_FA
 # and its end-of-training summary keys, OpenRLHF `eval/global_step`, verl `training/global_step`, prime-rl `time`).
 META = frozenset({"step", "epoch", "global_step", "time", "_step", "_runtime", "_timestamp", "_wandb",
                   "train/global_step", "train/epoch", "eval/global_step", "eval/epoch", "eval/step",
-                  "training/global_step", "training/epoch", "total_flos", "train_runtime", "train_loss",
-                  "train_samples_per_second", "train_steps_per_second"})
+                  "training/global_step", "training/epoch", "trainer/global_step", "iteration", "iter",
+                  "total_flos", "train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second"})
 HELD_OUT = "eval/reward"
 # Held-out series that can stand for the held-out score, in order of preference (after the eval/ prefix).
 HELD_OUT_NAMES = ("reward", "accuracy", "acc", "score", "pass@1", "pass1", "correct")

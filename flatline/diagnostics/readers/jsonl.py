@@ -38,7 +38,7 @@ def records_from_rows(rows: list[tuple[str, dict]], raw: RawLog) -> None:
                                 "only W&B's _step (a count of wandb.log calls), no training step"))
             continue
         used_wandb_step |= key == "_step"
-        raw.records.append(Record(row[key], {k: v for k, v in row.items() if k != key}, where))
+        raw.records.append(Record(row[key], row, where))  # the step key stays: aliases.META leaves it out
     if used_wandb_step:
         raw.notes.append(WANDB_STEP_NOTE)
 

@@ -99,7 +99,7 @@ def merge_by_step(records: list[Record], restarts: bool, meta: frozenset = froze
         key = (step, record.origin)
         bucket = buckets.get(key)
         if bucket is None:
-            buckets[key] = dict(record.values)
+            buckets[key] = record.values  # records are the reader's own: merged in place, not copied
             steps.setdefault(step, []).append(record.origin)
             continue
         collision = any(k in bucket and k not in meta for k in record.values)
@@ -117,8 +117,9 @@ def merge_by_step(records: list[Record], restarts: bool, meta: frozenset = froze
         notes.append(f"{overwritten} row(s) logged a key again for a step that already had it: the later value is kept")
     merged = []
     for step in sorted(steps):
-        values: dict = {}
-        for origin in steps[step]:
+        origins = steps[step]
+        values = buckets[(step, origins[0])]
+        for origin in origins[1:]:
             values.update(buckets[(step, origin)])
         merged.append((step, values))
     return merged, dropped, notes
