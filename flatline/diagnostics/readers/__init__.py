@@ -18,7 +18,7 @@ from pathlib import Path
 from flatline.diagnostics.readers.aliases import META, check_guards, map_keys, sniff_trainer
 from flatline.diagnostics.readers.base import LogError, LogInfo, RawLog
 from flatline.diagnostics.readers.configs import find_settings
-from flatline.diagnostics.readers.detect import FORMATS, Found, detect
+from flatline.diagnostics.readers.detect import FORMATS, Found, find_log
 from flatline.diagnostics.readers.rows import merge_by_step, number, places
 
 __all__ = ["FORMATS", "LogData", "LogError", "LogInfo", "read_log"]
@@ -129,7 +129,7 @@ def _missing_values(rows: list[dict], keymap) -> str:
 def read_log(path, format: str | None = None) -> LogData:
     """Read the log at `path` (a file or a directory) in `format` (one of FORMATS; None or "auto": detect it).
     Raises LogError (a FlatlineError) with a one-line message naming the file, the place and the fix."""
-    found = detect(Path(path), format)
+    found = find_log(Path(path), format)
     raw = _read(found)
     keys = list(dict.fromkeys(k for record in raw.records for k in record.values))
     trainer = found.trainer or raw.trainer

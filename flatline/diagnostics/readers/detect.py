@@ -88,10 +88,11 @@ def jsonl_kind(path: Path) -> str:
     from flatline.diagnostics.readers.verl import is_verl_line
 
     objects = first_objects(path)
-    if objects and all(is_verl_line(o) for o in objects):
+    majority = len(objects) / 2  # one odd line among the first (a restart banner, a hand edit) does not decide
+    if objects and sum(is_verl_line(o) for o in objects) > majority:
         return "verl"
-    if objects and all(isinstance(o.get("time"), (int, float)) and o["time"] > UNIX_TIME_MIN and "step" in o
-                       for o in objects):
+    if objects and sum(isinstance(o.get("time"), (int, float)) and o["time"] > UNIX_TIME_MIN and "step" in o
+                       for o in objects) > majority:
         return "prime-rl"
     return "jsonl"
 
@@ -186,7 +187,7 @@ def detect_dir(root: Path, want: str | None = None) -> Found:
                 tables.append((f, want or kind))
     if len(tables) == 1:
         return Found(tables[0][1], tables[0][0])
-    what = f"a {want} log" if want else "a log flatline reads"
+    what = f"{want} log" if want else "log flatline reads"
     if len(tables) > 1:
         shown = ", ".join(str(f.relative_to(root)) for f, _ in tables[:5])
         raise LogError(f"{root}: holds {len(tables)} candidate logs ({shown}{', ...' if len(tables) > 5 else ''}); "
@@ -219,7 +220,7 @@ FORCED = {
 }
 
 
-def detect(path: Path, forced: str | None = None) -> Found:
+def find_log(path: Path, forced: str | None = None) -> Found:
     """Which reader reads `path` (a file or a directory), honouring --format-in."""
     if not path.exists():
         raise LogError(f"{path}: no such run directory or log file")

@@ -21,8 +21,8 @@ def parse_json(path: Path, what: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        at_end = exc.pos >= len(text.rstrip()) - 1
-        hint = ("it ends early: a truncated or half-written file (the run was killed while saving?)" if at_end
+        truncated = not text.rstrip().endswith("}")  # transformers writes one object, closed at the end
+        hint = ("it ends early: a truncated or half-written file (the run was killed while saving?)" if truncated
                 else "the file is damaged")
         raise LogError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); {hint}; use a checkpoint's "
                        "copy (checkpoint-N/trainer_state.json) or wait for the next save") from None

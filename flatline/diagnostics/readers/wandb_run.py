@@ -108,6 +108,9 @@ def read_wandb(path: Path) -> RawLog:
                 raw.config.pop(key, None)
         elif kind == "exit":
             exit_code = body.get("exit_code", 0)
+    if not rows:
+        raise LogError(f"{wandb_file}: holds no logged rows (a run killed right after it started, before wandb wrote "
+                       "its buffer, leaves only the file's header)")
     raw.config.pop("_wandb", None)
     if raw.config:
         raw.config_source = f"{wandb_file} (the W&B run's config)"
