@@ -14,6 +14,8 @@ from flatline.common.errors import FlatlineError
 
 # Bytes read to tell a text log from a binary file (NUL bytes never occur in JSON, CSV or TOML text).
 SNIFF_BYTES = 64 * 1024
+# Places of left-out rows kept in diagnosis.json (their count is always there).
+DROPPED_IN_JSON = 100
 
 
 class LogError(FlatlineError):
@@ -74,7 +76,8 @@ class LogInfo:
     def to_json(self) -> dict:
         return {"format": self.format, "trainer": self.trainer, "source": self.source, "keys": self.keys,
                 "mapping": dict(self.mapping), "unrecognised": list(self.unrecognised), "ignored": len(self.ignored),
-                "dropped": [{"where": w, "why": why} for w, why in self.dropped], "notes": list(self.notes),
+                "dropped": [{"where": w, "why": why} for w, why in self.dropped[:DROPPED_IN_JSON]],
+                "dropped_count": len(self.dropped), "notes": list(self.notes),
                 "config_source": self.config_source, "eval_points": self.eval_points,
                 "nothing_to_judge": self.nothing_to_judge}
 

@@ -26,9 +26,11 @@ from flatline.diagnostics.readers.base import LogError, head_bytes
 
 FORMATS = ("auto", "flatline", "trl", "wandb", "tensorboard", "verl", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
 MAX_DEPTH = 4
-MAX_ENTRIES = 20_000
-# Objects looked at to tell JSON Lines formats apart.
+MAX_ENTRIES = 100_000
+# Objects (within the first lines) looked at to tell JSON Lines formats apart; a line is read whole up to the limit.
 SNIFF_OBJECTS = 5
+SNIFF_LINES = 50
+MAX_LINE_BYTES = 64 * 1024 * 1024
 SKIP_DIRS = {"node_modules", "__pycache__", ".git", "site-packages"}
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _EVENT_TIME = re.compile(r"events\.out\.tfevents\.(\d+)")
@@ -68,18 +70,25 @@ def walk(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 
 
 def first_objects(path: Path, count: int = SNIFF_OBJECTS) -> list[dict]:
-    """The first JSON objects of a JSON Lines file (lines that do not parse are skipped)."""
+    """The first JSON objects of a JSON Lines file, whole lines however long (lines that do not parse are skipped)."""
     objects = []
-    for line in head_bytes(path).decode("utf-8", "replace").splitlines():
-        if line.strip():
-            try:
-                value = json.loads(line)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(value, dict):
-                objects.append(value)
-            if len(objects) >= count:
-                break
+    try:
+        with path.open("rb") as handle:
+            for _ in range(SNIFF_LINES):
+                line = handle.readline(MAX_LINE_BYTES)
+                if not line:
+                    break
+                if line.strip():
+                    try:
+                        value = json.loads(line)
+                    except (ValueError, RecursionError):
+                        continue
+                    if isinstance(value, dict):
+                        objects.append(value)
+                    if len(objects) >= count:
+                        break
+    except OSError as exc:
+        raise LogError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return objects
 
 
@@ -165,7 +174,9 @@ def detect_dir(root: Path, want: str | None = None) -> Found:
     own = sorted(root.glob("run-*.wandb"))
     if wanted("wandb") and own:
         return Found("wandb", own[0])
-    files = walk(root)
+    # W&B's usual places first (a wandb/ of many runs holds many media files): the walk is the fallback
+    near = [p for pattern in ("*run-*/run-*.wandb", "wandb/*run-*/run-*.wandb") for p in root.glob(pattern)]
+    files = near if wanted("wandb") and wandb_run_files(near) else walk(root)
     runs = wandb_run_files(files)
     if wanted("wandb") and runs:
         newest = max(runs, key=lambda f: f.parent.name.replace("offline-", ""))
