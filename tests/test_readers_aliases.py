@@ -63,6 +63,7 @@ def test_verl_names_several_data_sources_and_says_which_it_read():
     (["optim/grad_norm", "train/agg/all/agent/reward/mean", "entropy/all/mean"], "prime-rl"),
     (["train/actor_grad_norm", "train/policy_loss", "train/reward", "train/global_step"], "openrlhf"),
     (["train/reward", "train/frac_reward_zero_std", "train/global_step", "profiling/Time taken: x"], "trl"),
+    (["train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/policy_loss"], "trl"),
     (["reward", "frac_reward_zero_std", "advantage/zero_std_frac", "update/rel_update"], "flatline"),
     (["my_metric", "other"], ""),
 ])

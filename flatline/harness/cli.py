@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flatline.common.errors import FlatlineError
 from flatline.common.record import PROBE_LEVELS
+from flatline.diagnostics.readers.detect import FORMATS as LOG_FORMATS
 
 EXIT_FOUND = 1
 EXIT_USAGE = 2
@@ -25,8 +26,6 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 # Set to 1 to get the traceback of an internal error.
 DEBUG_ENV = "FLATLINE_DEBUG"
-# --format-in choices (flatline.diagnostics.readers.detect.FORMATS, repeated so --help needs no import)
-LOG_FORMATS = ("auto", "flatline", "trl", "wandb", "tensorboard", "verl", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,9 +114,12 @@ def emit(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit: let that go nowhere
-        os.close(devnull)
+        try:  # Python flushes stdout again at exit: let that go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor has nothing left to flush
+            pass
 
 
 def cmd_selftest(args) -> int:

@@ -197,7 +197,6 @@ GENERIC = Dialect(
     strip=("train/",))
 
 DIALECTS = {d.name: d for d in (FLATLINE, TRL, VERL, PRIME_RL, OPENRLHF, GENERIC)}
-TRAINERS = ("flatline", "trl", "verl", "prime-rl", "openrlhf")
 
 # Keys that give a trainer away when the file format does not (W&B, TensorBoard, CSV, plain JSONL).
 MARKERS = {
@@ -222,11 +221,12 @@ def sniff_trainer(keys) -> tuple[str, list[str]]:
     stripped = [k[len("train/"):] if k.startswith("train/") and not k.startswith("train/agg/") else k for k in keys]
     hits = {trainer: [k for k, s in zip(keys, stripped) if any(_matches(k, m) or _matches(s, m) for m in markers)]
             for trainer, markers in MARKERS.items()}
-    others = [t for t in ("openrlhf", "verl", "prime-rl") if hits[t]]
-    if others:
-        best = max(others, key=lambda t: len(hits[t]))
+    ours = len(set(hits["trl"]) | set(hits["flatline"]))  # flatline logs TRL's names plus its probe families
+    other = max(("openrlhf", "verl", "prime-rl"), key=lambda t: len(hits[t]))
+    if len(hits[other]) > ours:
+        best = other
     elif hits["flatline"] and not any(k.startswith(("profiling/", "train/global_step")) for k in keys):
-        best = "flatline"  # flatline logs TRL's names plus its probe families; HF's loggers give TRL away
+        best = "flatline"  # HF's loggers (profiling rows, train/global_step) give TRL away
     else:
         best = "trl"
     return (best, hits[best][:3]) if hits[best] else ("", [])
