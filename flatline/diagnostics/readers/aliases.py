@@ -28,7 +28,7 @@ TRL_PREFIXES = ("rewards/", "completions/", "clip_ratio/", "sampling/", "tools/"
 CANONICAL_PREFIXES = TRL_PREFIXES + tuple(f"{family}/" for family in FLATLINE_FAMILIES)
 # Step counters, epochs and timestamps: what a row is indexed by, not a metric (W&B `_step`, HF `train/global_step`
 # and its end-of-training summary keys, OpenRLHF `eval/global_step`, verl `training/global_step`, prime-rl `time`).
-META = frozenset({"step", "epoch", "global_step", "time", "_step", "_runtime", "_timestamp", "_wandb",
+META = frozenset({"step", "Step", "epoch", "global_step", "time", "_step", "_runtime", "_timestamp", "_wandb",
                   "train/global_step", "train/epoch", "eval/global_step", "eval/epoch", "eval/step",
                   "training/global_step", "training/epoch", "trainer/global_step", "iteration", "iter",
                   "total_flos", "train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second"})
