@@ -266,7 +266,7 @@ def test_load_trl_trainer_state_folds_eval_keys(tmp_path):
     (tmp_path / "trainer_state.json").write_text(json.dumps(state))
     for path in (tmp_path / "trainer_state.json", tmp_path):
         h = load_history(path)
-        assert h.steps == 3
+        assert h.steps == 2  # the eval row is no training step
         assert h.series("eval/reward").values.tolist() == [0.31]
         assert h.has("eval/loss") and not h.has("eval_reward") and not h.has("train_runtime")
         assert h.series("reward").values.tolist() == [0.2, 0.3]

@@ -33,6 +33,8 @@ def _problem(line: str) -> tuple[object | None, str]:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg})"
+    except ValueError as exc:  # an integer literal longer than Python's int limit (4300 digits)
+        return None, f"not a usable JSON value ({str(exc).split(';')[0]})"
     except RecursionError:
         return None, "nested too deeply"
     if not isinstance(value, dict):

@@ -1,25 +1,24 @@
-"""Metric histories: what the hypotheses judge. Read from a run directory, a metrics.jsonl, or TRL's
-trainer_state.json, so a finished run or another trainer's log can be re-judged without the model.
+"""Metric histories: what the hypotheses judge. Read from a flatline run directory or another trainer's log (TRL,
+W&B, TensorBoard, verl, prime-rl, OpenRLHF, CSV: flatline/diagnostics/readers/), so a finished run can be re-judged
+without the model.
 
-    h = load_history("runs/exp0.1-arithmetic-1122")
+    h = load_history("runs/exp0.1-arithmetic-1122")        # or load_history("outputs/", format="verl")
     h.series("reward").trend()     # Theil-Sen slope and Kendall tau over the steps
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
-from flatline.common.errors import FlatlineError
-from flatline.common.jsonl import read_jsonl
+from flatline.diagnostics.readers import LogInfo, read_log
 
 # Below this many points a trend is not judged (Kendall's tau on fewer points cannot reach p < 0.05 reliably).
 MIN_TREND_POINTS = 6
-# Trends of longer series are judged on this many bin means (Theil-Sen's pairwise slopes grow with n squared).
+# Trends of longer series are judged on this many bin means: Theil-Sen takes the median of all n(n-1)/2 pairwise
+# slopes (O(n^2) memory: 100k steps would need 40 GB), and bin means keep the trend.
 MAX_TREND_POINTS = 1000
 # Significance for Kendall's tau (the conventional 5%; rldoctor's Mann-Kendall uses the same).
 TREND_ALPHA = 0.05
@@ -107,7 +106,10 @@ def _number(value) -> float:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         try:
             return float(value)  # "nan", "inf", "-inf" as written by the run directory
@@ -116,9 +118,22 @@ def _number(value) -> float:
     return math.nan
 
 
+def _floats(values) -> np.ndarray:
+    """float64 array of logged values: numbers at numpy's speed, anything else ("nan" strings, None) one by one."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return np.asarray([_number(v) for v in values], dtype=np.float64)
+
+
 @dataclass
 class History:
-    """A run's metric rows (one per step), its resolved config and summary when known, and a control run."""
+    """A run's training rows (one per step), its held-out rows, its config and summary when known, a control run,
+    and how the log was read (`log`: format, where each metric came from, what was left out and why).
+
+    `rows` holds training steps only; held-out values read from another trainer's log sit in `eval_rows` (flatline's
+    own rows carry them inline); `series("eval/...")` reads both, so `steps` counts training steps alone.
+    """
 
     run: str
     rows: list[dict]
@@ -127,73 +142,65 @@ class History:
     samples: list[dict] = field(default_factory=list)
     run_dir: Path | None = None
     control: "History | None" = None
+    eval_rows: list[dict] = field(default_factory=list)
+    log: LogInfo = field(default_factory=LogInfo)
+
+    def _columns(self) -> dict[str, tuple[list, list]]:
+        """Every metric's (steps, values), built once in one pass (the judges ask for series many times); rebuilt
+        when rows or eval_rows are replaced or grow."""
+        key = (id(self.rows), len(self.rows), id(self.eval_rows), len(self.eval_rows))
+        cache = self.__dict__.get("_column_cache")
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        columns: dict[str, tuple[list, list]] = {}
+        for source in (self.rows, self.eval_rows):
+            for index, row in enumerate(source):
+                step = row.get("step", index + 1)
+                for name, value in row.items():
+                    column = columns.get(name)
+                    if column is None:
+                        column = columns[name] = ([], [])
+                    column[0].append(step)
+                    column[1].append(value)
+        self.__dict__["_column_cache"] = (key, columns)
+        self.__dict__["_series_cache"] = {}
+        return columns
 
     def has(self, name: str) -> bool:
-        return any(name in row for row in self.rows)
+        return name in self._columns()
 
     def series(self, name: str) -> Series:
-        steps, values = [], []
-        for index, row in enumerate(self.rows):
-            if name in row:
-                steps.append(_number(row.get("step", index + 1)))
-                values.append(_number(row[name]))
-        return Series(name, np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64))
+        columns = self._columns()
+        cached = self.__dict__["_series_cache"].get(name)
+        if cached is not None:
+            return cached
+        steps, values = columns.get(name, ((), ()))
+        steps, values = _floats(steps), _floats(values)
+        if self.eval_rows and len(steps) > 1 and np.any(np.diff(steps) < 0):
+            order = np.argsort(steps, kind="stable")  # held-out rows come after the training rows
+            steps, values = steps[order], values[order]
+        series = Series(name, steps, values)
+        self.__dict__["_series_cache"][name] = series
+        return series
 
     def names(self, prefix: str) -> list[str]:
         """Metric names that start with `prefix`, in first-seen order."""
-        seen: dict[str, None] = {}
-        for row in self.rows:
-            for key in row:
-                if key.startswith(prefix):
-                    seen.setdefault(key)
-        return list(seen)
+        return [name for name in self._columns() if name.startswith(prefix)]
 
     def setting(self, key: str, default=None):
-        """A config value of the run (config.toml), or `default` when the log did not come with one."""
+        """A config value of the run (config.toml, or the settings found with a foreign log), or `default`."""
         return self.config.get(key, default)
 
     @property
     def steps(self) -> int:
+        """Training steps logged (held-out evaluations are not steps)."""
         return len(self.rows)
 
 
-def _trl_state_rows(path: Path) -> list[dict]:
-    """TRL/transformers trainer_state.json: the training rows of log_history (eval rows folded into eval/)."""
-    state = json.loads(path.read_text(encoding="utf-8"))
-    rows = []
-    for entry in state.get("log_history", []):
-        if "train_runtime" in entry:
-            continue
-        row = {("eval/" + k[len("eval_"):] if k.startswith("eval_") else k): v for k, v in entry.items()}
-        rows.append(row)
-    return rows
-
-
-def load_history(path: str | Path) -> History:
-    """A run directory (metrics.jsonl + config.toml + summary.json + samples.jsonl), a metrics .jsonl file, or a
-    trainer_state.json. Raises FlatlineError naming the path when there is nothing to judge."""
-    path = Path(path)
-    if not path.exists():
-        raise FlatlineError(f"{path}: no such run directory or log file")
-    run_dir = path if path.is_dir() else None
-    if run_dir is not None:
-        candidates = [run_dir / "metrics.jsonl", run_dir / "trainer_state.json"]
-        log = next((c for c in candidates if c.exists()), None)
-        if log is None:
-            raise FlatlineError(f"{path}: no metrics.jsonl (or trainer_state.json) in this directory; "
-                                f"pass a run directory written by `flatline train` or a metrics log")
-    else:
-        log = path
-    rows = _trl_state_rows(log) if log.name.endswith(".json") else read_jsonl(log).rows
-    if not rows:
-        raise FlatlineError(f"{log}: holds no metric rows to judge")
-    home = run_dir or log.parent
-    config, summary, samples = {}, {}, []
-    if (home / "config.toml").exists():
-        config = tomllib.loads((home / "config.toml").read_text(encoding="utf-8"))
-    if (home / "summary.json").exists():
-        summary = json.loads((home / "summary.json").read_text(encoding="utf-8"))
-    if (home / "samples.jsonl").exists():
-        samples = read_jsonl(home / "samples.jsonl").rows
-    name = summary.get("run") or (run_dir.name if run_dir else log.stem)
-    return History(run=name, rows=rows, config=config, summary=summary, samples=samples, run_dir=run_dir)
+def load_history(path: str | Path, format: str | None = None) -> History:
+    """The History of a run directory or a log file, in any format flatline reads (`format`: one of
+    `readers.FORMATS`; None or "auto" detects it). Raises FlatlineError with a one-line message naming the file, the
+    place and the fix when there is nothing to judge."""
+    log = read_log(path, format)
+    return History(run=log.run, rows=log.rows, config=log.config, summary=log.summary, samples=log.samples,
+                   run_dir=log.run_dir, eval_rows=log.eval_rows, log=log.info)

@@ -71,6 +71,7 @@ class Diagnosis:
     verdicts: list[Verdict]  # fails first (likeliest cause first), then warn, inconclusive, pass, skipped
     key_metrics: dict = field(default_factory=dict)
     control_run: str | None = None
+    nothing_to_judge: str = ""  # the log was read but none of its keys is a metric the judges read (History.log)
 
     @property
     def failed(self) -> list[Verdict]:
@@ -90,6 +91,8 @@ class Diagnosis:
         return next(s for s in STATUSES if SEVERITY[s] == worst)
 
     def headline(self) -> str:
+        if self.nothing_to_judge:
+            return self.nothing_to_judge
         if self.failed:
             return "Not learning because: " + "; ".join(f"{v.id} ({v.reason})" for v in self.failed)
         if self.warned:
@@ -124,7 +127,7 @@ def judge(history: History, control: History | None = None, ids=None) -> Diagnos
     chosen = [i for i in hypothesis_ids() if ids is None or i in ids]
     verdicts = sorted((judge_one(i, history) for i in chosen), key=cause_rank)
     control_run = history.control.run if history.control is not None else None
-    return Diagnosis(history.run, verdicts, key_metrics(history), control_run)
+    return Diagnosis(history.run, verdicts, key_metrics(history), control_run, history.log.nothing_to_judge)
 
 
 # Steps averaged at each end of the run for "first" and "last" figures (as the run summary's).

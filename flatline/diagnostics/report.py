@@ -63,6 +63,8 @@ def _counts_line(diagnosis: Diagnosis) -> str:
 
 
 def _headline(diagnosis: Diagnosis) -> list[str]:
+    if diagnosis.nothing_to_judge:
+        return [f"**⚠️ {escape_inline(diagnosis.nothing_to_judge)}**", "", _counts_line(diagnosis)]
     if not diagnosis.failed and not diagnosis.warned:
         return [escape_inline(diagnosis.headline()), "", _counts_line(diagnosis)]
     lines = []
@@ -84,6 +86,49 @@ def _run_section(diagnosis: Diagnosis) -> list[str]:
     if diagnosis.control_run:
         lines += [f"Control run: {escape_inline(diagnosis.control_run)}", ""]
     return lines[:-1] if lines[-1] == "" else lines
+
+
+# Entries of a long list shown in the report (the JSON has them all).
+SHOWN_KEYS = 40
+SHOWN_DROPPED = 10
+TRAINER_NAMES = {"flatline": "flatline", "trl": "TRL", "verl": "verl", "prime-rl": "prime-rl", "openrlhf": "OpenRLHF"}
+
+
+def _name_list(names: list[str], limit: int) -> str:
+    shown = ", ".join(escape_inline(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _log_section(history: History) -> list[str]:
+    """How the log was read: format, where each judged metric came from, what was not recognised or left out."""
+    log = history.log
+    if not log.format or (log.format == "flatline" and not (log.dropped or log.notes or log.unrecognised)):
+        return []
+    names = f" ({TRAINER_NAMES.get(log.trainer, log.trainer)}'s names)" if log.trainer not in ("", log.format) else ""
+    lines = ["## Log", "",
+             f"Read as {escape_inline(log.format)}{escape_inline(names)}: {escape_inline(log.source)}; "
+             f"{history.steps} training steps, {log.eval_points} held-out evaluations, {log.keys} keys."]
+    if log.config_source:
+        lines += ["", f"Settings from {escape_inline(log.config_source)}."]
+    renamed = [[escape_inline(ours), escape_inline(theirs)] for ours, theirs in log.mapping.items() if ours != theirs]
+    same = [ours for ours, theirs in log.mapping.items() if ours == theirs]
+    if renamed:
+        lines += ["", table(["flatline reads", "from the log's key"], renamed)]
+    if same:
+        lines += ["", f"Read under their own names ({len(same)}): {_name_list(same, SHOWN_KEYS)}."]
+    if log.unrecognised:
+        lines += ["", f"**Not recognised ({len(log.unrecognised)})**, so not judged: "
+                      f"{_name_list(log.unrecognised, SHOWN_KEYS)}."]
+    if log.ignored:
+        lines += ["", f"{len(log.ignored)} known keys flatline does not judge (timing, memory, breakdowns, duplicates) "
+                      "were left aside."]
+    if log.dropped:
+        shown = [f"- {escape_inline(where)}: {escape_inline(why)}" for where, why in log.dropped[:SHOWN_DROPPED]]
+        more = [f"- and {len(log.dropped) - SHOWN_DROPPED} more"] if len(log.dropped) > SHOWN_DROPPED else []
+        lines += ["", f"**{len(log.dropped)} row(s) left out**, the valid rows were judged:", ""] + shown + more
+    if log.notes:
+        lines += ["", "Notes:", ""] + [f"- {escape_inline(note)}" for note in log.notes]
+    return lines
 
 
 def _plot_order(diagnosis: Diagnosis, plots: dict[str, str]) -> list[tuple[str, str]]:
@@ -181,10 +226,10 @@ def _samples_section(history: History) -> list[str]:
 
 
 def render_markdown(diagnosis: Diagnosis, history: History, plots: dict[str, str] | None = None) -> str:
-    """diagnosis.md: headline, run, curves (`plots`: title -> file name next to the report), verdicts by
-    family, references, sample completions."""
+    """diagnosis.md: headline, run, how the log was read, curves (`plots`: title -> file name next to the report),
+    verdicts by family, references, sample completions."""
     sections = [[f"# Diagnosis: {escape_inline(diagnosis.run)}"], _headline(diagnosis), _run_section(diagnosis),
-                _plots_section(diagnosis, plots), _family_section(diagnosis), _references_section(diagnosis),
+                _log_section(history), _plots_section(diagnosis, plots), _family_section(diagnosis), _references_section(diagnosis),
                 _samples_section(history)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
@@ -203,10 +248,13 @@ def _jsonable(value):
     return str(value)
 
 
-def render_json(diagnosis: Diagnosis) -> dict:
-    """diagnosis.json: the DESIGN contract (run, verdicts) plus status, headline, counts and key metrics; safe
-    for json.dumps(allow_nan=False) (non-finite numbers as "nan"/"inf" strings)."""
-    return _jsonable(diagnosis.to_json())
+def render_json(diagnosis: Diagnosis, history: History | None = None) -> dict:
+    """diagnosis.json: the DESIGN contract (run, verdicts) plus status, headline, counts and key metrics, and with
+    `history`, how its log was read ("log"); safe for json.dumps(allow_nan=False) (non-finite numbers as strings)."""
+    out = diagnosis.to_json()
+    if history is not None and history.log.format:
+        out["log"] = history.log.to_json()
+    return _jsonable(out)
 
 
 def _try_plots(history: History, out_dir: Path) -> dict[str, str]:
@@ -223,7 +271,8 @@ def write_report(diagnosis: Diagnosis, history: History, out_dir: str | Path) ->
     """Write diagnosis.json, the PNG curves and diagnosis.md into `out_dir`; returns the diagnosis.md path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "diagnosis.json", json.dumps(render_json(diagnosis), indent=2, allow_nan=False) + "\n")
+    write_atomic(out_dir / "diagnosis.json", json.dumps(render_json(diagnosis, history), indent=2, allow_nan=False)
+                 + "\n")
     plots = _try_plots(history, out_dir)
     path = out_dir / "diagnosis.md"
     write_atomic(path, render_markdown(diagnosis, history, plots))

@@ -5,21 +5,29 @@
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--only NAME ...] [--seeds N]
 
-Bad input (config, data, model location) is reported as one line on stderr with exit code 2, before any
-model loads or any file is written.
+Exit codes: 0 done; 1 a verdict at or above --fail-on (or a selftest miss or false alarm); 2 bad input (config,
+data, model location, log file), reported as one line on stderr before any model loads or any file is written;
+3 an internal error (a bug in flatline: one line, the traceback with FLATLINE_DEBUG=1); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from flatline.common.errors import FlatlineError
 from flatline.common.record import PROBE_LEVELS
 from flatline.diagnostics.logbook import STATUSES
+from flatline.diagnostics.readers.detect import FORMATS as LOG_FORMATS
 from flatline.harness.run_log import log_book_hooks, log_evaluation
 
+EXIT_FOUND = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+# Set to 1 to get the traceback of an internal error.
+DEBUG_ENV = "FLATLINE_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--probes", choices=PROBE_LEVELS,
                        help="instruments to run (default: the config's `probes`, cheap unless set)")
     diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
-    diagnose.add_argument("run", help="a run directory, a metrics .jsonl, or a TRL trainer_state.json")
+    diagnose.add_argument("run", help="a flatline run directory or another trainer's log: TRL trainer_state.json "
+                                      "(or its output directory), a W&B run directory, TensorBoard events, a verl or "
+                                      "prime-rl JSONL, a metrics JSONL or CSV/TSV")
+    diagnose.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
+                          help="the log's format (default auto: detected from the layout and the first rows)")
     diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
     diagnose.add_argument("--fail-on", choices=("fail", "warn", "inconclusive"),
                           help="exit 1 when a verdict at or above this level is found (for CI)")
@@ -70,9 +82,11 @@ def cmd_diagnose(args) -> int:
     from flatline.diagnostics.judge import judge
     from flatline.diagnostics.report import render_json, render_markdown, write_report
 
-    history = load_history(args.run)
+    history = load_history(args.run, args.format_in)
     control = load_history(args.control) if args.control else None
     diagnosis = judge(history, control=control)
+    if diagnosis.nothing_to_judge:
+        print(f"flatline: warning: {diagnosis.nothing_to_judge}", file=sys.stderr)
     if args.out:
         out = Path(args.out)
         if (out / "diagnosis.md").exists():
@@ -82,10 +96,24 @@ def cmd_diagnose(args) -> int:
     if args.log:
         log_evaluation(history, diagnosis, args.run, args.out)
     if args.format == "json":
-        print(json.dumps(render_json(diagnosis), indent=2, allow_nan=False))
+        emit(json.dumps(render_json(diagnosis, history), indent=2, allow_nan=False))
     else:
-        print(render_markdown(diagnosis, history))
-    return 1 if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
+        emit(render_markdown(diagnosis, history))
+    return EXIT_FOUND if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
+
+
+def emit(text: str) -> None:
+    """Print to stdout; a reader that stops early (`flatline diagnose --format json | head`) is no error: the rest
+    is discarded and the exit code stays the diagnosis's."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        try:  # Python flushes stdout again at exit: let that go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor has nothing left to flush
+            pass
 
 
 def cmd_selftest(args) -> int:
@@ -127,7 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("flatline: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug in flatline, not in the user's input: say so, and how to get the traceback
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        place = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where else ""
+        print(f"flatline: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f"{place}; this is a bug in flatline: please report it with the command and the traceback from "
+              f"{DEBUG_ENV}=1", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
