@@ -4,6 +4,8 @@
     flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--only NAME ...] [--seeds N]
+    flatline compare RUN... [--by KEY] [--baseline NAME] [--metric NAME] [--last K] [--format md|json]
+                     [--lower-is-better] [--task-key KEY] [--seed-key KEY] [--pattern P] [--skip-missing]
 
 Exit codes: 0 done; 1 a verdict at or above --fail-on (or a selftest miss or false alarm); 2 bad input (config,
 data, model location, log file), reported as one line on stderr before any model loads or any file is written;
@@ -61,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--full", action="store_true", help="every fault and healthy run (default: the CI subset)")
     selftest.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults / healthy runs")
     selftest.add_argument("--seeds", type=int, default=1, help="seeds per healthy run (default 1)")
+    compare = commands.add_parser("compare", help="baseline vs variants per task over seeds: winner or tie")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="run directories or logs; a folder of runs counts its subdirectories")
+    compare.add_argument("--by", default="variant", metavar="KEY", help="the config key or KEY=VALUE path part that "
+                         "names the variant (default variant)")
+    compare.add_argument("--baseline", metavar="NAME", help="the baseline variant (default: the one named baseline)")
+    compare.add_argument("--metric", default="reward", metavar="NAME", help="the metric to score (default reward)")
+    compare.add_argument("--last", type=int, metavar="K", help="score: mean of the last K logged values (default: "
+                         "the last 10%%, at least 1)")
+    compare.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
+    compare.add_argument("--lower-is-better", action="store_true", help="the metric is a loss: lower wins")
+    compare.add_argument("--task-key", default="task", metavar="KEY", help="the key naming the task (default task)")
+    compare.add_argument("--seed-key", default="seed", metavar="KEY", help="the key naming the seed (default seed)")
+    compare.add_argument("--pattern", help="fields of a path component, e.g. '{task}_{variant}_s{seed}' (default "
+                         "{task}-{variant}-seed{seed} with the keys in use)")
+    compare.add_argument("--skip-missing", action="store_true", help="leave out runs without the metric (listed)")
     return parser
 
 
@@ -116,6 +134,22 @@ def emit(text: str) -> None:
             pass
 
 
+def cmd_compare(args) -> int:
+    import json
+
+    from flatline.diagnostics.compare import CompareOptions, compare_runs, render_json, render_markdown
+
+    result = compare_runs(args.runs, CompareOptions(
+        metric=args.metric, by=args.by, baseline=args.baseline, last=args.last, task_key=args.task_key,
+        seed_key=args.seed_key, pattern=args.pattern, lower_is_better=args.lower_is_better,
+        skip_missing=args.skip_missing))
+    if args.format == "json":
+        print(json.dumps(render_json(result), indent=2, allow_nan=False))
+    else:
+        print(render_markdown(result), end="")
+    return 0
+
+
 def cmd_selftest(args) -> int:
     from flatline.harness.selftest.faults import FAULTS, HEALTHY
     from flatline.harness.selftest.matrix import render, run_matrix
@@ -148,7 +182,8 @@ def cmd_log(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest}
+        commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest,
+                    "compare": cmd_compare}
         return commands[args.command](args)
     except FlatlineError as exc:
         print(f"flatline: error: {exc}", file=sys.stderr)
