@@ -225,7 +225,8 @@ def render_key(outcomes: list[Outcome], eval_key: str, detail: bool, base_key: s
         if not runs:
             continue
         if target.flatline:
-            totals = f"{sum(map(flatline_caught, runs))}/{len(runs)}".ljust(10) + f"{sum(map(rldoctor_caught, runs))}/{len(runs)}"
+            totals = (f"{sum(map(flatline_caught, runs))}/{len(runs)}".ljust(10)
+                      + f"{sum(map(rldoctor_caught, runs))}/{len(runs)}")
         else:
             totals = (f"{sum(bool(flatline_flags(o)) for o in runs)}/{len(runs)} alarm".ljust(10)
                       + f"{sum(bool(rldoctor_fired(o)) for o in runs)}/{len(runs)} alarm")
@@ -324,17 +325,17 @@ def run_all(scenarios: list[str], seeds: list[int], eval_keys: list[str], out: P
     for scenario in scenarios:
         for seed in seeds:
             for eval_key in eval_keys:
-                started = time.perf_counter()
+                started = time.process_time()
                 records, _ = simulate(scenario, n_steps=STEPS, seed=seed, eval_every=EVAL_EVERY)
                 path = write_trainer_state(out / f"eval_{eval_key}" / f"{scenario}-seed{seed}",
                                            trl_log_history(records, eval_key), STEPS, EVAL_EVERY)
-                checked = time.perf_counter()
+                checked = time.process_time()
                 outcome = Outcome(scenario, seed, eval_key, flatline=judge_flatline(path))
-                judged = time.perf_counter()
+                judged = time.process_time()
                 outcome.rldoctor = judge_rldoctor(path)
                 seconds["simulate+write"] += checked - started
                 seconds["flatline"] += judged - checked
-                seconds["rldoctor"] += time.perf_counter() - judged
+                seconds["rldoctor"] += time.process_time() - judged
                 outcomes.append(outcome)
     return outcomes, seconds
 
@@ -366,9 +367,9 @@ def main() -> int:
         lines += render_key(outcomes, key, detail=not args.brief and n == 0, base_key=args.eval_keys[0] if n else "")
     failures = gate_failures(outcomes)
     runs = len(outcomes)
-    lines += [f"Time: {time.perf_counter() - started:.0f} s for {runs} logs (simulate+write "
-              f"{seconds['simulate+write']:.0f} s, flatline {seconds['flatline']:.0f} s = "
-              f"{seconds['flatline'] / max(runs, 1):.2f} s/log, rldoctor {seconds['rldoctor']:.0f} s)"]
+    lines += [f"Time: {time.perf_counter() - started:.0f} s wall for {runs} logs; CPU seconds: simulate+write "
+              f"{seconds['simulate+write']:.0f}, flatline {seconds['flatline']:.0f} "
+              f"({seconds['flatline'] / max(runs, 1):.2f} per log), rldoctor {seconds['rldoctor']:.0f}"]
     lines.append("Gate (exit 1 when flatline misses what rldoctor flags, or alarms on healthy): " +
                  ("FAIL" if failures else "pass"))
     lines += [f"  {f}" for f in failures]

@@ -1,7 +1,7 @@
 """Sample a simulated run's batches and log them as TRL's GRPOTrainer does (trainer_state.json log_history).
 
     spec, latent = healthy_run(seed=0, dynamic="logistic")     # bench/grpo_runs.py
-    history = log_history(spec, latent)                         # [{"step": 1, "reward": ..., ...}, {"eval_reward": ...}]
+    history = log_history(spec, latent)     # [{"step": 1, "reward": ..., ...}, ..., {"eval_reward": ...}, ...]
     write_trainer_state(run_dir, history, spec.steps, spec.eval_every)   # bench/trl_state.py
 
 Every step draws `prompts` prompts (difficulty ~ N(0, difficulty_sd), a share unsolvable) and `generations`
@@ -43,7 +43,8 @@ def sample_batch(spec: RunSpec, latent: Latent, t: int, difficulty: np.ndarray, 
     lengths = np.maximum(1.0, np.rint(np.exp(typical + rng.normal(0.0, spec.length_sd, (prompts, g)))))  # [B, G]
     correct = rng.random((prompts, g)) < p[:, None]
     formatted = rng.random((prompts, g)) < sigmoid(latent.format_skill[t])
-    partial = np.round(np.clip(rng.beta(2.0, 2.0, (prompts, g)) * (0.5 + p[:, None]), 0, 1) / PARTIAL_STEP) * PARTIAL_STEP
+    graded = np.clip(rng.beta(2.0, 2.0, (prompts, g)) * (0.5 + p[:, None]), 0, 1)
+    partial = np.round(graded / PARTIAL_STEP) * PARTIAL_STEP
     same = rng.random(prompts) < latent.identical[t]  # groups of one completion repeated
     for values in (lengths, correct, formatted, partial):
         values[same] = values[same, :1]
@@ -73,7 +74,8 @@ def batch_metrics(batch: dict, prefix: str = "") -> dict:
 
 def dapo_loss(total: np.ndarray, lengths: np.ndarray) -> float:
     """The on-policy policy-gradient loss value: -sum(A * tokens) / sum(tokens) (ratio 1, DAPO normalisation)."""
-    advantages = (total - total.mean(axis=1, keepdims=True)) / (total.std(axis=1, ddof=1, keepdims=True) + ADVANTAGE_EPS)
+    centred = total - total.mean(axis=1, keepdims=True)  # [B, G]
+    advantages = centred / (total.std(axis=1, ddof=1, keepdims=True) + ADVANTAGE_EPS)
     return float(-(advantages * lengths).sum() / lengths.sum())
 
 
@@ -128,6 +130,6 @@ def log_history(spec: RunSpec, latent: Latent) -> list[dict]:
 def eval_entry(spec: RunSpec, latent: Latent, t: int, held_out: np.ndarray, rng) -> dict:
     batch = sample_batch(spec, latent, t, held_out, latent.eval_skill[t], rng)
     runtime = EVAL_SECONDS_PER_PROMPT * len(held_out)
-    return {"step": t + 1, "epoch": round((t + 1) / spec.steps, 4), "eval_loss": dapo_loss(batch["total"], batch["lengths"]),
-            **batch_metrics(batch, "eval_"), "eval_runtime": runtime,
+    return {"step": t + 1, "epoch": round((t + 1) / spec.steps, 4),
+            "eval_loss": dapo_loss(batch["total"], batch["lengths"]), **batch_metrics(batch, "eval_"), "eval_runtime": runtime,
             "eval_samples_per_second": len(held_out) / runtime, "eval_steps_per_second": 1.0 / runtime}

@@ -8,7 +8,8 @@ from them and writes the metrics TRL logs.
 The latent state is the mechanism, not the curve: `skill` is the logit of a correct answer on a prompt of
 difficulty 0, and each step's reward comes from sampled prompts and completions (grpo_log.py), so the reward's
 noise, the share of zero-variance groups, the truncation share and the loss follow from the batch as they do in a
-real run. Every range below is a named constant; each healthy dynamic says which real run it stands for.
+real run. The settings' ranges are named constants; each healthy dynamic's shape is drawn inside its function,
+whose docstring says which real run it stands for.
 
 Leaves out: per-token data, multi-turn/tool rollouts, sampler/trainer mismatch (sampling/* metrics), and any
 coupling between steps other than through these trajectories (no optimiser is simulated).
@@ -136,7 +137,8 @@ def skill_staircase(u, rng):
 
 def skill_solved(u, rng):
     """A fast rise to the task's maximum: every prompt solvable, then most groups all correct (solved, not stuck)."""
-    return rng.uniform(-1.0, 0.5) + rng.uniform(5.0, 7.0) * sigmoid((u - rng.uniform(0.05, 0.2)) / rng.uniform(0.02, 0.05))
+    rise = rng.uniform(5.0, 7.0) * sigmoid((u - rng.uniform(0.05, 0.2)) / rng.uniform(0.02, 0.05))
+    return rng.uniform(-1.0, 0.5) + rise
 
 
 def skill_noisy(u, rng):

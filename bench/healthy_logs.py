@@ -217,19 +217,19 @@ def _describe(spec, history) -> tuple[str, str]:
 
 def monitor_healthy(args: tuple) -> HealthyResult:
     seed, dynamic, every, folder, with_rldoctor = args
-    clock = time.perf_counter()
+    clock = time.process_time()
     spec, latent = healthy_run(seed, dynamic)
     entries, history = _simulate(spec, latent, Path(folder))
-    seconds = {"simulate": time.perf_counter() - clock}
+    seconds = {"simulate": time.process_time() - clock}
     steps = judged_steps(every, spec.steps, every)
     timelines = {}
     for tool in TOOLS[:2 if with_rldoctor else 1]:
-        clock = time.perf_counter()
+        clock = time.process_time()
         if tool == "flatline":
             timelines[tool] = [(s, flatline_flags(prefix(history, s))) for s in steps]
         else:
             timelines[tool] = [(s, rldoctor_flags(entries, s, spec.steps, spec.eval_every)) for s in steps]
-        seconds[tool] = time.perf_counter() - clock
+        seconds[tool] = time.process_time() - clock
     settings, figures = _describe(spec, history)
     return HealthyResult(spec.name, spec.steps, settings, figures,
                          {tool: entering(line, spec.name) for tool, line in timelines.items()},
@@ -240,16 +240,17 @@ def flag_planted(args: tuple) -> PlantResult:
     seed, pathology, every, folder, with_rldoctor = args
     from flatline.diagnostics.judge import hypothesis_ids
 
-    clock = time.perf_counter()
+    clock = time.process_time()
     spec, latent = planted_run(seed, pathology)
     entries, history = _simulate(spec, latent, Path(folder))
-    result = PlantResult(spec.name, pathology, spec.onset, spec.steps, seconds={"simulate": time.perf_counter() - clock})
+    result = PlantResult(spec.name, pathology, spec.onset, spec.steps,
+                         seconds={"simulate": time.process_time() - clock})
     target = TARGETS[pathology]
     tools = {"flatline": matching_ids(target.flatline, hypothesis_ids())}
     if with_rldoctor:
         tools["rldoctor"] = list(target.rldoctor)
     for tool, ids in tools.items():
-        clock = time.perf_counter()
+        clock = time.process_time()
         flag = result.flags.setdefault(tool, Flag())
         for step in judged_steps(spec.onset, spec.steps, every) if ids else []:
             if tool == "flatline":
@@ -259,14 +260,15 @@ def flag_planted(args: tuple) -> PlantResult:
             result.judged += 1
             if flagged:
                 by, (status, reason) = next(iter(flagged.items()))
-                flag.at, flag.by, flag.before_onset, flag.last = step, by, step == spec.onset, f"{by} {status}: {reason}"
+                flag.at, flag.by, flag.before_onset = step, by, step == spec.onset
+                flag.last = f"{by} {status}: {reason}"
                 break
         if flag.at is None and ids and tool == "flatline":
             from flatline.diagnostics.judge import judge
 
             flag.last = " | ".join(f"{v.id} {v.status}: {' '.join(v.reason.split())}"
                                    for v in judge(history, ids=ids).verdicts)
-        result.seconds[tool] = time.perf_counter() - clock
+        result.seconds[tool] = time.process_time() - clock
     return result
 
 
@@ -307,7 +309,8 @@ def render_healthy(results: list[HealthyResult], every: int, tools: tuple) -> li
              "run            steps  settings; then first>last (medians of the first and last tenth, at most 20 points)"]
     for r in results:
         lines.append(f"{r.name:<13}{r.steps:>6}  {r.settings}")
-        end = "; ".join(f"{tool} ALARM at end: {', '.join(sorted(r.at_end[tool]))}" for tool in tools if r.at_end.get(tool))
+        end = "; ".join(f"{tool} ALARM at end: {', '.join(sorted(r.at_end[tool]))}" for tool in tools
+                        if r.at_end.get(tool))
         lines += _wrap(r.figures + (f"; {end}" if end else ""), " " * 21, " " * 21)
     lines += ["", "An alarm event: a flatline id entering fail or warn (an rldoctor detector entering WARNING or "
               "CRITICAL) at a judged prefix, not flagged at the one before."]
@@ -400,7 +403,7 @@ def main() -> int:
     cost = {key: sum(r.seconds.get(key, 0.0) for r in healthy + planted) for key in ("simulate",) + tools}
     judged = sum(r.judged for r in healthy)
     lines += ["", f"Time: {total:.0f} s wall with {args.jobs} worker(s) (healthy {healthy_wall:.0f} s, planted "
-              f"{total - healthy_wall:.0f} s); CPU seconds: simulate+write+read {cost['simulate']:.0f}, "
+              f"{total - healthy_wall:.0f} s); CPU seconds in the workers: simulate+write+read {cost['simulate']:.0f}, "
               + ", ".join(f"{tool} {cost[tool]:.0f} ({cost[tool] / max(judged, 1):.2f} s per healthy prefix)"
                           for tool in tools)]
     print("\n".join(lines))
