@@ -60,7 +60,7 @@ def _apply(merged, keymap, null_is_nan: bool) -> tuple[list[dict], list[dict], l
     """Training rows and eval rows under our names, and where a value was not a number."""
     targets, derived = keymap.targets, keymap.derived
     eval_keys, meta = keymap.eval_keys, set(keymap.meta)
-    # a training step is a row with a metric we read; when the log has none, any row with a training key
+    # a training step is a row with a metric we judge; when the log has none, any row with a training key
     by_any_key = not keymap.judged
     rows, eval_rows, bad = [], [], []
     for step, values in merged:
@@ -75,14 +75,15 @@ def _apply(merged, keymap, null_is_nan: bool) -> tuple[list[dict], list[dict], l
                 continue
             converted = number(value, null_is_nan)
             if converted is None:
-                bad.append(f"{key}={str(value)[:20]!r} at step {step}")
+                if key not in keymap.kept:  # a text column nobody judges is no damage worth reporting
+                    bad.append(f"{key}={str(value)[:20]!r} at step {step}")
                 continue
             for name in names:
                 (held_out if name.startswith("eval/") else train)[name] = converted
         for name, parts in derived.items():
             if all(p in train for p in parts):
                 train[name] = math.fsum(train[p] for p in parts)
-        if training or len(train) > 1:
+        if training or any(name not in keymap.kept for name in train if name != "step"):
             rows.append(train)
         if len(held_out) > 1:
             eval_rows.append(held_out)

@@ -247,6 +247,7 @@ class KeyMap:
     unrecognised: list = field(default_factory=list)
     meta: list = field(default_factory=list)
     eval_keys: set = field(default_factory=set)  # original keys that hold held-out values
+    kept: set = field(default_factory=set)  # unrecognised keys kept in the rows under their own names
     notes: list = field(default_factory=list)
 
     @property
@@ -328,6 +329,10 @@ def map_keys(keys, trainer: str) -> KeyMap:
             out.ignored.append(training[name])
         else:
             out.unrecognised.append(training[name])
+    for key in out.unrecognised:  # kept under its own name (no judge reads it; `flatline compare --metric` can),
+        if not is_canonical(key) and not key.lower().startswith("eval"):  # unless that name means something to us
+            out.targets[key] = (key,)
+            out.kept.add(key)
     for canonical, name in claimed.items():
         out.targets.setdefault(training[name], ())
         out.targets[training[name]] += (canonical,)
