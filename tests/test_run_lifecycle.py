@@ -15,7 +15,7 @@ import pytest
 
 from flatline.diagnostics.history import History
 from flatline.diagnostics.logbook import MARKER, RunState, entry_lines, file_entry, render_entry
-from flatline.harness.cli import main
+from flatline.harness.cli import DEBUG_ENV, EXIT_INTERNAL, main
 
 REPO = Path(__file__).resolve().parents[1]
 BANDIT = str(REPO / "configs" / "bandit.toml")
@@ -111,15 +111,17 @@ def loss(logps, old_logps, advantages, mask, **kwargs):
 '''
 
 
-def test_a_crash_settles_failed_with_its_last_line_and_step_and_neighbours_stay_byte_identical(tmp_path, monkeypatch):
+def test_a_crash_settles_failed_with_its_last_line_and_step_and_neighbours_stay_byte_identical(tmp_path, monkeypatch,
+                                                                                               capsys):
     (tmp_path / "crashing_loss.py").write_text(CRASHING_LOSS)
     monkeypatch.chdir(tmp_path)
     book, run = tmp_path / "LOG.md", tmp_path / "run"
     monkeypatch.setenv("FLATLINE_LOG", str(book))
     before = seeded_log_book(book)
-    with pytest.raises(RuntimeError, match="the loss went to pieces"):
-        main(["train", BANDIT, "--set", "loss_fn=crashing_loss:loss", "--set", "max_steps=5", "--set",
-              "progress_bar=false", "--out", str(run)])
+    assert main(["train", BANDIT, "--set", "loss_fn=crashing_loss:loss", "--set", "max_steps=5", "--set",
+                 "progress_bar=false", "--out", str(run)]) == EXIT_INTERNAL
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("flatline: error in your code at crashing_loss.py:") and "the loss went to pieces" in error
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["steps_completed"], summary["max_steps"]) == ("failed", 1, 5)
     assert summary["error"] == "RuntimeError: in step 2"
@@ -170,6 +172,7 @@ def test_a_judgement_that_fails_still_leaves_the_run_completed_in_the_log_book(t
     book, run = tmp_path / "LOG.md", tmp_path / "run"
     monkeypatch.setenv("FLATLINE_LOG", str(book))
     monkeypatch.setattr(judge, "judge", lambda history: 1 / 0)
+    monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(ZeroDivisionError):
         main(["train", BANDIT, "--set", "max_steps=1", "--set", "progress_bar=false", "--out", str(run)])
     (entry,) = entry_lines(book.read_text())

@@ -9,7 +9,8 @@
 
 Exit codes: 0 done; 1 a verdict at or above --fail-on (or a selftest miss or false alarm); 2 bad input (config,
 data, model location, log file), reported as one line on stderr before any model loads or any file is written;
-3 an internal error (a bug in flatline: one line, the traceback with FLATLINE_DEBUG=1); 130 interrupted.
+3 an error raised while running (one line naming the user's plug-in file:line that raised it, or else a bug in
+flatline; the traceback with FLATLINE_DEBUG=1); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -191,18 +192,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flatline: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug in flatline, not in the user's input: say so, and how to get the traceback
+    except Exception as exc:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        where = exc.__traceback__
-        while where is not None and where.tb_next is not None:
-            where = where.tb_next
-        place = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where else ""
-        print(f"flatline: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f"{place}; this is a bug in flatline: please report it with the command and the traceback from "
-              f"{DEBUG_ENV}=1", file=sys.stderr)
+        print(f"flatline: {describe_internal_error(exc)}", file=sys.stderr)
         return EXIT_INTERNAL
 
+
+def describe_internal_error(exc: BaseException) -> str:
+    """One line: what was raised, where, and whose code it was (a user's plug-in, or flatline itself)."""
+    frames = []
+    where = exc.__traceback__
+    while where is not None:
+        frames.append((where.tb_frame.f_code.co_filename, where.tb_lineno))
+        where = where.tb_next
+    message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    users = [(file, line) for file, line in frames if _is_user_code(file)]
+    if users:
+        file, line = users[-1]
+        return (f"error in your code at {Path(file).name}:{line}: {message}; the traceback: {DEBUG_ENV}=1")
+    place = f" at {Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
+    return (f"internal error: {message}{place}; this is a bug in flatline: please report it with the command "
+            f"and the traceback from {DEBUG_ENV}=1")
+
+
+def _is_user_code(filename: str) -> bool:
+    """Neither flatline's package, nor an installed library, nor the standard library."""
+    path = os.path.realpath(filename)
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return not (path.startswith(package + os.sep) or any(path.startswith(p + os.sep) for p in installed)
+                or filename.startswith("<"))
 
 if __name__ == "__main__":
     sys.exit(main())
