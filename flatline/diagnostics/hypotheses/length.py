@@ -132,13 +132,14 @@ def _lengths(h):
     return length if len(length) else h.series("length/mean").finite()
 
 
-def _length_change(length) -> tuple[float, float, float]:
-    """(first window mean, last window mean, Theil-Sen change over the run relative to the start)."""
+def _length_change(length, change_key: str) -> tuple[float, float, float, object, dict]:
+    """(first window mean, last window mean, Theil-Sen change over the run relative to the start, trend, evidence)."""
     n = window_size(len(length))
     first, last = float(length.head(n).values.mean()), float(length.tail(n).values.mean())
     trend = length.trend()
     relative = trend.slope * (length.steps[-1] - length.steps[0]) / max(first, 1.0)
-    return first, last, relative
+    evidence = {"length_first": first, "length_last": last, "length_kendall_tau": trend.tau, change_key: relative}
+    return first, last, relative, trend, evidence
 
 
 @hypothesis("length.growth", "is completion length growing without a matching gain in held-out score?")
@@ -146,10 +147,7 @@ def growth(h, v):
     length = _lengths(h)
     if len(length) < 6:
         return v.skipped("needs completions/mean_length over at least 6 steps")
-    first, last, relative = _length_change(length)
-    trend = length.trend()
-    evidence = {"length_first": first, "length_last": last, "length_kendall_tau": trend.tau,
-                "length_growth_rel": relative}
+    first, last, relative, trend, evidence = _length_change(length, "length_growth_rel")
     if not (trend.rising and relative >= GROWTH_FRAC):
         return v.passed(f"completion length {first:.0f} -> {last:.0f} tokens: not growing several-fold", evidence)
     p = progress(h)
@@ -178,10 +176,7 @@ def collapse(h, v):
     length = _lengths(h)
     if len(length) < 6:
         return v.skipped("needs completions/mean_length over at least 6 steps")
-    first, last, relative = _length_change(length)
-    trend = length.trend()
-    evidence = {"length_first": first, "length_last": last, "length_kendall_tau": trend.tau,
-                "length_change_rel": relative}
+    first, last, relative, trend, evidence = _length_change(length, "length_change_rel")
     if not (trend.falling and relative <= -COLLAPSE_FRAC):
         return v.passed(f"completion length {first:.0f} -> {last:.0f} tokens: not collapsing", evidence)
     p = progress(h)
