@@ -50,6 +50,28 @@ def test_a_short_run_is_judged_on_its_ends_not_on_a_recent_part_too_short_to_tes
     assert v.status == "pass" and "recent_kendall_tau" not in v.evidence
 
 
+def test_a_slow_gain_under_heavy_batch_noise_is_no_stall():
+    # a linear gain of 0.3 over the run under noise 0.15: the last third's trend test finds no rise, but its gain's
+    # upper bound does not rule out the earlier rate, so flatness is not shown
+    noisy = [x + e for x, e in zip(np.linspace(0.3, 0.6, LONG), np.random.default_rng(8).normal(0, 0.15, LONG))]
+    v = verdict("progress.plateau", trl_log(noisy))
+    assert v.status == "pass"
+
+
+def test_a_flat_end_with_most_groups_all_equal_is_explained_by_the_groups_not_a_stall():
+    zero_std = [0.2] * (LONG // 3) + [0.7] * (LONG - LONG // 3)
+    v = verdict("progress.plateau", trl_log(EARLY_RISE_THEN_FLAT, frac_reward_zero_std=zero_std))
+    assert v.status == "pass" and "advantage.degenerate_groups" in v.reason
+
+
+def test_no_clear_gain_under_batch_noise_is_inconclusive_not_flat():
+    noisy = [0.4 + e for e in np.random.default_rng(9).normal(0, 0.2, 25)]
+    v = verdict("progress.plateau", trl_log(noisy, n=25))
+    assert v.status == "inconclusive" and "cannot rule out" in v.reason
+    quiet = verdict("progress.plateau", trl_log(flat(0.4, 25, 0.02, seed=9), n=25))
+    assert quiet.status == "fail"
+
+
 # ---------------------------------------------------------------- warn while learning
 
 def test_entropy_collapsing_while_the_reward_still_rises_is_a_warning_and_a_fail_once_it_stalls():
@@ -87,6 +109,14 @@ def test_most_groups_all_correct_with_the_reward_barely_moving_is_a_warning():
     assert v.status == "warn" and "all-correct" in v.reason
 
 
+def test_groups_going_flat_after_a_rise_while_the_reward_stops_is_a_warning():
+    # the data moves out of reach: the reward rose early, then most groups turn all-wrong and the reward sags
+    reward = [x - (0.25 * min(1.0, (i - 200) / 40) if i >= 200 else 0.0) for i, x in enumerate(STILL_RISING)]
+    zero_std = [0.1] * 200 + [min(0.9, 0.1 + 0.8 * (i / 40)) for i in range(LONG - 200)]
+    v = verdict("advantage.degenerate_groups", trl_log(reward, frac_reward_zero_std=zero_std))
+    assert v.status == "warn" and "stopped rising" in v.reason
+
+
 # ---------------------------------------------------------------- reward.hacking
 
 def test_held_out_score_rising_then_falling_while_training_reward_climbs_is_hacking():
@@ -94,6 +124,22 @@ def test_held_out_score_rising_then_falling_while_training_reward_climbs_is_hack
     v = verdict("reward.hacking", trl_log(logistic(LONG, 0.28, 1.0, 0.4, 9, 0.02, 4),
                                           **{"eval/reward": every(40, held_out, LONG)}))
     assert v.status == "fail" and "then fell back" in v.reason and v.evidence["eval_peak"] == 0.42
+
+
+def test_held_out_score_that_stops_following_a_still_rising_reward_is_a_recent_warning():
+    # the held-out score rose with the reward for 200 steps, then stayed put while the reward kept climbing
+    reward = list(np.linspace(0.2, 1.2, LONG) + np.random.default_rng(10).normal(0, 0.02, LONG))
+    held_out = [0.2 + 0.5 * min(i * 20, 200) / 200 for i in range(LONG // 20 + 1)]
+    v = verdict("reward.hacking", trl_log(reward, **{"eval/reward": every(20, held_out, LONG)}))
+    assert v.status == "warn" and "not carrying over" in v.reason
+    following = [0.2 + 0.8 * i * 20 / LONG for i in range(LONG // 20 + 1)]
+    assert verdict("reward.hacking", trl_log(reward, **{"eval/reward": every(20, following, LONG)})).status == "pass"
+
+
+def test_a_held_out_score_too_noisy_to_tell_is_inconclusive():
+    held_out = [0.35 + (0.2 if i % 2 else -0.2) for i in range(LONG // 30 + 1)]  # 8 prompts: +-0.2 from one to the next
+    v = verdict("reward.hacking", trl_log(ramp(0.25, 1.0, LONG, noise=0.02), **{"eval/reward": every(30, held_out, LONG)}))
+    assert v.status == "inconclusive" and "noise" in v.reason
 
 
 def test_held_out_score_at_its_ceiling_from_the_start_is_no_evidence_of_hacking():
@@ -134,6 +180,21 @@ def test_a_task_component_owning_the_variation_while_format_saturates_is_healthy
     v = verdict("reward.component_dominance", trl_log(reward, **{"rewards/correctness/mean": correctness,
                                                                    "rewards/format/mean": fmt}))
     assert v.status == "pass" and v.evidence["weights"].startswith("from the config or a fit")
+
+
+def test_a_reward_that_rises_only_through_the_format_term_is_flagged():
+    rng = np.random.default_rng(12)
+    fmt = [0.1 if i < 150 else min(1.0, 0.1 + 0.9 * (i - 150) / 20) for i in range(LONG)]
+    fmt = [min(1.0, max(0.0, f + rng.normal(0, 0.02))) for f in fmt]
+    correctness = [0.3 + rng.normal(0, 0.03) for _ in range(LONG)]
+    reward = [c + f for c, f in zip(correctness, fmt)]
+    v = verdict("reward.component_dominance", trl_log(reward, **{"rewards/correctness/mean": correctness,
+                                                                   "rewards/format/mean": fmt}))
+    assert v.status == "warn" and "only through format" in v.reason
+    learning = [0.3 + 0.4 * i / LONG + rng.normal(0, 0.03) for i in range(LONG)]
+    healthy_reward = [c + f for c, f in zip(learning, fmt)]
+    assert verdict("reward.component_dominance", trl_log(healthy_reward, **{
+        "rewards/correctness/mean": learning, "rewards/format/mean": fmt})).status == "pass"
 
 
 # ---------------------------------------------------------------- the new hypotheses

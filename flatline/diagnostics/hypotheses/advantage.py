@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import RECENT_MIN_POINTS, at_top, progress, recent_part, solved
+from flatline.diagnostics.hypotheses.common import (RECENT_MIN_POINTS, at_top, flat_groups, progress, recent_part,
+                                                  solved)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -23,11 +24,6 @@ TOO_HARD = ("the task is too hard for the model as it is: give it easier prompts
             "give partial credit (a graded reward such as token F1) or show the answer format in the prompt")
 TOO_EASY = ("the task is too easy: drop prompts every completion already solves, or move to harder data; "
             "on these prompts there is nothing left to learn")
-
-
-def _flat_groups(h):
-    flat = h.series("advantage/zero_std_frac")
-    return flat if len(flat.finite()) else h.series("frac_reward_zero_std")
 
 
 def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
@@ -52,7 +48,7 @@ def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
 
 @hypothesis("advantage.degenerate_groups", "do most groups have zero reward variance (all-correct / all-wrong)?")
 def degenerate_groups(h, v):
-    flat = _flat_groups(h).finite()
+    flat = flat_groups(h).finite()
     if not len(flat):
         return v.skipped("no advantage/zero_std_frac (flatline's advantage probe) or frac_reward_zero_std in the log")
     flat_frac = flat.mean()
@@ -94,6 +90,10 @@ def degenerate_groups(h, v):
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
                               evidence, prescription, refs_)
     if p is not None and (p.material_gain or p.eval_rising):
+        if recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently:
+            return v.warn(f"{recent_frac:.0%} of recent groups have zero reward variance, mostly {where}{how}, and the "
+                          f"reward has stopped rising ({p.recent_gain:+.3g} over the last third): the earlier gain "
+                          "came from groups that no longer carry signal", evidence, prescription, refs_)
         return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription, refs_)
     return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor"))
 

@@ -179,6 +179,13 @@ def progress(h: History) -> Progress | None:
                     recent_span=float(recent.steps[-1] - recent.steps[0]) if len(recent) else 0.0)
 
 
+def flat_groups(h: History) -> Series:
+    """Share of groups with zero reward variance per step: flatline's advantage probe, else TRL's
+    frac_reward_zero_std (empty when the log has neither)."""
+    flat = h.series("advantage/zero_std_frac")
+    return flat if len(flat.finite()) else h.series("frac_reward_zero_std")
+
+
 def solved(h, p) -> bool:
     """At the task's maximum: known from the reward probe, or (without it) nearly every recent group flat with the
     reward at the top of its run after a rise."""
@@ -186,9 +193,7 @@ def solved(h, p) -> bool:
         return False
     if p.at_ceiling:
         return True
-    flat = h.series("advantage/zero_std_frac").finite()
-    if not len(flat):
-        flat = h.series("frac_reward_zero_std").finite()
+    flat = flat_groups(h).finite()
     return (len(flat) > 0 and recent_part(flat).median() >= SOLVED_FLAT_FRAC and p.rising
             and at_top(h.series("reward")))
 

@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress, recent_part
+from flatline.diagnostics.hypotheses.common import (MIN_GAIN, end_means, enough_steps, flat_groups, progress,
+                                                  recent_part)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -31,9 +32,7 @@ def _batch_size(h) -> float:
 
 @hypothesis("reward.no_signal", "is there any within-group reward variance at all?")
 def no_signal(h, v):
-    flat = h.series("advantage/zero_std_frac")
-    if not len(flat):
-        flat = h.series("frac_reward_zero_std")
+    flat = flat_groups(h)
     if not len(flat.finite()):
         return v.skipped("no advantage/zero_std_frac or frac_reward_zero_std in the log")
     all_max = h.series("advantage/zero_std_all_max_frac")
@@ -186,7 +185,7 @@ def _dominance_from_logged_means(h, v):
                     weights="from the config or a fit of reward" if weights else "unknown: compared unweighted")
     others_pay_always = all(recent_part(s).mean() >= SATURATED_FRAC for name, s in means.items() if name != owner)
     if shares[owner] < OWNS_VARIATION or not pays_always or others_pay_always:
-        return v.passed("no component both pays almost always and owns the reward's variation", evidence)
+        return _gain_from_one_component(h, v, means, weights, evidence)
     rest = ", ".join(name for name in means if name != owner)
     reason = (f"{owner} pays almost always (mean {owner_mean:.2f}) yet owns {shares[owner]:.0%} of the reward's "
               f"variation, while {rest} carry {1 - shares[owner]:.0%}: the advantages are mostly {owner} noise, not the "
@@ -200,6 +199,39 @@ def _dominance_from_logged_means(h, v):
         return v.warn(reason + "; the reward still rises, but through the wrong component it will stall", evidence,
                       prescription, refs("rldoctor_composition"))
     return v.fail(reason, evidence, prescription, refs("rldoctor_composition"))
+
+
+# The reward's gain "came from one component" when that component holds GAIN_OWNED of the weighted gain and every
+# other one that could still pay more gained under MIN_GAIN / 2 (and the held-out score, if any, did not rise).
+GAIN_OWNED = 0.9
+
+
+def _gain_from_one_component(h, v, means: dict, weights: dict | None, evidence: dict):
+    """The training reward rose, but only through one component (a format term learned) while the others stayed
+    flat with room to rise: the run learned that component, not the task."""
+    p = progress(h)
+    ends = {name: end_means(s) for name, s in means.items()}
+    gains = {name: (weights[name] if weights else 1.0) * (last - first) for name, (first, last, _) in ends.items()}
+    total = sum(gains.values())
+    passed = v.passed("no component both pays almost always and owns the reward's variation, and the reward's gain "
+                      "is not one component's alone", evidence)
+    if p is None or not p.material_gain or total < MIN_GAIN or p.eval_rising:
+        return passed
+    owner = max(gains, key=gains.get)
+    room = {name: ends[name][1] < SATURATED_FRAC or not np.all((means[name].values >= 0) & (means[name].values <= 1))
+            for name in means if name != owner}
+    flat_with_room = [name for name, has_room in room.items() if has_room and gains[name] < MIN_GAIN / 2
+                      and not means[name].trend().rising]
+    if gains[owner] < GAIN_OWNED * total or not flat_with_room or len(flat_with_room) < len(room):
+        return passed
+    evidence.update({f"{name}/weighted_gain": gain for name, gain in gains.items()})
+    evidence.update(p.evidence(trend=False))
+    rest = ", ".join(flat_with_room)
+    return v.warn(f"the reward rose {p.first:.3g} -> {p.last:.3g} only through {owner} ({gains[owner]:+.3g} of "
+                  f"{total:+.3g}), while {rest} stayed flat ({', '.join(f'{gains[n]:+.3g}' for n in flat_with_room)}) "
+                  f"with room to rise: the run is learning {owner}, not the task", evidence,
+                  f"check that {rest} can pay (the reward self-check on a known-good answer) and that the prompt asks "
+                  f"for what {rest} checks; lower {owner}'s weight once it always pays", refs("rldoctor_composition"))
 
 
 @hypothesis("reward.parse_failures", "do reward functions error, return None, or fail on known-good answers?")
@@ -242,6 +274,49 @@ HELD_OUT_SHARE = 0.25
 HELD_OUT_CEILING_MARGIN = 0.05
 
 
+# Fail only with this many evaluations, and when the held-out change's upper bound (HELD_OUT_Z standard errors of
+# the evaluation-to-evaluation noise) stays below the bar: a held-out score on a few prompts is noisy.
+HACKING_MIN_EVALS = 4
+HELD_OUT_Z = 2.0
+
+
+def _held_out_ends(evals) -> tuple[float, float, float]:
+    """(mean of the first evaluations, mean of the last, standard error of their difference). Each end averages up
+    to 3 evaluations (a third of them)."""
+    k = len(evals)
+    m = max(1, min(3, k // 3))
+    first, last = float(evals.head(m).values.mean()), float(evals.tail(m).values.mean())
+    return first, last, _evaluation_noise(evals) * math.sqrt(2 / m)
+
+
+def _evaluation_noise(evals) -> float:
+    """The noise of one evaluation, from second differences (blind to a linear trend, so a held-out score that rises
+    steadily is not mistaken for a noisy one): their median absolute value scaled to a normal SD (var = 6 sigma^2)."""
+    if len(evals) < 3:
+        return 0.0
+    return float(np.median(np.abs(np.diff(evals.values, n=2)))) / (0.6745 * math.sqrt(6))
+
+
+def _recent_divergence(p, evals) -> dict | None:
+    """Over the recent third (long enough to judge), the training reward rose materially and significantly while
+    the held-out score (HACKING_MIN_EVALS evaluations from the last one before it) stayed clearly below a share of
+    that gain: the numbers, else None."""
+    if not (p.recent_judged and p.recent.rising and p.recent_gain >= MIN_GAIN) or len(evals) < 3:
+        return None
+    before = np.flatnonzero(evals.steps < p.recent_start)
+    if not len(before):
+        return None
+    since = evals.values[before[-1]:]
+    if len(since) < HACKING_MIN_EVALS:
+        return None
+    m = max(1, min(3, len(since) // 3))
+    change = float(since[-m:].mean() - since[:m].mean())
+    se = _evaluation_noise(evals) * math.sqrt(2 / m)
+    if change + HELD_OUT_Z * se >= max(HELD_OUT_SHARE * p.recent_gain, MIN_GAIN / 2):
+        return None
+    return {"train_recent_gain": p.recent_gain, "eval_recent_change": change, "eval_recent_change_se": se}
+
+
 def _held_out_ceiling(p) -> float:
     """The held-out score's maximum: the task's maximum reward when known, else 1 for a score that looks like an
     accuracy or pass rate (every value in [0, 1])."""
@@ -269,12 +344,30 @@ def hacking(h, v):
     if math.isfinite(ceiling) and p.eval_first >= ceiling - HELD_OUT_CEILING_MARGIN * max(abs(ceiling), 1.0):
         return v.passed(f"the held-out score was at its ceiling ({p.eval_first:.3g} of {ceiling:.3g}) from the first "
                         "evaluation: it had no room to rise, so its flatness is no evidence of gaming", evidence)
-    if p.eval_gain >= max(HELD_OUT_SHARE * p.gain, MIN_GAIN / 2):
-        return v.passed(f"held-out score rose with the training reward ({p.eval_first:.3g} -> {p.eval_last:.3g})",
+    evals = h.series("eval/reward").finite()
+    eval_first, eval_last, eval_se = _held_out_ends(evals)
+    bar = max(HELD_OUT_SHARE * p.gain, MIN_GAIN / 2)
+    evidence.update({"eval_window_first": eval_first, "eval_window_last": eval_last, "eval_gain_se": eval_se})
+    if eval_last - eval_first >= bar or p.eval_gain >= bar:
+        recent = _recent_divergence(p, evals)
+        if recent is not None:
+            evidence.update(recent)
+            return v.warn(f"the held-out score rose with the training reward at first ({eval_first:.3g} -> "
+                          f"{eval_last:.3g}), but over the last third the training reward gained "
+                          f"{recent['train_recent_gain']:+.3g} while the held-out score moved "
+                          f"{recent['eval_recent_change']:+.3g}: the recent gain is not carrying over", evidence,
+                          "read samples.jsonl from the recent steps for high-reward completions that are wrong or "
+                          "long; tighten the verifier, and keep the checkpoint from before the split", refs("hacking"))
+        return v.passed(f"held-out score rose with the training reward ({eval_first:.3g} -> {eval_last:.3g})",
                         evidence)
-    if p.eval_points < 3:
-        return v.inconclusive("training reward rose but the held-out score was measured only twice",
+    if p.eval_points < HACKING_MIN_EVALS:
+        return v.inconclusive(f"training reward rose but the held-out score was measured only {p.eval_points} times",
                               evidence, "evaluate more often (eval_every) or on more prompts (eval_size)")
+    if eval_last - eval_first + HELD_OUT_Z * eval_se >= bar:
+        return v.inconclusive(f"training reward rose ({p.first:.3g} -> {p.last:.3g}); the held-out score moved "
+                              f"{eval_last - eval_first:+.3g}, but its evaluation-to-evaluation noise "
+                              f"(standard error {eval_se:.2g} on that change) cannot rule out a gain of {bar:.3g}",
+                              evidence, "evaluate on more prompts (eval_size) so the held-out score can tell")
     fell = p.eval_peak - p.eval_last
     shape = (f"rose to {p.eval_peak:.3g}, then fell back to {p.eval_last:.3g}" if fell >= MIN_GAIN / 2
              else f"{p.eval_first:.3g} -> {p.eval_last:.3g}")
