@@ -1,0 +1,99 @@
+"""FlatlineCallback on real TRL GRPOTrainer runs (CPU): training unchanged, a full run directory, live verdicts.
+
+    pip install -e '.[trl]' && .venv/bin/python -m pytest -q tests/test_trl_callback.py
+"""
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+pytestmark = pytest.mark.trl
+
+from trl_runs import FreezeAdapterAtStart, trl_trainer  # noqa: E402
+
+from flatline.harness.cli import main  # noqa: E402
+from flatline.integrations.trl import FlatlineCallback, completion_extent  # noqa: E402
+
+
+def losses_and_weights(trainer) -> tuple[list, dict]:
+    """(loss and grad_norm of each step, the weights after training)."""
+    trainer.train()
+    logged = [(row["loss"], row["grad_norm"]) for row in trainer.state.log_history if "loss" in row]
+    return logged, {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+
+
+@pytest.mark.parametrize("level", ["cheap", "full"])
+def test_the_callback_leaves_training_bit_identical(tmp_path, level):
+    bare_losses, bare_weights = losses_and_weights(trl_trainer(tmp_path / "bare"))
+    callback = FlatlineCallback(run_dir=tmp_path / "run", probes=level, judge_every=2, log_book=str(tmp_path / "LOG.md"))
+    losses, weights = losses_and_weights(trl_trainer(tmp_path / "probed", callbacks=[callback]))
+    assert losses == bare_losses and len(losses) == 4 and all(norm > 0 for _, norm in losses)  # it trains
+    assert weights.keys() == bare_weights.keys()
+    assert all(torch.equal(weights[name], bare_weights[name]) for name in weights)
+    rows = [json.loads(line) for line in (callback.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert all("gradients/global_norm" in row and "advantage/zero_std_frac" in row and "reward" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_a_real_smollm2_lora_run_gets_a_full_run_directory_and_diagnosis(tmp_path, capsys):
+    book = tmp_path / "LOG.md"
+    callback = FlatlineCallback(run_dir=tmp_path / "run", probes="cheap", judge_every=2, log_book=str(book))
+    trl_trainer(tmp_path, model="smollm2", callbacks=[callback], max_steps=3).train()
+    run = callback.run_dir
+    for name in ("config.toml", "metrics.jsonl", "samples.jsonl", "summary.json", "diagnosis.md", "diagnosis.json"):
+        assert (run / name).stat().st_size > 0, name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps_completed"] == 3 and summary["trainer"].startswith("trl")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert last["update/trainable_not_in_optimizer"] == 0 and last["update/rel_update"] > 0
+    assert "gradients/norm/lora_B" in " ".join(last) or any(k.startswith("gradients/norm/") for k in last)
+    assert "rewards/correct_sum/mean" in last and "advantage/zero_std_frac" in last
+    diagnosis = json.loads((run / "diagnosis.json").read_text())
+    statuses = {v["id"]: v["status"] for v in diagnosis["verdicts"]}
+    assert statuses["update.optimizer_coverage"] == "pass" and statuses["gradients.no_flow"] == "pass"
+    assert "status=completed" in book.read_text()
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--format", "json"]) in (0, 1)
+    rejudged = json.loads(capsys.readouterr().out)
+    assert {v["id"]: v["status"] for v in rejudged["verdicts"]} == statuses
+
+
+def test_an_adapter_frozen_after_wrapping_is_flagged_live_and_stops_the_run_cleanly(tmp_path):
+    callback = FlatlineCallback(run_dir=tmp_path / "run", judge_every=2, stop_on="fail",
+                                log_book=str(tmp_path / "LOG.md"), log=lambda *a: None)
+    trainer = trl_trainer(tmp_path, lora=True, max_steps=8, callbacks=[FreezeAdapterAtStart(), callback])
+    trainer.train()
+    assert callback.flagged is not None and callback.flagged["step"] == 2
+    summary = json.loads((callback.run_dir / "summary.json").read_text())
+    assert summary["steps_completed"] == 2 and summary["stopped_by_flatline"] is True
+    assert "## Live monitor" in (callback.run_dir / "diagnosis.md").read_text()
+
+
+def test_a_reward_function_that_raises_leaves_a_failed_run_directory(tmp_path):
+    def broken(completions, **kwargs):
+        raise ValueError("no answer tag")
+
+    callback = FlatlineCallback(run_dir=tmp_path / "run", log_book=str(tmp_path / "LOG.md"), log=lambda *a: None)
+    with pytest.raises(ValueError, match="no answer tag"):
+        trl_trainer(tmp_path, reward_funcs=[broken], callbacks=[callback]).train()
+    summary = json.loads((callback.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "ValueError: no answer tag"
+    diagnosis = json.loads((callback.run_dir / "diagnosis.json").read_text())
+    assert {v["id"]: v["status"] for v in diagnosis["verdicts"]}["reward.parse_failures"] == "fail"
+    assert "status=failed" in (tmp_path / "LOG.md").read_text()
+
+
+def test_completion_extent_counts_to_the_first_eos_and_marks_rows_without_one():
+    ids = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8], [2, 0, 0, 0]])
+    lengths, truncated = completion_extent(ids, (2,))
+    assert lengths.tolist() == [3, 4, 1] and truncated.tolist() == [False, True, False]
+
+
+def test_bad_arguments_are_refused_before_training():
+    with pytest.raises(ValueError, match="probe level"):
+        FlatlineCallback(probes="all")
+    with pytest.raises(ValueError, match="stop_on"):
+        FlatlineCallback(stop_on="warn")
