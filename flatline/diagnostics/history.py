@@ -60,6 +60,11 @@ class Series:
     def head(self, n: int) -> "Series":
         return Series(self.name, self.steps[:n], self.values[:n])
 
+    def since(self, step: float) -> "Series":
+        """The points at or after `step`."""
+        keep = self.steps >= step
+        return Series(self.name, self.steps[keep], self.values[keep])
+
     def tail(self, n: int) -> "Series":
         return Series(self.name, self.steps[-n:], self.values[-n:])
 

@@ -90,7 +90,8 @@ def degenerate_groups(h, v):
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
                               evidence, prescription, refs_)
     if p is not None and (p.material_gain or p.eval_rising):
-        if recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently:
+        if (recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently
+                and not at_top(h.series("reward"))):  # at its top: converged on what it can learn, not taken over
             return v.warn(f"{recent_frac:.0%} of recent groups have zero reward variance, mostly {where}{how}, and the "
                           f"reward has stopped rising ({p.recent_gain:+.3g} over the last third): the earlier gain "
                           "came from groups that no longer carry signal", evidence, prescription, refs_)

@@ -207,31 +207,55 @@ GAIN_OWNED = 0.9
 
 
 def _gain_from_one_component(h, v, means: dict, weights: dict | None, evidence: dict):
-    """The training reward rose, but only through one component (a format term learned) while the others stayed
-    flat with room to rise: the run learned that component, not the task."""
+    """The training reward rose, over the run or its later part, but only through one component (a format
+    term learned) while the others stayed flat with room to rise: the run learned that component, not the task."""
     p = progress(h)
+    passed = v.passed("no component both pays almost always and owns the reward's variation, and the reward's gain "
+                      "is not one component's alone", evidence)
+    if p is None:
+        return passed
+    last_step = max(float(s.steps[-1]) for s in means.values())
+    first_step = min(float(s.steps[0]) for s in means.values())
+    span = last_step - first_step
+    for label, since, held_out_rose in (("over the run", first_step, p.eval_rising),
+                                        ("over the last two thirds", first_step + span / 3, p.eval_rising_recently),
+                                        ("over the second half", first_step + span / 2, p.eval_rising_recently)):
+        part = {name: s.since(since) for name, s in means.items()}
+        if held_out_rose or any(len(s) < MIN_COMPONENT_POINTS for s in part.values()):
+            continue
+        found = _one_component_gain(part, weights)
+        if found is None:
+            continue
+        owner, gains, flat = found
+        total = sum(gains.values())
+        evidence.update({f"{name}/weighted_gain": gain for name, gain in gains.items()}, window=label)
+        evidence.update(p.evidence(trend=False))
+        rest = ", ".join(flat)
+        return v.warn(f"{label} the reward rose only through {owner} ({gains[owner]:+.3g} of {total:+.3g}), while "
+                      f"{rest} stayed flat ({', '.join(f'{gains[n]:+.3g}' for n in flat)}) with room to rise: the run "
+                      f"is learning {owner}, not the task", evidence,
+                      f"check that {rest} can pay (the reward self-check on a known-good answer) and that the prompt "
+                      f"asks for what {rest} checks; lower {owner}'s weight once it always pays",
+                      refs("rldoctor_composition"))
+    return passed
+
+
+def _one_component_gain(means: dict, weights: dict | None):
+    """(owner, weighted gains, the flat others) when one component holds GAIN_OWNED of a material weighted gain and
+    every other one that could pay more gained under MIN_GAIN / 2 without a rising trend; else None."""
     ends = {name: end_means(s) for name, s in means.items()}
     gains = {name: (weights[name] if weights else 1.0) * (last - first) for name, (first, last, _) in ends.items()}
     total = sum(gains.values())
-    passed = v.passed("no component both pays almost always and owns the reward's variation, and the reward's gain "
-                      "is not one component's alone", evidence)
-    if p is None or not p.material_gain or total < MIN_GAIN or p.eval_rising:
-        return passed
+    if total < MIN_GAIN:
+        return None
     owner = max(gains, key=gains.get)
-    room = {name: ends[name][1] < SATURATED_FRAC or not np.all((means[name].values >= 0) & (means[name].values <= 1))
-            for name in means if name != owner}
-    flat_with_room = [name for name, has_room in room.items() if has_room and gains[name] < MIN_GAIN / 2
-                      and not means[name].trend().rising]
-    if gains[owner] < GAIN_OWNED * total or not flat_with_room or len(flat_with_room) < len(room):
-        return passed
-    evidence.update({f"{name}/weighted_gain": gain for name, gain in gains.items()})
-    evidence.update(p.evidence(trend=False))
-    rest = ", ".join(flat_with_room)
-    return v.warn(f"the reward rose {p.first:.3g} -> {p.last:.3g} only through {owner} ({gains[owner]:+.3g} of "
-                  f"{total:+.3g}), while {rest} stayed flat ({', '.join(f'{gains[n]:+.3g}' for n in flat_with_room)}) "
-                  f"with room to rise: the run is learning {owner}, not the task", evidence,
-                  f"check that {rest} can pay (the reward self-check on a known-good answer) and that the prompt asks "
-                  f"for what {rest} checks; lower {owner}'s weight once it always pays", refs("rldoctor_composition"))
+    others = [name for name in means if name != owner]
+    in_unit = {name: bool(np.all((means[name].values >= 0) & (means[name].values <= 1))) for name in others}
+    with_room = [name for name in others if ends[name][1] < SATURATED_FRAC or not in_unit[name]]
+    flat = [name for name in with_room if gains[name] < MIN_GAIN / 2 and not means[name].trend().rising]
+    if gains[owner] < GAIN_OWNED * total or not flat or len(flat) < len(with_room):
+        return None
+    return owner, gains, flat
 
 
 @hypothesis("reward.parse_failures", "do reward functions error, return None, or fail on known-good answers?")
