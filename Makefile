@@ -6,7 +6,7 @@ CONFIG ?= configs/default.toml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatline-installed
 
-.PHONY: train test cases bench install
+.PHONY: train test test-trl cases bench install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The TRL stage (CI runs it after `make test`): installs the [trl] extra, runs the tests on real GRPOTrainer runs.
+test-trl: $(STAMP)
+	$(PY) -m pip install -q -e ".[trl]"
+	$(PY) -m pytest -m trl tests
 
 cases: $(STAMP)
 	$(PY) -m pytest cases $(CASES_ARGS)

@@ -1,7 +1,7 @@
 """Planted faults in real TRL GRPOTrainer runs (SmolLM2-135M with LoRA, CPU), judged by FlatlineCallback.
 
     pip install -e ".[trl]"
-    python bench/trl_faults.py                 # healthy + 6 faults, 12 steps each, judged live every 2 steps
+    python bench/trl_faults.py                 # healthy + 6 faults, 8 steps each, judged live every 2 steps
     python bench/trl_faults.py --only lr_1e-7 --steps 8
 
 Each row: the fault, how it was planted (through TRL's own arguments, a reward function or a callback: the plug
@@ -91,12 +91,12 @@ def run_one(name: str, steps: int, root: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--only", nargs="+", choices=list(FAULTS), default=list(FAULTS))
     args = parser.parse_args()
     import trl
     print(f"Planted faults in real TRL {trl.__version__} GRPOTrainer runs: SmolLM2-135M-Instruct + LoRA r8 (all "
-          f"linear), 2 prompts x 4 generations per step, {args.steps} steps, CPU; FlatlineCallback(probes='cheap'), "
+          f"linear), 2 prompts x 4 generations x up to 32 tokens per step, {args.steps} steps, CPU; FlatlineCallback(probes='cheap'), "
           f"judged every {JUDGE_EVERY} steps\n")
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:

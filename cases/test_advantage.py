@@ -10,3 +10,7 @@ def test_degenerate_groups(judge_case):
 
 def test_numerics(judge_case):
     judge_case("advantage.numerics")
+
+
+def test_grouping(judge_case):
+    judge_case("advantage.grouping")

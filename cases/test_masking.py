@@ -18,3 +18,7 @@ def test_eos_excluded(judge_case):
 
 def test_env_tokens_in_loss(judge_case):
     judge_case("masking.env_tokens_in_loss")
+
+
+def test_completion_excluded(judge_case):
+    judge_case("masking.completion_excluded")

@@ -85,6 +85,7 @@ def healthy_series(n: int = N) -> dict:
         "reward/format/min": 0.0, "reward/format/max": 1.0,
         "reward/errors": 0, "reward/self_check_ok": 1, "reward/self_check_total": 1.0,
         "masks/prompt_frac": 0.0, "masks/pad_frac": 0.0, "masks/eos_in_loss_frac": 1.0, "masks/env_frac": 0.0,
+        "masks/completion_excluded_frac": 0.0, "advantage/mixed_prompt_groups_frac": 0.0,
         "masks/alignment_max_diff": 2e-6, "masks/finished_frac": 0.95,
         "loss": flat(0.0, n, 0.01, seed=3), "grad_norm": flat(0.2, n, 0.03, seed=4, lo=0.05),
         "gradients/params_without_grad": 0, "gradients/nonfinite": 0, "gradients/clip_coef": 1.0,
@@ -123,7 +124,7 @@ def design_ids() -> set:
 
 def test_every_design_id_is_registered_and_nothing_else():
     ids = design_ids()
-    assert len(ids) == 34
+    assert len(ids) == 36
     assert set(hypothesis_ids()) == ids
     assert len(hypothesis_ids()) == len(ids)  # no duplicates in the cause order
 
@@ -154,6 +155,8 @@ NEEDS = {
     "kl.penalty_dominates": "policy/kl_grad_share", "kl.drift": "kl", "entropy.collapse": "entropy",
     "control.learns": "control run", "entropy.explosion": "entropy", "length.collapse": "completions/mean_length",
     "sync.sampling_semantics": "sync/is_weight_mean", "gradients.zero_loss": "loss",
+    "masking.completion_excluded": "masks/completion_excluded_frac",
+    "advantage.grouping": "advantage/mixed_prompt_groups_frac",
 }
 
 
@@ -344,3 +347,13 @@ def test_random_finite_logs_never_break_a_judge(h):
 def test_random_logs_with_non_finite_measurements_never_break_a_judge(h):
     for v in judge(h).verdicts:
         assert "could not be judged" not in v.reason, v.message()
+
+
+def test_a_mask_leaving_completion_tokens_out_and_groups_mixing_prompts_fail():
+    late = history(10, {"reward": ramp(0.2, 0.6, 10), "masks/completion_excluded_frac": [0.08] * 10})
+    assert verdict("masking.completion_excluded", late).status == "fail"
+    once = history(10, {"reward": ramp(0.2, 0.6, 10), "masks/completion_excluded_frac": [0.0] * 9 + [0.05]})
+    assert verdict("masking.completion_excluded", once).status == "pass"  # the median: one odd step is no mask bug
+    mixed = history(10, {"reward": ramp(0.2, 0.6, 10), "advantage/mixed_prompt_groups_frac": [0.0] * 9 + [0.5]})
+    v = verdict("advantage.grouping", mixed)
+    assert v.status == "fail" and v.evidence["mixed_prompt_groups_frac_max"] == 0.5

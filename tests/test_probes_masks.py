@@ -45,7 +45,16 @@ def stats(completion_loss_mask, prompt_loss_mask=None, **kwargs):
 def test_healthy_mask_trains_on_completions_and_their_eos_only():
     s = stats(RIGHT_MASK)
     assert s == {"loss_tokens": 8, "loss_tokens_per_completion": 4.0, "prompt_frac": 0.0, "pad_frac": 0.0,
-                 "env_frac": 0.0, "finished_frac": 0.5, "eos_in_loss_frac": 1.0}
+                 "env_frac": 0.0, "completion_excluded_frac": 0.0, "finished_frac": 0.5, "eos_in_loss_frac": 1.0}
+
+
+def test_a_mask_a_token_late_or_stopping_a_token_early_leaves_completion_tokens_out():
+    late = torch.tensor([[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]])  # the first completion token never trained
+    assert stats(late)["completion_excluded_frac"] == pytest.approx(2 / 6)  # of 2 + 4 tokens before the last
+    early = torch.tensor([[1, 0, 1, 0, 0], [1, 1, 1, 0, 1]])
+    assert stats(early)["completion_excluded_frac"] == pytest.approx(2 / 6)
+    nothing = torch.tensor([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1]])  # a row masked out whole (truncation masking) is a choice
+    assert stats(nothing)["completion_excluded_frac"] == 0.0
 
 
 def test_completion_lengths_are_found_from_the_first_eos_when_not_given():

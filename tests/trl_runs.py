@@ -15,12 +15,12 @@ PROMPTS = [(a, b) for a in (2, 3, 4, 5, 6, 7) for b in (1, 2, 3)]
 
 
 def correct_sum(completions, a, b, **kwargs) -> list[float]:
-    """1.0 when the first number in the completion is a + b."""
+    """1.0 when the last number in the completion is a + b ("2 + 3 = 5" and "The answer is 5." both pay)."""
     out = []
     for completion, x, y in zip(completions, a, b):
         text = completion[0]["content"] if isinstance(completion, list) else completion
-        found = re.search(r"-?\d+", text)
-        out.append(1.0 if found and int(found.group()) == x + y else 0.0)
+        numbers = re.findall(r"-?\d+", text)
+        out.append(1.0 if numbers and int(numbers[-1]) == x + y else 0.0)
     return out
 
 
@@ -47,7 +47,7 @@ class FreezeAdapterAtStart:
 
 def dataset():
     from datasets import Dataset
-    return Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {a} + {b}? Answer with the number."}],
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {a} + {b}? Reply with just the number."}],
                                "a": a, "b": b} for a, b in PROMPTS])
 
 
@@ -74,7 +74,7 @@ def trl_trainer(out: Path, model: str = "tiny", callbacks=(), reward_funcs=None,
     reward_funcs = reward_funcs or ((text_length,) if model == "tiny" else (correct_sum,))
     lora = (model != "tiny") if lora is None else lora
     settings = dict(output_dir=str(out / "trl"), max_steps=4, per_device_train_batch_size=8, num_generations=4,
-                    max_completion_length=12, learning_rate=1e-3 if model == "tiny" else 2e-4, logging_steps=1,
+                    max_completion_length=12 if model == "tiny" else 32, learning_rate=1e-3 if model == "tiny" else 2e-4, logging_steps=1,
                     report_to=[], seed=0, use_cpu=True, save_strategy="no", bf16=False, temperature=1.0,
                     disable_tqdm=True, gradient_checkpointing=False)
     settings.update(overrides)

@@ -23,6 +23,8 @@ CAUSE_ORDER = (
     "masking.padding_in_loss",
     "masking.eos_excluded",
     "masking.env_tokens_in_loss",
+    "masking.completion_excluded",
+    "advantage.grouping",
     "advantage.numerics",
     "reward.parse_failures",
     "update.precision_swallowed",

@@ -94,6 +94,23 @@ def advantage_distribution(advantages: torch.Tensor) -> dict:
     return out
 
 
+def mixed_prompt_groups(prompt_ids, prompt_mask, group_ids, num_generations: int) -> float | None:
+    """Share of groups (rows i*G .. i*G+G-1) whose rows do not all share one prompt: their real prompt tokens
+    differ, or (without prompt tokens) their group ids do. None when the record has neither."""
+    if prompt_ids is not None:
+        rows = prompt_ids.shape[0]
+        if rows % num_generations:
+            return None
+        real = prompt_ids.masked_fill(~prompt_mask.bool(), -1) if prompt_mask is not None else prompt_ids
+        grouped_rows = real.reshape(rows // num_generations, num_generations, -1)  # [P, G, L]
+        same = (grouped_rows == grouped_rows[:, :1]).all(dim=2).all(dim=1)  # [P]
+        return float((~same).float().mean())
+    if group_ids is not None and len(group_ids) % num_generations == 0:
+        blocks = [group_ids[i:i + num_generations] for i in range(0, len(group_ids), num_generations)]
+        return sum(len(set(block)) > 1 for block in blocks) / len(blocks)
+    return None
+
+
 def group_metrics(rewards: torch.Tensor, advantages: torch.Tensor, num_generations: int,
                   task_max: float | None = None) -> dict:
     """Everything per group: std spread, zero-std split, advantage sums, float-noise std with non-zero advantages."""
@@ -158,4 +175,7 @@ class AdvantageProbe(Probe):
         out["group_size_ok"] = int(rewards.numel() % G == 0 and advantages.numel() == rewards.numel())
         if out["group_size_ok"] and rewards.numel():
             out.update(group_metrics(rewards, advantages, G, self.task_max(record)))
+            mixed = mixed_prompt_groups(record.prompt_ids, record.prompt_mask, record.group_ids, G)
+            if mixed is not None:
+                out["mixed_prompt_groups_frac"] = mixed
         return out

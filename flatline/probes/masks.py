@@ -82,6 +82,8 @@ def mask_stats(input_ids: torch.Tensor, loss_mask: torch.Tensor, prompt_lengths:
     the prompt region, or a completion position at index >= completion_length; the EOS at index
     completion_length-1 is the completion's own token even when pad == eos), or a real completion token.
     env_frac counts tool/environment tokens among the loss tokens (they are real tokens of either region).
+    completion_excluded_frac: the share of the completions' own tokens before their EOS (not environment tokens) that
+    the loss leaves out, among rows with any completion token in the loss (a mask a token late or early).
     eos_in_loss_frac: among finished completions (whose token at completion_length-1 is an EOS id), the
     share whose EOS is in the loss; absent when no completion finished.
     """
@@ -105,12 +107,21 @@ def mask_stats(input_ids: torch.Tensor, loss_mask: torch.Tensor, prompt_lengths:
 
     total = int(loss.sum())
     share = (lambda where: float((loss & where).sum()) / total) if total else (lambda where: 0.0)
+    # The completion's own tokens before its EOS that the loss leaves out, among rows that train on any completion
+    # token (a row masked out whole, such as a truncated one under mask_truncated_completions, is a choice).
+    before_eos = (columns >= L) & (columns < L + completion_lengths - 1)  # [N, L+T]
+    if env_mask is not None:
+        before_eos &= ~env_mask.bool()
+    trained_rows = loss[:, L:].any(dim=1, keepdim=True)  # [N, 1]
+    own = before_eos & trained_rows
+    excluded = float((own & ~loss).sum()) / float(own.sum()) if own.any() else 0.0
     stats = {
         "loss_tokens": total,
         "loss_tokens_per_completion": total / N if N else 0.0,
         "prompt_frac": share(in_prompt),
         "pad_frac": share(padding),
         "env_frac": share(env_mask.bool()) if env_mask is not None else 0.0,
+        "completion_excluded_frac": excluded,
     }
 
     # A completion finished when its last token (index completion_length-1) is an EOS id.

@@ -134,3 +134,18 @@ def numerics(h, v):
         return v.passed("advantages finite, zero for flat groups, summing to ~0 in every group", evidence)
     return v.fail("; ".join(f for f, _ in findings), evidence, "; ".join(p for _, p in findings),
                   refs("grouping", "fp32_trap"))
+
+
+@hypothesis("advantage.grouping", "does each group hold the completions of one prompt?")
+def grouping(h, v):
+    mixed = h.series("advantage/mixed_prompt_groups_frac").finite()
+    if not len(mixed):
+        return v.skipped("needs flatline's advantage probe with the batch's prompt tokens "
+                         "(advantage/mixed_prompt_groups_frac)")
+    evidence = {"mixed_prompt_groups_frac_max": mixed.max(), "steps_with_mixed_groups": mixed.frac(lambda x: x > 0)}
+    if mixed.max() > 0:
+        return v.fail(f"up to {mixed.max():.0%} of the groups held completions of different prompts: their baselines "
+                      "compare answers to different questions", evidence,
+                      "keep the num_generations completions of a prompt adjacent (no shuffle between generation and "
+                      "advantage), and make the batch a multiple of num_generations", refs("grouping"))
+    return v.passed("every group holds one prompt's completions", evidence)

@@ -78,3 +78,23 @@ def env_tokens_in_loss(h, v):
     return tokens_in_loss(h, v, "masks/env_frac", "environment (tool output) tokens",
                           "mask tool/environment turns out of the loss; keep the chat template prefix-preserving",
                           refs("env_mask"), needs=" and an environment mask")
+
+
+# The loss must train on every token of the completion before its EOS; one a mask leaves out in every row (a mask
+# starting a token late, or stopping one early) is a share of 1/length, a few percent or more.
+COMPLETION_EXCLUDED_MAX = 0.001
+
+
+@hypothesis("masking.completion_excluded", "are completion tokens before the EOS left out of the loss?")
+def completion_excluded(h, v):
+    excluded = h.series("masks/completion_excluded_frac").finite()
+    if not len(excluded):
+        return v.skipped("needs flatline's masks probe (masks/completion_excluded_frac)")
+    evidence = {"completion_excluded_frac_median": excluded.median(), "completion_excluded_frac_max": excluded.max()}
+    if excluded.median() > COMPLETION_EXCLUDED_MAX:
+        return v.fail(f"{excluded.median():.1%} of the completions' own tokens before their EOS were left out of the "
+                      "loss (median over steps): the mask starts late or stops early", evidence,
+                      "build the mask from the completion's first token up to and including its first EOS "
+                      "(flatline.trainer.algorithm.completion_mask); an off-by-one in a mask_fn or a collator that "
+                      "shifts labels without shifting the mask does this", refs("eos"))
+    return v.passed("every completion token up to the EOS is in the loss", evidence)
