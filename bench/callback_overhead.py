@@ -73,9 +73,11 @@ def main() -> None:
         for round_ in range(args.rounds):
             for variant in VARIANTS:
                 times[variant] += run(variant, args.model, args.steps, Path(tmp) / f"r{round_}")
+    tokens = 12 if args.model == "tiny" else 32
     print(f"FlatlineCallback overhead on TRL {trl.__version__} GRPOTrainer, {args.model}"
-          f"{' + LoRA r8' if args.model == 'smollm2' else ''}, 2 prompts x 4 generations x up to {12 if args.model == "tiny" else 32} tokens per step, "
-          f"CPU ({torch.get_num_threads()} threads); {args.rounds} interleaved rounds x {args.steps} steps per variant, "
+          f"{' + LoRA r8' if args.model == 'smollm2' else ''}, 2 prompts x 4 generations x up to {tokens} tokens per "
+          f"step, CPU ({torch.get_num_threads()} threads); {args.rounds} interleaved rounds x {args.steps} steps per "
+          "variant, "
           f"first step of each run left out, live judgement every {JUDGE_EVERY} steps\n")
     bare = statistics.median(times["none"])
     print(f"{'probes':8s} {'steps':>5s} {'median s/step':>14s} {'ratio':>6s}")

@@ -96,7 +96,8 @@ def main() -> int:
     args = parser.parse_args()
     import trl
     print(f"Planted faults in real TRL {trl.__version__} GRPOTrainer runs: SmolLM2-135M-Instruct + LoRA r8 (all "
-          f"linear), 2 prompts x 4 generations x up to 32 tokens per step, {args.steps} steps, CPU; FlatlineCallback(probes='cheap'), "
+          f"linear), 2 prompts x 4 generations x up to 32 tokens per step, {args.steps} steps, CPU; "
+          "FlatlineCallback(probes='cheap'), "
           f"judged every {JUDGE_EVERY} steps\n")
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:

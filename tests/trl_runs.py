@@ -47,7 +47,8 @@ class FreezeAdapterAtStart:
 
 def dataset():
     from datasets import Dataset
-    return Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {a} + {b}? Reply with just the number."}],
+    question = "What is {} + {}? Reply with just the number."
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": question.format(a, b)}],
                                "a": a, "b": b} for a, b in PROMPTS])
 
 
@@ -74,7 +75,8 @@ def trl_trainer(out: Path, model: str = "tiny", callbacks=(), reward_funcs=None,
     reward_funcs = reward_funcs or ((text_length,) if model == "tiny" else (correct_sum,))
     lora = (model != "tiny") if lora is None else lora
     settings = dict(output_dir=str(out / "trl"), max_steps=4, per_device_train_batch_size=8, num_generations=4,
-                    max_completion_length=12 if model == "tiny" else 32, learning_rate=1e-3 if model == "tiny" else 2e-4, logging_steps=1,
+                    max_completion_length=12 if model == "tiny" else 32,
+                    learning_rate=1e-3 if model == "tiny" else 2e-4, logging_steps=1,
                     report_to=[], seed=0, use_cpu=True, save_strategy="no", bf16=False, temperature=1.0,
                     disable_tqdm=True, gradient_checkpointing=False)
     settings.update(overrides)

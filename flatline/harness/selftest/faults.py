@@ -132,6 +132,9 @@ FAULTS = (
           "trained on", f("masking.prompt_in_loss"), config={"mask_fn": f"{PLUGINS}:attention_mask_as_loss_mask"},
           fast=True),
     # SmolLM2 on arithmetic: its completions end with EOS, which these faults need. 12 steps each.
+    Fault("late_mask", "plug-in", "mask_fn starts a token late: each completion's first token is never trained on",
+          f("masking.completion_excluded"), config={"mask_fn": f"{PLUGINS}:late_starting_mask", "max_steps": 12},
+          base="default"),
     Fault("eos_dropped", "plug-in", "mask_fn = completion_ids != pad_token_id with pad == eos: EOS never in the loss",
           f("masking.eos_excluded"), f("length.truncation", "length.growth"),
           config={"mask_fn": f"{PLUGINS}:eos_dropping_mask", "max_steps": 12}, base="default"),

@@ -73,6 +73,14 @@ def attention_mask_as_loss_mask(completion_ids, eos_token_ids, prompt_ids=None, 
     return torch.cat([prompt_mask.long(), completion_mask(completion_ids, eos_token_ids)], dim=1)  # [N, L+T]
 
 
+def late_starting_mask(completion_ids, eos_token_ids):
+    """The right mask shifted one token late: each completion's first token is never trained on (a collator that
+    shifts labels without shifting the mask)."""
+    mask = completion_mask(completion_ids, eos_token_ids)
+    mask[:, 0] = 0
+    return mask
+
+
 def eos_dropping_mask(completion_ids, eos_token_ids):
     """`completion_ids != pad_token_id` with pad == eos: each completion's EOS is masked out with the padding, so
     the model is never taught to stop (TRL #4970, #4974)."""
