@@ -59,7 +59,8 @@ FAULTS = {
 
 def first_flag(rows: list[dict], config: dict, targets) -> int | None:
     """The first step, judged every JUDGE_EVERY steps on the rows so far, at which a target was raised."""
-    for end in range(JUDGE_EVERY, len(rows) + 1, JUDGE_EVERY):
+    ends = list(range(JUDGE_EVERY, len(rows) + 1, JUDGE_EVERY))
+    for end in ends + ([len(rows)] if len(rows) not in ends else []):  # and the last row (a run TRL stopped)
         diagnosis = judge(History(run="prefix", rows=rows[:end], config=config))
         if any(v.id in targets and v.status in FLAGGED for v in diagnosis.verdicts):
             return rows[end - 1]["step"]

@@ -26,3 +26,7 @@ def test_base_drift(judge_case):
 
 def test_clip_saturation(judge_case):
     judge_case("update.clip_saturation")
+
+
+def test_nondeterministic_forward(judge_case):
+    judge_case("update.nondeterministic_forward")

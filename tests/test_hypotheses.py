@@ -86,6 +86,7 @@ def healthy_series(n: int = N) -> dict:
         "reward/errors": 0, "reward/self_check_ok": 1, "reward/self_check_total": 1.0,
         "masks/prompt_frac": 0.0, "masks/pad_frac": 0.0, "masks/eos_in_loss_frac": 1.0, "masks/env_frac": 0.0,
         "masks/completion_excluded_frac": 0.0, "advantage/mixed_prompt_groups_frac": 0.0,
+        "policy/dropout_modules_active": 0,
         "masks/alignment_max_diff": 2e-6, "masks/finished_frac": 0.95,
         "loss": flat(0.0, n, 0.01, seed=3), "grad_norm": flat(0.2, n, 0.03, seed=4, lo=0.05),
         "gradients/params_without_grad": 0, "gradients/nonfinite": 0, "gradients/clip_coef": 1.0,
@@ -124,7 +125,7 @@ def design_ids() -> set:
 
 def test_every_design_id_is_registered_and_nothing_else():
     ids = design_ids()
-    assert len(ids) == 36
+    assert len(ids) == 37
     assert set(hypothesis_ids()) == ids
     assert len(hypothesis_ids()) == len(ids)  # no duplicates in the cause order
 
@@ -157,6 +158,7 @@ NEEDS = {
     "sync.sampling_semantics": "sync/is_weight_mean", "gradients.zero_loss": "loss",
     "masking.completion_excluded": "masks/completion_excluded_frac",
     "advantage.grouping": "advantage/mixed_prompt_groups_frac",
+    "update.nondeterministic_forward": "policy/dropout_modules_active",
 }
 
 
@@ -357,3 +359,21 @@ def test_a_mask_leaving_completion_tokens_out_and_groups_mixing_prompts_fail():
     mixed = history(10, {"reward": ramp(0.2, 0.6, 10), "advantage/mixed_prompt_groups_frac": [0.0] * 9 + [0.5]})
     v = verdict("advantage.grouping", mixed)
     assert v.status == "fail" and v.evidence["mixed_prompt_groups_frac_max"] == 0.5
+
+
+def test_dropout_left_on_warns_and_a_large_forward_gap_fails():
+    on = history(10, {"reward": ramp(0.2, 0.6, 10), "policy/dropout_modules_active": [24] * 10})
+    assert verdict("update.nondeterministic_forward", on).status == "warn"
+    gap = history(10, {"reward": ramp(0.2, 0.6, 10), "policy/dropout_modules_active": [0] * 10,
+                       "policy/repeat_forward_logprob_gap": [0.4] * 10})
+    assert verdict("update.nondeterministic_forward", gap).status == "fail"
+    off = history(10, {"reward": ramp(0.2, 0.6, 10), "policy/dropout_modules_active": [0] * 10,
+                       "policy/repeat_forward_logprob_gap": [0.0] * 10})
+    assert verdict("update.nondeterministic_forward", off).status == "pass"
+
+
+def test_a_reward_function_that_never_scores_is_a_parse_failure():
+    h = history(10, {"reward": ramp(0.2, 0.6, 10), "reward/errors": [0] * 10, "advantage/num_groups": [2] * 10,
+                     "advantage/group_size": [4] * 10, "reward/format/none": [8] * 10, "reward/correct/none": [0] * 10})
+    v = verdict("reward.parse_failures", h)
+    assert v.status == "fail" and "format returned None for 100%" in v.reason

@@ -19,6 +19,7 @@ CAUSE_ORDER = (
     "sync.sampler_mismatch",
     "sync.sampling_semantics",
     "sync.importance_weights",
+    "update.nondeterministic_forward",
     "masking.prompt_in_loss",
     "masking.padding_in_loss",
     "masking.eos_excluded",

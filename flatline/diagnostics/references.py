@@ -9,6 +9,8 @@ REFS = {
     "ptt_std": "microsoft/post-training-toolkit: flags group_reward_std < 0.01 over 20 steps (https://github.com/microsoft/post-training-toolkit)",
     "rldoctor_composition": "rldoctor 0.2.0: reward_composition detector, one reward component owning the variance (https://github.com/junglezke/rl-doctor)",
     "rldoctor": "rldoctor 0.2.0: advantage_collapse splits all-correct vs all-wrong groups (https://github.com/junglezke/rl-doctor)",
+    "dropout": "TRL GRPOConfig.disable_dropout: with dropout on, the model gives different log-probs for the same "
+               "input, which biases the ratio and the KL against a reference",
     "grouping": "Search-R1 #88: per-group advantages must sum to ~0 with G members each (https://github.com/PeterGriffinJin/Search-R1/issues/88)",
     "fp32_trap": "flatline research: identical float32 rewards 1.350639 have std 1.19e-7, not 0 (docs/failure-catalogue.md)",
     "truncation": f"TRL #6219: completions cut at max_completion_length score 0 ({TRL}/issues/6219)",

@@ -245,6 +245,7 @@ class FlatlineCallback(TrainerCallback):
             rewards=rewards, reward_components=components, reward_weights=weights,
             advantages=batch["advantages"].float().reshape(-1) if batch["advantages"].dim() == 1 else
             batch["advantages"].float()[:, 0],
+            model=self.trainer.model,
             sampler_logprobs=sampler if trainer_logps is not None else None,
             trainer_logprobs=trainer_logps if sampler is not None else None)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from flatline.probes.advantage import AdvantageProbe
 from flatline.probes.attach import attach
+from flatline.probes.dropout import DropoutModulesProbe, RepeatedForwardProbe
 from flatline.probes.base import PROBE_LEVELS, Probe, ProbeContext, ProbeSet, tiers_of
 from flatline.probes.gradients import GradientProbe
 from flatline.probes.length import LengthProbe
@@ -33,7 +34,7 @@ __all__ = ["PROBE_LEVELS", "ALL_PROBES", "Probe", "ProbeContext", "ProbeSet", "a
 
 # Every probe, in the order its numbers join the metrics row; each declares its own tier.
 ALL_PROBES = (AdvantageProbe, RewardProbe, MaskProbe, GradientProbe, UpdateProbe, SyncProbe, LengthProbe,
-              PolicyProbe, MaskAlignmentProbe)
+              PolicyProbe, DropoutModulesProbe, MaskAlignmentProbe, RepeatedForwardProbe)
 
 
 def build_probes(level: str, context: ProbeContext, max_grad_norm: float | None = None) -> ProbeSet:

@@ -29,6 +29,11 @@ def prompt_in_loss(h, v):
                       "build the loss mask over completion positions only: zero every prompt column (a mask "
                       "copied from the attention mask, or labels without -100 on the prompt, put it in the loss); "
                       "the model is trained to predict its own prompt, and the completion's share of the loss shrinks", refs("env_mask"))
+    dropout = h.series("policy/dropout_modules_active").finite()
+    if len(dropout) and dropout.max() > 0 and len(align) and align.max() > ALIGNMENT_TOL:
+        evidence["dropout_modules_active_max"] = dropout.max()  # train-mode noise, not a shift: see its own verdict
+        return v.passed("no prompt token in the loss; the alignment re-score is not comparable with dropout on "
+                        "(update.nondeterministic_forward)", evidence)
     if len(align) and align.max() > ALIGNMENT_TOL:
         return v.fail(f"re-scoring the sampled tokens differs from the trained logprobs by {align.max():.3g} nats: "
                       "the loss scores other tokens than the sampled ones (logits and labels shifted)", evidence,

@@ -258,6 +258,15 @@ def _one_component_gain(means: dict, weights: dict | None):
     return owner, gains, flat
 
 
+# A reward function that returns None for this share of all completions never scores anything.
+NEVER_SCORES_FRAC = 0.99
+
+
+def _components_with_none(h) -> list[str]:
+    return sorted({n[len("reward/"):-len("/none")] for n in h.names("reward/") if n.endswith("/none")
+                   and n.count("/") == 2})
+
+
 @hypothesis("reward.parse_failures", "do reward functions error, return None, or fail on known-good answers?")
 def parse_failures(h, v):
     errors = h.series("reward/errors") if h.has("reward/errors") else h.series("rewards/errors")
@@ -278,6 +287,14 @@ def parse_failures(h, v):
         evidence["unscored_frac"] = rate
         if rate >= ERROR_FRAC:
             findings.append(f"{rate:.1%} of completions could not be scored (None from every component)")
+    for name in _components_with_none(h):
+        never = h.series(f"reward/{name}/none").finite()
+        if len(never) and math.isfinite(batch) and batch > 0:
+            share = float(never.values.sum()) / (batch * len(never))
+            if share >= NEVER_SCORES_FRAC:
+                evidence[f"{name}/none_frac"] = share
+                findings.append(f"reward function {name} returned None for {share:.0%} of completions: it never "
+                                "scores (TRL drops None from the sum, so its signal is silently missing)")
     if len(self_ok):
         evidence["self_check_ok"] = self_ok.last()
         if self_ok.frac(lambda x: x < 1) > 0:

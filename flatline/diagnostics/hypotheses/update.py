@@ -159,3 +159,36 @@ def clip_saturation(h, v):
                       "lower num_iterations or learning_rate, or widen epsilon / epsilon_high (DAPO: 0.28)",
                       refs("dapo"))
     return v.passed(f"{clip.mean():.0%} of tokens clipped", evidence)
+
+
+# Two train-mode forwards of the same rows agree exactly on CPU and to ~1e-5 nats on a GPU without dropout; dropout
+# moves completion log-probs by a tenth of a nat or more.
+FORWARD_GAP_TOL = 1e-4
+FORWARD_GAP_LARGE = 0.1
+
+
+@hypothesis("update.nondeterministic_forward", "is dropout left on in the policy (a forward that is not repeatable)?")
+def nondeterministic_forward(h, v):
+    modules, gap = h.series("policy/dropout_modules_active").finite(), h.series("policy/repeat_forward_logprob_gap")
+    gap = gap.finite()
+    if not len(modules) and not len(gap):
+        return v.skipped("needs flatline's dropout probes (policy/dropout_modules_active; "
+                         "policy/repeat_forward_logprob_gap with probes = full)")
+    evidence = {}
+    if len(modules):
+        evidence["dropout_modules_active_max"] = modules.max()
+    if len(gap):
+        evidence["repeat_forward_logprob_gap_max"] = gap.max()
+    advice = ("turn dropout off in the policy: lora_dropout = 0, and the model's own dropout "
+              "(TRL: disable_dropout=True; HF: config.attention_dropout = 0, model.config.*dropout* = 0)")
+    if len(gap) and gap.max() > FORWARD_GAP_LARGE:
+        return v.fail(f"two train-mode forwards of the same tokens differ by up to {gap.max():.3g} nats: dropout is on, "
+                      "so the loss trains a random sub-network, not the policy that sampled (the importance ratio at "
+                      "num_iterations = 1 is not 1)", evidence, advice, refs("dropout"))
+    if (len(gap) and gap.max() > FORWARD_GAP_TOL) or (len(modules) and modules.max() > 0):
+        return v.warn("dropout is active in the policy while it trains "
+                      + (f"({modules.max():.0f} dropout modules)" if len(modules) and modules.max() > 0 else
+                         f"(repeated forwards differ by {gap.max():.2g} nats)")
+                      + ": the trained log-probs carry dropout noise the sampler does not have", evidence, advice,
+                      refs("dropout"))
+    return v.passed("the policy's training forward is deterministic (no active dropout)", evidence)

@@ -128,6 +128,9 @@ FAULTS = (
           f("update.base_drift"), config=LORA, mutate=lossy_merge_cycle),
     Fault("unsynced_sampler", "structural", "the sampler never receives the trained weights",
           f("sync.sampler_mismatch"), f("sync.importance_weights"), mutate=unsynced_sampler, fast=True),
+    Fault("dropout_on", "config", "lora_dropout = 0.3: the loss trains a random sub-network of the sampling policy",
+          f("update.nondeterministic_forward"), f("sync.sampler_mismatch"),  # the sampler runs without dropout
+          config={**LORA, "lora_dropout": 0.3}, fast=True),
     Fault("prompt_in_mask", "plug-in", "mask_fn returns the attention mask over prompt and completion: the prompt is "
           "trained on", f("masking.prompt_in_loss"), config={"mask_fn": f"{PLUGINS}:attention_mask_as_loss_mask"},
           fast=True),
