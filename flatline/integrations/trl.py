@@ -27,6 +27,7 @@ are global already); only the main process writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -43,6 +44,7 @@ from flatline.common.listeners import warn_disabled
 from flatline.common.record import StepRecord, tiers_of
 from flatline.probes import ALL_PROBES, ProbeContext, ProbeSet, attach
 from flatline.probes.gradients import GradientProbe
+from flatline.probes.policy import PolicyProbe
 from flatline.probes.update import UpdateProbe
 
 try:
@@ -75,6 +77,9 @@ class FlatlineCallback(TrainerCallback):
         self.run_dir: Path | None = None
         self.monitor = None
         self.batch_probes: ProbeSet | None = None
+        self.loss_probes: ProbeSet | None = None  # the policy probe on the last micro-batch's loss forward
+        self.loss_inputs: dict | None = None
+        self.loss_logps: tuple | None = None
         self.rows: list[dict] = []
         self.pending: dict | None = None
         self.batch: dict | None = None  # the latest generation batch, until a step consumes it
@@ -145,6 +150,23 @@ class FlatlineCallback(TrainerCallback):
 
         trainer._calculate_rewards = calculate_rewards
         trainer._generate_and_score_completions = generate_and_score
+        if hasattr(trainer, "_compute_loss") and hasattr(trainer, "_get_per_token_logps_and_entropies"):
+            # the loss sees shuffled micro-batches: no group structure there
+            self.loss_probes = ProbeSet([PolicyProbe(dataclasses.replace(context, num_generations=None))])
+            loss_method, logps_method = trainer._compute_loss, trainer._get_per_token_logps_and_entropies
+
+            def compute_loss(model, inputs, *a, **kw):
+                self._note(lambda: setattr(self, "loss_inputs", inputs))
+                return loss_method(model, inputs, *a, **kw)
+
+            def logps_and_entropies(*a, **kw):
+                result = logps_method(*a, **kw)
+                if torch.is_grad_enabled():  # the loss's own forward (old and reference log-probs run under no_grad)
+                    self._note(lambda: setattr(self, "loss_logps", (result[0].detach(), result[1])))
+                return result
+
+            trainer._compute_loss = compute_loss
+            trainer._get_per_token_logps_and_entropies = logps_and_entropies
 
     def _note(self, capture) -> None:
         """Run a capture; one that raises turns the batch probes off with one warning, training goes on."""
@@ -199,6 +221,9 @@ class FlatlineCallback(TrainerCallback):
             if self.main:
                 self._write_samples(record)
             self.batch = None
+        if self.loss_probes is not None and self.loss_inputs is not None and self.loss_logps is not None:
+            row.update(self._reduced(self.loss_probes.on_step(self._loss_record(int(state.global_step)))))
+            self.loss_inputs = self.loss_logps = None
         self.pending = row
         if int(state.global_step) % self.judge_every == 0:
             self._judge_live(state, control)
@@ -248,6 +273,16 @@ class FlatlineCallback(TrainerCallback):
             model=self.trainer.model,
             sampler_logprobs=sampler if trainer_logps is not None else None,
             trainer_logprobs=trainer_logps if sampler is not None else None)
+
+    def _loss_record(self, step: int) -> StepRecord:
+        """The last micro-batch as the loss saw it: its advantages and mask, the reference log-probs, and the
+        log-probs and entropies of the forward it backpropagated."""
+        inputs, (logps, entropies) = self.loss_inputs, self.loss_logps
+        advantages = inputs["advantages"]
+        return StepRecord(step=step, completion_mask=inputs["completion_mask"], trainer_logprobs=logps,
+                          ref_logprobs=inputs.get("ref_per_token_logps"),
+                          entropy=entropies.detach() if torch.is_tensor(entropies) else None,
+                          advantages=advantages if advantages.dim() == 1 else advantages[:, 0])
 
     def _reduced(self, row: dict) -> dict:
         """Average the batch probes' numbers over ranks (one process: unchanged)."""
