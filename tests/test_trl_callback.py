@@ -3,6 +3,11 @@
     pip install -e '.[trl]' && .venv/bin/python -m pytest -q tests/test_trl_callback.py
 """
 import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +89,28 @@ def test_a_reward_function_that_raises_leaves_a_failed_run_directory(tmp_path):
     diagnosis = json.loads((callback.run_dir / "diagnosis.json").read_text())
     assert {v["id"]: v["status"] for v in diagnosis["verdicts"]}["reward.parse_failures"] == "fail"
     assert "status=failed" in (tmp_path / "LOG.md").read_text()
+
+
+def test_two_processes_average_the_batch_probes_and_only_rank_0_writes(tmp_path):
+    """accelerate under torch.distributed.run, gloo on CPU: each rank probes its half of the batch."""
+    script = Path(__file__).with_name("trl_two_processes.py")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(29500 + os.getpid() % 400), str(script), str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == 2 and ranks[1]["run_dir"] == "None"  # rank 1 made no run directory
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run", "trl"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    shared = [k for k in ranks[0]["local"] if k.startswith(("advantage/", "length/", "masks/", "reward/"))
+              and k in ranks[1]["local"] and all(isinstance(r["local"][k], (int, float)) for r in ranks)]
+    assert len(shared) > 10
+    for name in shared:
+        a, b = ranks[0]["local"][name], ranks[1]["local"][name]
+        if math.isfinite(a) and math.isfinite(b):
+            assert rows[-1][name] == pytest.approx((a + b) / 2), name
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
 
 
 def test_completion_extent_counts_to_the_first_eos_and_marks_rows_without_one():

@@ -285,11 +285,15 @@ class FlatlineCallback(TrainerCallback):
                           advantages=advantages if advantages.dim() == 1 else advantages[:, 0])
 
     def _reduced(self, row: dict) -> dict:
-        """Average the batch probes' numbers over ranks (one process: unchanged)."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        """Average the batch probes' numbers over ranks, over the union of the names every rank has (a number a
+        rank lacks, or has non-finite, is left out of that name's mean). One process: unchanged."""
+        if not _distributed():
             return row
-        names = sorted(k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        values = torch.tensor([float(row[k]) for k in names], dtype=torch.float64)
+        local = sorted(k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        everyone: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(everyone, local)
+        names = sorted(set().union(*everyone))
+        values = torch.tensor([float(row.get(k, math.nan)) for k in names], dtype=torch.float64)
         finite = torch.isfinite(values)
         totals = torch.stack([torch.where(finite, values, torch.zeros_like(values)), finite.double()])
         if torch.distributed.get_backend() == "nccl":
@@ -314,8 +318,20 @@ class FlatlineCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ live verdicts and the end
     def _judge_live(self, state, control) -> None:
-        if self.flagged is not None or not self.main:
+        """Judge the history so far on the main process; every rank then learns whether to stop (a stop on one
+        rank alone would hang the others)."""
+        flagged = self._structural_fault(int(state.global_step)) if self.main and self.flagged is None else None
+        if _distributed():
+            shared = [flagged]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            flagged = shared[0]
+        if flagged is None:
             return
+        self.flagged = flagged
+        if self.stop_on == "fail":
+            control.should_training_stop = True
+
+    def _structural_fault(self, step: int) -> dict | None:
         from flatline.diagnostics.history import History
         from flatline.diagnostics.judge import judge
 
@@ -323,15 +339,11 @@ class FlatlineCallback(TrainerCallback):
         diagnosis = judge(History(run=self.run_dir.name, rows=rows, config=self.config))
         found = [v for v in diagnosis.verdicts if v.id in STRUCTURAL and v.status == "fail"]
         if not found:
-            return
+            return None
         seconds = time.perf_counter() - self.started
-        self.flagged = {"id": found[0].id, "step": int(state.global_step), "seconds": round(seconds, 1),
-                        "reason": found[0].reason}
-        stopping = self.stop_on == "fail"
-        self.log(f"flatline: FAIL {found[0].id} at step {state.global_step} ({seconds:.0f} s): {found[0].reason}"
-                 + ("; stopping training (stop_on='fail')" if stopping else ""))
-        if stopping:
-            control.should_training_stop = True
+        self.log(f"flatline: FAIL {found[0].id} at step {step} ({seconds:.0f} s): {found[0].reason}"
+                 + ("; stopping training (stop_on='fail')" if self.stop_on == "fail" else ""))
+        return {"id": found[0].id, "step": step, "seconds": round(seconds, 1), "reason": found[0].reason}
 
     def _reward_failed(self, exc: Exception) -> None:
         """A reward function raised: TRL stops; the run directory and log book say so, with the numbers."""
@@ -422,6 +434,10 @@ def completion_extent(completion_ids, eos_ids: tuple[int, ...]):
     has_eos = is_eos.any(dim=1)
     first = torch.where(has_eos, is_eos.int().argmax(dim=1) + 1, torch.full_like(has_eos, width, dtype=torch.long))
     return first, ~has_eos
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _group_ids(rows: int, group_size: int | None) -> list[int] | None:
