@@ -113,6 +113,30 @@ def test_two_processes_average_the_batch_probes_and_only_rank_0_writes(tmp_path)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
 
 
+def test_a_trl_without_the_wrapped_methods_gets_one_warning_and_the_model_level_probes(tmp_path, monkeypatch):
+    import flatline.integrations.trl as integration
+
+    monkeypatch.setattr(integration, "WRAPPED", integration.WRAPPED + ("_scored_in_a_later_trl",))
+    callback = FlatlineCallback(run_dir=tmp_path / "run", log_book=str(tmp_path / "LOG.md"), log=lambda *a: None)
+    with pytest.warns(UserWarning, match="has no GRPOTrainer._scored_in_a_later_trl"):
+        trl_trainer(tmp_path, callbacks=[callback], max_steps=2).train()
+    rows = [json.loads(line) for line in (callback.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "gradients/global_norm" in rows[-1] and not any(k.startswith("advantage/") for k in rows[-1])
+    assert "reward" in rows[-1]  # TRL's own logged numbers still arrive
+
+
+def test_tensors_unlike_the_covered_trl_disable_the_batch_probes_with_one_warning(tmp_path, monkeypatch):
+    def unexpected(self, output):
+        raise KeyError("advantages")
+
+    monkeypatch.setattr(FlatlineCallback, "_capture_batch", unexpected)
+    callback = FlatlineCallback(run_dir=tmp_path / "run", log_book=str(tmp_path / "LOG.md"), log=lambda *a: None)
+    with pytest.warns(UserWarning, match="batch capture .* disabled"):
+        trl_trainer(tmp_path, callbacks=[callback], max_steps=2).train()
+    rows = [json.loads(line) for line in (callback.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and "gradients/global_norm" in rows[-1]
+
+
 def test_completion_extent_counts_to_the_first_eos_and_marks_rows_without_one():
     ids = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8], [2, 0, 0, 0]])
     lengths, truncated = completion_extent(ids, (2,))

@@ -54,6 +54,8 @@ except ImportError as exc:  # pragma: no cover - transformers is a flatline depe
 
 # TRL versions whose GRPOTrainer internals the batch probes were checked against.
 COVERED_TRL = ("1.16",)
+# What the batch probes read on a GRPOTrainer: the two methods they wrap and the reward functions' names and weights.
+WRAPPED = ("_calculate_rewards", "_generate_and_score_completions", "reward_func_names", "reward_weights")
 # Faults that cannot heal by training on: worth stopping a run for (with stop_on="fail").
 STRUCTURAL = ("gradients.no_flow", "update.weights_unchanged", "update.optimizer_coverage", "gradients.non_finite")
 # Completions per step written to samples.jsonl.
@@ -112,8 +114,7 @@ class FlatlineCallback(TrainerCallback):
 
     def _wrap_batch_methods(self, trainer, args, processing_class) -> None:
         version = _trl_version()
-        needed = ("_calculate_rewards", "_generate_and_score_completions", "reward_func_names", "reward_weights")
-        missing = [name for name in needed if not hasattr(trainer, name)]
+        missing = [name for name in WRAPPED if not hasattr(trainer, name)]
         if missing:
             warnings.warn(f"flatline: TRL {version} has no GRPOTrainer.{missing[0]} (covered: "
                           f"{', '.join(COVERED_TRL)}); the batch probes are disabled, the model-level ones run")
@@ -139,7 +140,8 @@ class FlatlineCallback(TrainerCallback):
             except Exception as exc:
                 self._reward_failed(exc)
                 raise
-            self._note(lambda: self._capture_rewards(rewards))
+            if self.trainer.model.training:  # evaluation scores its own batches: not this step's
+                self._note(lambda: self._capture_rewards(rewards))
             return rewards
 
         def generate_and_score(*a, **kw):
@@ -212,22 +214,32 @@ class FlatlineCallback(TrainerCallback):
     # ------------------------------------------------------------------ each step
     def on_step_end(self, args, state, control, **kwargs):
         self._flush()
-        row = {"step": int(state.global_step)}
+        step = int(state.global_step)
+        row = {"step": step}
         if self.monitor is not None:
             row.update(self.monitor.metrics())
+        try:
+            row.update(self._batch_numbers(step))
+        except Exception as exc:  # a TRL whose tensors differ: the batch probes go, training goes on
+            warn_disabled("probe", f"flatline.integrations.trl batch probes (TRL {_trl_version()})", exc)
+            self.batch_probes = self.loss_probes = None
+        self.batch = self.loss_inputs = self.loss_logps = None
+        self.pending = row
+        if step % self.judge_every == 0:
+            self._judge_live(state, control)
+        return control
+
+    def _batch_numbers(self, step: int) -> dict:
+        """The batch probes on this step's generation batch, and the policy probe on the loss's last micro-batch."""
+        row = {}
         if self.batch is not None and "advantages" in self.batch and self.batch_probes is not None:
-            record = self._record(int(state.global_step))
+            record = self._record(step)
             row.update(self._reduced(self.batch_probes.on_step(record)))
             if self.main:
                 self._write_samples(record)
-            self.batch = None
         if self.loss_probes is not None and self.loss_inputs is not None and self.loss_logps is not None:
-            row.update(self._reduced(self.loss_probes.on_step(self._loss_record(int(state.global_step)))))
-            self.loss_inputs = self.loss_logps = None
-        self.pending = row
-        if int(state.global_step) % self.judge_every == 0:
-            self._judge_live(state, control)
-        return control
+            row.update(self._reduced(self.loss_probes.on_step(self._loss_record(step))))
+        return row
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = {(f"eval/{k[len('eval_'):]}" if k.startswith("eval_") else k): v for k, v in (logs or {}).items()
