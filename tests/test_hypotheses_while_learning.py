@@ -111,7 +111,7 @@ def test_most_groups_all_correct_with_the_reward_barely_moving_is_a_warning():
 
 def test_groups_going_flat_after_a_rise_while_the_reward_stops_is_a_warning():
     # the data moves out of reach: the reward rose early, then most groups turn all-wrong and the reward sags
-    reward = [x - (0.25 * min(1.0, (i - 200) / 40) if i >= 200 else 0.0) for i, x in enumerate(STILL_RISING)]
+    reward = [x - (0.3 * min(1.0, (i - 200) / 40) if i >= 200 else 0.0) for i, x in enumerate(STILL_RISING)]
     zero_std = [0.1] * 200 + [min(0.9, 0.1 + 0.8 * (i / 40)) for i in range(LONG - 200)]
     v = verdict("advantage.degenerate_groups", trl_log(reward, frac_reward_zero_std=zero_std))
     assert v.status == "warn" and "stopped rising" in v.reason

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import (RECENT_MIN_POINTS, at_top, flat_groups, progress, recent_part,
-                                                  solved)
+import numpy as np
+
+from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, at_top, flat_groups,
+                                                  progress, recent_part, solved, window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -44,6 +46,19 @@ def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
     if p is not None and not p.material_gain and not p.eval_rising:
         return "all-min", False
     return "mixed", False
+
+
+def reward_fell(reward) -> bool:
+    """The recent window's mean reward sits MIN_GAIN below the best window mean before it, clear of the noise."""
+    s = reward.finite()
+    n = window_size(len(s))
+    if len(s) < 3 * n:
+        return False
+    values = s.values
+    means = np.convolve(values, np.ones(n) / n, mode="valid")  # [len - n + 1] rolling window means
+    recent, best = float(means[-1]), float(means[:-n].max()) if len(means) > n else float(means[0])
+    spread = float(np.std(values[-n:], ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    return best - recent >= max(MIN_GAIN, NOISE_Z * math.sqrt(2) * spread)
 
 
 @hypothesis("advantage.degenerate_groups", "do most groups have zero reward variance (all-correct / all-wrong)?")
@@ -91,7 +106,7 @@ def degenerate_groups(h, v):
                               evidence, prescription, refs_)
     if p is not None and (p.material_gain or p.eval_rising):
         if (recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently
-                and not at_top(h.series("reward"))):  # at its top: converged on what it can learn, not taken over
+                and reward_fell(h.series("reward"))):  # still at its best: converged on what it can learn
             return v.warn(f"{recent_frac:.0%} of recent groups have zero reward variance, mostly {where}{how}, and the "
                           f"reward has stopped rising ({p.recent_gain:+.3g} over the last third): the earlier gain "
                           "came from groups that no longer carry signal", evidence, prescription, refs_)

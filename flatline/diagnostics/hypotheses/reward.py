@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import (MIN_GAIN, end_means, enough_steps, flat_groups, progress,
-                                                  recent_part)
+from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, end_means, enough_steps,
+                                                  flat_groups, progress, recent_part)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -221,7 +221,7 @@ def _gain_from_one_component(h, v, means: dict, weights: dict | None, evidence: 
                                         ("over the last two thirds", first_step + span / 3, p.eval_rising_recently),
                                         ("over the second half", first_step + span / 2, p.eval_rising_recently)):
         part = {name: s.since(since) for name, s in means.items()}
-        if held_out_rose or any(len(s) < MIN_COMPONENT_POINTS for s in part.values()):
+        if held_out_rose or any(len(s) < RECENT_MIN_POINTS for s in part.values()):
             continue
         found = _one_component_gain(part, weights)
         if found is None:
@@ -244,7 +244,9 @@ def _one_component_gain(means: dict, weights: dict | None):
     """(owner, weighted gains, the flat others) when one component holds GAIN_OWNED of a material weighted gain and
     every other one that could pay more gained under MIN_GAIN / 2 without a rising trend; else None."""
     ends = {name: end_means(s) for name, s in means.items()}
-    gains = {name: (weights[name] if weights else 1.0) * (last - first) for name, (first, last, _) in ends.items()}
+    weight = {name: weights[name] if weights else 1.0 for name in means}
+    gains = {name: weight[name] * (last - first) for name, (first, last, _) in ends.items()}
+    noise = {name: weight[name] * ends[name][2] for name in means}  # standard error of each weighted gain
     total = sum(gains.values())
     if total < MIN_GAIN:
         return None
@@ -252,8 +254,11 @@ def _one_component_gain(means: dict, weights: dict | None):
     others = [name for name in means if name != owner]
     in_unit = {name: bool(np.all((means[name].values >= 0) & (means[name].values <= 1))) for name in others}
     with_room = [name for name in others if ends[name][1] < SATURATED_FRAC or not in_unit[name]]
-    flat = [name for name in with_room if gains[name] < MIN_GAIN / 2 and not means[name].trend().rising]
-    if gains[owner] < GAIN_OWNED * total or not flat or len(flat) < len(with_room):
+    # flat on evidence: even the upper bound of the gain stays small, and no rising trend
+    flat = [name for name in with_room if gains[name] + NOISE_Z * noise[name] < MIN_GAIN / 2
+            and not means[name].trend().rising]
+    if (gains[owner] < GAIN_OWNED * total or gains[owner] < NOISE_Z * noise[owner] or not flat
+            or len(flat) < len(with_room)):
         return None
     return owner, gains, flat
 
