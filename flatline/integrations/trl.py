@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 import warnings
 from datetime import datetime
@@ -42,6 +41,8 @@ from flatline.common.files import write_atomic
 from flatline.common.jsonl import JsonlWriter
 from flatline.common.listeners import warn_disabled
 from flatline.common.record import StepRecord, tiers_of
+from flatline.integrations.trl_parts import (completion_extent, config_from_args, distributed, eos_ids, find_trainer,
+                                             group_ids, local_rows, trl_version)
 from flatline.probes import ALL_PROBES, ProbeContext, ProbeSet, attach
 from flatline.probes.gradients import GradientProbe
 from flatline.probes.policy import PolicyProbe
@@ -97,7 +98,7 @@ class FlatlineCallback(TrainerCallback):
         return self
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, processing_class=None, **kwargs):
-        self.trainer = self.trainer or _find_trainer(self)
+        self.trainer = self.trainer or find_trainer(self)
         self.main = bool(state.is_world_process_zero)
         self.started = time.perf_counter()
         self.max_steps = int(state.max_steps or args.max_steps or 0)
@@ -113,7 +114,7 @@ class FlatlineCallback(TrainerCallback):
             self._open_run_dir(args)
 
     def _wrap_batch_methods(self, trainer, args, processing_class) -> None:
-        version = _trl_version()
+        version = trl_version()
         missing = [name for name in WRAPPED if not hasattr(trainer, name)]
         if missing:
             warnings.warn(f"flatline: TRL {version} has no GRPOTrainer.{missing[0]} (covered: "
@@ -125,7 +126,7 @@ class FlatlineCallback(TrainerCallback):
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         context = ProbeContext(
             tokenizer=tokenizer, pad_token_id=getattr(tokenizer, "pad_token_id", None),
-            eos_token_ids=_eos_ids(tokenizer), num_generations=getattr(trainer, "num_generations", None),
+            eos_token_ids=eos_ids(tokenizer), num_generations=getattr(trainer, "num_generations", None),
             max_completion_length=getattr(args, "max_completion_length", None),
             max_prompt_length=getattr(args, "max_prompt_length", None),
             temperature=float(getattr(args, "temperature", 1.0) or 1.0), beta=float(getattr(args, "beta", 0.0) or 0.0))
@@ -178,7 +179,7 @@ class FlatlineCallback(TrainerCallback):
             with torch.no_grad():
                 capture()
         except Exception as exc:
-            warn_disabled("probe", f"flatline.integrations.trl batch capture (TRL {_trl_version()})", exc)
+            warn_disabled("probe", f"flatline.integrations.trl batch capture (TRL {trl_version()})", exc)
             self.batch_probes = None
 
     def _capture_rewards(self, rewards_per_func) -> None:
@@ -221,7 +222,7 @@ class FlatlineCallback(TrainerCallback):
         try:
             row.update(self._batch_numbers(step))
         except Exception as exc:  # a TRL whose tensors differ: the batch probes go, training goes on
-            warn_disabled("probe", f"flatline.integrations.trl batch probes (TRL {_trl_version()})", exc)
+            warn_disabled("probe", f"flatline.integrations.trl batch probes (TRL {trl_version()})", exc)
             self.batch_probes = self.loss_probes = None
         self.batch = self.loss_inputs = self.loss_logps = None
         self.pending = row
@@ -262,11 +263,11 @@ class FlatlineCallback(TrainerCallback):
     def _record(self, step: int) -> StepRecord:
         batch = self.batch
         completion_ids, completion_mask = batch.get("completion_ids"), batch.get("completion_mask")
-        lengths, truncated = completion_extent(completion_ids, _eos_ids(self.batch_probes.probes[0].context.tokenizer))
+        lengths, truncated = completion_extent(completion_ids, eos_ids(self.batch_probes.probes[0].context.tokenizer))
         rewards, components, weights = None, {}, None
         if "rewards_per_func" in batch:
             per_func = batch["rewards_per_func"]
-            rows = _local_rows(per_func.shape[0], batch["advantages"].shape[0], self.trainer)
+            rows = local_rows(per_func.shape[0], batch["advantages"].shape[0], self.trainer)
             per_func = per_func[rows]
             weight = torch.tensor(batch["weights"])
             rewards = (per_func * weight.unsqueeze(0)).nansum(dim=1)
@@ -278,7 +279,7 @@ class FlatlineCallback(TrainerCallback):
         return StepRecord(
             step=step, prompt_ids=batch.get("prompt_ids"), prompt_mask=batch.get("prompt_mask"),
             completion_ids=completion_ids, completion_mask=completion_mask, completion_lengths=lengths,
-            truncated=truncated, group_ids=_group_ids(len(lengths), self.trainer.num_generations),
+            truncated=truncated, group_ids=group_ids(len(lengths), self.trainer.num_generations),
             rewards=rewards, reward_components=components, reward_weights=weights,
             advantages=batch["advantages"].float().reshape(-1) if batch["advantages"].dim() == 1 else
             batch["advantages"].float()[:, 0],
@@ -299,7 +300,7 @@ class FlatlineCallback(TrainerCallback):
     def _reduced(self, row: dict) -> dict:
         """Average the batch probes' numbers over ranks, over the union of the names every rank has (a number a
         rank lacks, or has non-finite, is left out of that name's mean). One process: unchanged."""
-        if not _distributed():
+        if not distributed():
             return row
         local = sorted(k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
         everyone: list = [None] * torch.distributed.get_world_size()
@@ -333,7 +334,7 @@ class FlatlineCallback(TrainerCallback):
         """Judge the history so far on the main process; every rank then learns whether to stop (a stop on one
         rank alone would hang the others)."""
         flagged = self._structural_fault(int(state.global_step)) if self.main and self.flagged is None else None
-        if _distributed():
+        if distributed():
             shared = [flagged]
             torch.distributed.broadcast_object_list(shared, src=0)
             flagged = shared[0]
@@ -385,7 +386,7 @@ class FlatlineCallback(TrainerCallback):
         outcome = Outcome(status, steps, self.max_steps, self.failure)
         summary = run_summary(self.rows, outcome, self.run_dir.name, self.started_at,
                               time.perf_counter() - self.started, "")
-        summary["trainer"] = f"trl {_trl_version()}"
+        summary["trainer"] = f"trl {trl_version()}"
         if self.flagged is not None:
             summary["flatline_flagged"] = self.flagged
             summary["stopped_by_flatline"] = self.stop_on == "fail"
@@ -403,92 +404,3 @@ class FlatlineCallback(TrainerCallback):
                 out.write(f"\n## Live monitor\n\n{f['id']} failed at step {f['step']}, {f['seconds']} s into "
                           f"training{' (training stopped there: stop_on=fail)' if self.stop_on == 'fail' else ''}: "
                           f"{f['reason']}\n")
-
-
-# ---------------------------------------------------------------------- pure helpers
-def config_from_args(args, trainer) -> dict:
-    """config.toml for a TRL run: GRPOConfig's plain values (TOML-writable), flatline's names for what the judges
-    read (reward_weights by function, lora_r, dtype), and which trainer wrote the run."""
-    config = {"trainer": "trl", "trl_version": _trl_version()}
-    for key, value in sorted(args.to_dict().items()):
-        if isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value)):
-            config[key] = value
-        elif isinstance(value, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in value):
-            config[key] = list(value)
-    if trainer is not None and hasattr(trainer, "reward_func_names") and hasattr(trainer, "reward_weights"):
-        config["reward_weights"] = {name: float(w) for name, w in
-                                    zip(trainer.reward_func_names, trainer.reward_weights.tolist())}
-    model = getattr(trainer, "model", None)
-    peft_config = getattr(model, "peft_config", None)
-    if isinstance(peft_config, dict) and peft_config:
-        adapter = next(iter(peft_config.values()))
-        config["lora_r"] = int(getattr(adapter, "r", 0) or 0)
-        config["lora_alpha"] = float(getattr(adapter, "lora_alpha", 0) or 0)
-    if model is not None:
-        dtypes = {str(p.dtype).replace("torch.", "") for p in model.parameters() if not p.requires_grad}
-        config["dtype"] = dtypes.pop() if len(dtypes) == 1 else "mixed"
-        config["model"] = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
-    config["task"] = config.get("task", "trl")
-    config["probes"] = "trl-callback"
-    return config
-
-
-def completion_extent(completion_ids, eos_ids: tuple[int, ...]):
-    """Per row: tokens up to and including the first EOS (the width when there is none), and whether there was
-    none (truncated at max_completion_length)."""
-    if completion_ids is None:
-        return None, None
-    ids = completion_ids.detach().cpu()
-    is_eos = torch.zeros_like(ids, dtype=torch.bool)
-    for eos in eos_ids:
-        is_eos |= ids == eos
-    width = ids.shape[1]
-    has_eos = is_eos.any(dim=1)
-    first = torch.where(has_eos, is_eos.int().argmax(dim=1) + 1, torch.full_like(has_eos, width, dtype=torch.long))
-    return first, ~has_eos
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _group_ids(rows: int, group_size: int | None) -> list[int] | None:
-    if not group_size or rows % group_size:
-        return None
-    return [i // group_size for i in range(rows)]
-
-
-def _local_rows(global_rows: int, local_rows: int, trainer) -> slice:
-    """The rows of this process in a gathered tensor (TRL's process_slice): all of them with one process."""
-    if global_rows == local_rows:
-        return slice(None)
-    index = int(getattr(getattr(trainer, "accelerator", None), "process_index", 0))
-    return slice(index * local_rows, (index + 1) * local_rows)
-
-
-def _eos_ids(tokenizer) -> tuple[int, ...]:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return ()
-    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
-
-
-def _trl_version() -> str:
-    try:
-        import trl
-        return str(trl.__version__)
-    except Exception:
-        return "unknown"
-
-
-def _find_trainer(callback):
-    """The transformers Trainer running this callback: the `self` of a calling frame whose callback handler holds
-    it (TRL's GRPOTrainer.train -> Trainer._inner_training_loop -> on_train_begin)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        handler = getattr(candidate, "callback_handler", None)
-        if handler is not None and callback in getattr(handler, "callbacks", ()):
-            return candidate
-        frame = frame.f_back
-    return None
