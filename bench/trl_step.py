@@ -13,7 +13,8 @@ import time
 def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_generations: int = 8,
                    max_completion_length: int = 48, lora_r: int = 16, lora_alpha: int = 32,
                    lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), learning_rate: float = 1e-5,
-                   temperature: float = 1.0, steps: int = 4, seed: int = 0) -> list[float]:
+                   temperature: float = 1.0, steps: int = 4, seed: int = 0, device: str = "cpu",
+                   min_new_tokens: int = 0) -> list[float]:
     """Wall seconds of each optimisation step of TRL's GRPOTrainer (generation + reward + loss + backward + optimizer step).
 
     Runs ``steps + 1`` optimiser steps (``max_steps = steps + 1``) and returns all ``steps + 1`` times; the caller
@@ -36,6 +37,10 @@ def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_
     (TRL's documented "disabled" value; otherwise transformers' default top_k=50 would apply), ``min_p=None``,
     ``repetition_penalty=1.0``; ``use_vllm=False``; ``lr_scheduler_type="constant"``, ``warmup_steps=0``; LoRA
     through ``peft_config=LoraConfig(r, lora_alpha, lora_dropout=0, target_modules, bias="none")``.
+
+    With ``device="cuda"`` (bench/gpu_step.py): ``use_cpu=False``, ``bf16=True`` (bf16 autocast, TRL's default),
+    the model loaded in bfloat16, and ``generation_kwargs={"min_new_tokens": min_new_tokens}`` for fixed-length
+    completions; each step's clock is read after ``torch.cuda.synchronize()``.
 
     Turned off as pure overhead for a benchmark (all documented, user-settable fields):
       * activation checkpointing: ``activation_checkpointing=False``. TRL's base config defaults
@@ -76,6 +81,10 @@ def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_
             self._t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            if device == "cuda":
+                import torch
+
+                torch.cuda.synchronize()
             if self._t0 is not None:
                 self.times.append(time.perf_counter() - self._t0)
                 self._t0 = None
@@ -92,10 +101,11 @@ def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_
         config = GRPOConfig(
             output_dir=out_dir,
             # device and precision
-            use_cpu=True,
-            bf16=False,
+            use_cpu=device == "cpu",
+            bf16=device == "cuda",
             fp16=False,
-            model_init_kwargs={"dtype": "float32"},
+            model_init_kwargs={"dtype": "float32" if device == "cpu" else "bfloat16"},
+            generation_kwargs={"min_new_tokens": min_new_tokens} if min_new_tokens else None,
             activation_checkpointing=False,  # transformers 5.23 name; TRL's gradient_checkpointing=True is an alias
             # one generation batch == one optimizer step
             per_device_train_batch_size=batch,

@@ -30,6 +30,8 @@ from flatline.trainer.plugins import PLUG_POINTS
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+STATIC_DECODING = ("auto", "on", "off")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORT_TO = ("wandb", "none")
 SAMPLERS = ("hf",)
@@ -100,7 +102,13 @@ class Config:
     model: str = "smollm2-135m"
     """smollm2-135m (embedded GGUF, converted and cached on first use), tiny-random, a local HF directory, or a hub id."""
     dtype: str = "float32"
-    """Parameter dtype: float32 | bfloat16."""
+    """Base weights' dtype: float32 | bfloat16. LoRA adapters stay float32 either way (peft keeps them so); with
+    lora_r = 0 every weight is in this dtype, and bf16 then rounds small updates away (update.precision_swallowed)."""
+    device: str = "auto"
+    """Where the model trains and samples: auto (the GPU when torch sees one, else the CPU) | cpu | cuda."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of storing them (less memory, about
+    a third more compute); the loss then runs prompt and completion as one sequence per row."""
     seed: int = ranged(0, 0, 2**32 - 1, "numpy's seeds run 0 .. 2**32 - 1")
     """Seeds python, numpy and torch; the same seed and config give the same run."""
     max_steps: int = ranged(20, 1, 1_000_000, "optimizer steps")
@@ -158,7 +166,10 @@ class Config:
 
     # --- sampling ---
     sampler: str = "hf"
-    """Generation backend: hf (transformers generate)."""
+    """Generation backend: hf (the policy itself, in-process)."""
+    static_decoding: str = "auto"
+    """hf sampler: decode with a preallocated key/value cache, one step replayed as a CUDA graph (on) or with
+    transformers' generate (off); auto: on for a GPU, off on the CPU (where graphs do not exist)."""
     num_generations: int = ranged(8, 2, 1024, "GRPO compares at least 2 completions of a prompt")
     """Completions sampled per prompt (the GRPO group size)."""
     per_device_train_batch_size: int = ranged(32, 2, 65_536, "whole groups of num_generations completions")
@@ -242,6 +253,8 @@ CHOICES = {
     "loss_type": LOSS_TYPES,
     "scale_rewards": SCALE_REWARDS,
     "dtype": DTYPES,
+    "device": DEVICES,
+    "static_decoding": STATIC_DECODING,
     "lr_scheduler_type": SCHEDULERS,
     "report_to": REPORT_TO,
     "sampler": SAMPLERS,

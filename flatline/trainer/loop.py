@@ -8,6 +8,8 @@ Run it with `flatline train configs/default.toml`, or from Python:
         row = trainer.step()                # one optimizer step; returns its metrics row
 
 What it leaves out: several devices, DeepSpeed, vLLM (a Sampler implements it), multi-turn tool use.
+The model and every forward live on cfg.device; the rollout's tensors stay on the CPU, and each micro-batch's
+inputs go to the device when the loss needs them (so the probes read CPU tensors on any device).
 One generation batch holds per_device_train_batch_size * gradient_accumulation_steps completions; it is
 scored and turned into advantages as a whole, then trained on in micro-batches, num_iterations times.
 The batch itself is built in flatline.trainer.rollout; every log-probability comes from flatline.trainer.logprobs.
@@ -27,12 +29,13 @@ from flatline.common.listeners import merged_calls, wants_pre_step_weights
 from flatline.common.record import StepRecord
 from flatline.trainer.algorithm import masked_mean
 from flatline.trainer.limits import check_bandit_arms, check_context
-from flatline.trainer.logprobs import rollout_logprobs
+from flatline.trainer.logprobs import model_device, rollout_logprobs
 from flatline.trainer.models import (
     ModelSource,
     context_length,
     eos_token_ids,
     load_model,
+    resolve_device,
     load_tokenizer,
     resolve_source,
 )
@@ -45,7 +48,8 @@ from flatline.trainer.rollout import (
     logged_samples,
     rollout_metrics,
 )
-from flatline.trainer.samplers import HFSampler, SampleBatch
+from flatline.trainer.phases import PhaseClock
+from flatline.trainer.samplers import SampleBatch, build_sampler
 from flatline.trainer.tasks import build_task
 from flatline.trainer.tasks.base import Example, Task
 
@@ -68,6 +72,7 @@ def prepare(cfg) -> Prepared:
     plugins = load_plugins(cfg)
     task = build_task(cfg)
     source = resolve_source(cfg.model)
+    resolve_device(cfg.device)  # a GPU asked for and absent is said now, before anything loads
     tokenizer = load_tokenizer(source)
     prepared = Prepared(cfg, task, plugins, source, tokenizer)
     for split in ("train", "eval"):
@@ -123,9 +128,10 @@ class Trainer:
         self.prompt_ids = prepared.prompt_ids
         self._prompt_texts: dict[str, str] = {}
         self.model = model
+        self.device = model_device(model)
         self.listeners = list(listeners)
         self.eos_token_ids = eos_token_ids(self.tokenizer, model)
-        self.sampler = HFSampler(model, self.tokenizer.pad_token_id, self.eos_token_ids)
+        self.sampler = build_sampler(cfg, model, self.tokenizer.pad_token_id, self.eos_token_ids)
         self.scorer = RewardScorer(self.task, self.plugins.reward, cfg.reward_weights, self.prompt_text)
         self.trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in self.trainable]
@@ -182,11 +188,13 @@ class Trainer:
         token_ids = [row[:n].tolist() for row, n in zip(samples.completion_ids, samples.completion_lengths)]
         return (completions, *self.scorer.score(examples, completions, token_ids, num_generations))
 
-    def rollout(self) -> Rollout:
+    def rollout(self, clock: PhaseClock | None = None) -> Rollout:
         cfg = self.cfg
         G = cfg.num_generations
+        clock = clock or PhaseClock(self.device)
         examples = self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps)
         samples = self.generate(examples, G, cfg.temperature)
+        clock.mark("sample")
         completions, components, errors, weights = self.score(examples, samples, G)
         rewards = combine_rewards(components, weights)
         advantages = self.plugins.advantage_fn(rewards, G, scale_rewards=cfg.scale_rewards, eps=cfg.advantage_eps)
@@ -194,10 +202,13 @@ class Trainer:
                                                    samples.prompt_ids, samples.prompt_mask)
         rollout = Rollout(examples, samples, loss_mask, samples.completion_lengths, completions, rewards, components,
                           weights, errors, advantages, prompt_loss_mask=prompt_loss_mask)
+        clock.mark("score")
         if cfg.num_iterations > 1:
-            rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model)
+            rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model).cpu()
         if cfg.beta > 0:
-            rollout.ref_logprobs = self.reference_logprobs(rollout)
+            rollout.ref_logprobs = self.reference_logprobs(rollout).cpu()
+        if cfg.num_iterations > 1 or cfg.beta > 0:
+            clock.mark("logprobs")
         return rollout
 
     def logprobs(self, model, rollout: Rollout, rows: torch.Tensor, with_entropy: bool = False):
@@ -221,18 +232,23 @@ class Trainer:
     def step(self) -> dict:
         """Sample (every num_iterations steps), then one optimizer step; returns the step's metrics row."""
         cfg = self.cfg
+        clock = PhaseClock(self.device)
         started = time.perf_counter()
         if self._rollout is None or self._iteration >= cfg.num_iterations:
-            self._rollout, self._iteration = self.rollout(), 0
+            self._rollout, self._iteration = self.rollout(clock), 0
             self.num_tokens += int(self._rollout.samples.prompt_mask.sum() + self._rollout.completion_lengths.sum())
         rollout = self._rollout
         generated = time.perf_counter()
 
         trainer_logprobs, entropy, parts = self.backward(rollout)
+        clock.mark("backward")
         gradient_metrics = merged_calls(self.listeners, "on_gradients", self.model, self.optimizer, self.step_count + 1)
+        clock.mark("probes")
         params = [p for _, p in self.trainable]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
+        clock.mark("optimizer")
         pre_step = {name: p.detach().clone() for name, p in self.trainable} if wants_pre_step_weights(self.listeners) else None
+        clock.mark("probes")
         learning_rate = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -240,6 +256,7 @@ class Trainer:
         self.sampler.sync_weights(self.model)
         self.step_count += 1
         self._iteration += 1
+        clock.mark("optimizer")
         trained = time.perf_counter()
 
         row = {"step": self.step_count, "learning_rate": learning_rate, "grad_norm": grad_norm, **parts, **gradient_metrics}
@@ -252,6 +269,8 @@ class Trainer:
         if self.listeners:
             record = self.step_record(rollout, trainer_logprobs, entropy, parts, grad_norm, pre_step, dict(row))
             row.update(merged_calls(self.listeners, "on_step", record))
+            clock.mark("probes")
+        row.update(clock.metrics())
         return row
 
     def step_record(self, rollout: Rollout, trainer_logprobs, entropy, parts, grad_norm, pre_step, row) -> StepRecord:
@@ -282,11 +301,12 @@ class Trainer:
         num_items = int(mask.sum())
         logps_parts, entropy_parts, loss_parts = [], [], []
         for rows in self.micro_batches(len(rollout.completions)):
-            logps, entropy = self.logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T]
-            old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows]
-            ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows]
+            logps, entropy = self.logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T] on the device
+            device = logps.device
+            old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows].to(device)
+            ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows].to(device)
             loss, parts = self.plugins.loss_fn(
-                logps, old, rollout.advantages[rows], mask[rows], loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
+                logps, old, rollout.advantages[rows].to(device), mask[rows].to(device), loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
                 epsilon_high=cfg.epsilon_upper, beta=cfg.beta, ref_logps=ref,
                 max_completion_length=cfg.max_completion_length, num_items_in_batch=num_items,
                 gradient_accumulation_steps=cfg.gradient_accumulation_steps)
@@ -296,8 +316,8 @@ class Trainer:
                 warnings.warn("the loss does not depend on any trainable parameter (no autograd graph): the step "
                               "computes no gradient; flatline's gradients.no_flow verdict will say why")
                 self._no_graph_warned = True
-            logps_parts.append(logps[:, -completion_width:].detach())  # the completion's, for the probes
-            entropy_parts.append(entropy)
+            logps_parts.append(logps[:, -completion_width:].detach().cpu())  # the completion's, for the probes
+            entropy_parts.append(entropy.cpu())
             loss_parts.append({k: float(v) for k, v in parts.items()})
         return torch.cat(logps_parts), torch.cat(entropy_parts), merge_loss_parts(loss_parts, cfg.loss_type)
 

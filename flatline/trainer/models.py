@@ -184,8 +184,21 @@ def context_length(source: ModelSource) -> int | None:
     return next((n for n in lengths if isinstance(n, int) and not isinstance(n, bool) and n > 0), None)
 
 
+def resolve_device(device: str) -> torch.device:
+    """cfg.device as a torch device: auto takes the GPU when torch sees one. A GPU asked for and absent is a
+    ModelError naming the fix."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"a CUDA {torch.version.cuda} build"
+        raise ModelError(f"config key 'device': cuda, but torch ({torch.__version__}, {build}) sees no GPU; "
+                         f"set device = \"auto\" or \"cpu\", or install a CUDA build of torch")
+    return torch.device(device)
+
+
 def load_model(source: ModelSource, tokenizer, cfg):
-    """The base model in cfg.dtype with LoRA applied (lora_r > 0) or all parameters trainable (lora_r == 0)."""
+    """The base model in cfg.dtype on cfg.device, with LoRA applied (lora_r > 0; the adapters in float32 whatever
+    the base's dtype) or all parameters trainable (lora_r == 0), activation checkpointing on if asked."""
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, cfg.dtype)
@@ -200,7 +213,16 @@ def load_model(source: ModelSource, tokenizer, cfg):
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load model {source.path!r}: {str(exc).splitlines()[0]}") from None
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return apply_lora(model, cfg)
+    return place(apply_lora(model, cfg), cfg)
+
+
+def place(model, cfg):
+    """Move a (LoRA-wrapped) model to cfg.device and switch activation checkpointing on if cfg asks for it."""
+    model = model.to(resolve_device(cfg.device))
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so frozen embeddings under LoRA are fine.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def apply_lora(model, cfg):

@@ -1,0 +1,339 @@
+"""flatline's GRPO step on one GPU: against TRL's GRPOTrainer, the 7B memory plan, probe overheads, bf16 precision.
+
+    python bench/gpu_step.py [--sections step,plan,probes,precision] [--archs 0.5b,1.5b] [--steps 6] [--skip-trl]
+
+Models are random-initialised Qwen2.5 architectures in bfloat16 (nothing is downloaded): written once to a local
+HF directory (with SmolLM2's tokenizer, whose 49k ids all exist in Qwen's 152k vocabulary) that flatline and TRL
+both load. Every step is the same work: 8 prompts x 8 generations x 256 new tokens of fixed length (EOS is banned
+until then), LoRA r16 on every linear layer, beta 0, one optimizer step per generation batch, one micro-batch.
+
+Sections (each prints a table; medians over the steps after the first two, which compile and capture):
+  step       flatline vs TRL per architecture: seconds per step, completion tokens per second, the ratio,
+             flatline's time per phase, peak GPU memory of each.
+  plan       Qwen2.5-7B architecture, LoRA r16, 8 x 8 rollouts of 512 prompt + 512 completion tokens, activation
+             checkpointing, cheap probes: peak memory and step time.
+  probes     the same flatline step with probes none / cheap / full, taken in turns on one trainer: the ratios.
+  precision  real bf16 hardware: full fine-tuning in bf16 (update.precision_swallowed) and a LoRA adapter merged
+             into and out of bf16 base weights every step (update.base_drift), each judged by flatline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flatline.diagnostics.history import load_history  # noqa: E402
+from flatline.diagnostics.judge import judge_one  # noqa: E402
+from flatline.probes import build_probes, for_trainer  # noqa: E402
+from flatline.probes.base import ProbeContext  # noqa: E402
+from flatline.trainer.config import load_config  # noqa: E402
+from flatline.trainer.loop import Trainer, build_trainer, prepare  # noqa: E402
+from flatline.trainer.models import _smollm2_tokenizer, apply_lora, place  # noqa: E402
+from flatline.trainer.run import train  # noqa: E402
+
+# Qwen2.5 architectures (their config.json values); vocab 151936/152064 as released.
+ARCHS = {
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+    # for a smoke test of this script on the CPU (--device cpu --archs tiny)
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=49152, tie_word_embeddings=True),
+}
+DEVICE = "cuda"
+PROMPTS, GENERATIONS, NEW_TOKENS = 8, 8, 256
+WARMUP = 2
+
+
+def qwen_config(arch: str, eos_id: int):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**ARCHS[arch], max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+                       use_sliding_window=False, eos_token_id=eos_id, bos_token_id=eos_id, pad_token_id=eos_id,
+                       dtype="bfloat16")
+
+
+def random_model(arch: str, eos_id: int, seed: int = 0):
+    """A random-initialised Qwen2.5 architecture in bf16, built on the GPU (seconds, even at 7B)."""
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    with torch.device(DEVICE):
+        return Qwen2ForCausalLM._from_config(qwen_config(arch, eos_id), dtype=torch.bfloat16)
+
+
+def model_dir(arch: str, root: Path, with_weights: bool = True) -> Path:
+    """A local HF directory for `arch`: config (and weights), SmolLM2's tokenizer."""
+    path = root / f"qwen2.5-{arch}-random"
+    if (path / "config.json").is_file():
+        return path
+    tokenizer = _smollm2_tokenizer()
+    if with_weights:
+        model = random_model(arch, tokenizer.eos_token_id)
+        model.save_pretrained(path, safe_serialization=True)
+        del model
+        empty_cache()
+    else:
+        qwen_config(arch, tokenizer.eos_token_id).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def settings(path: Path, probes: str, steps: int, extra=()) -> list[str]:
+    return [f"model={path}", "task=arithmetic", f"device={DEVICE}", "dtype=bfloat16", "lora_r=16", "lora_alpha=32",
+            "lora_target_modules=['all-linear']", f"num_generations={GENERATIONS}",
+            f"per_device_train_batch_size={PROMPTS * GENERATIONS}", f"max_completion_length={NEW_TOKENS}",
+            f"max_steps={steps}", "report_to=none", "eval_every=0", f"probes={probes}", "learning_rate=1e-5",
+            "beta=0.0", "loss_type=dapo", "temperature=1.0", "progress_bar=false", *extra]
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan")
+
+
+def empty_cache() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values[WARMUP:] if len(values) > WARMUP else values)
+
+
+def timed_steps(trainer, steps: int, listeners_by_step=None) -> list[tuple[float, dict]]:
+    out = []
+    for index in range(steps):
+        if listeners_by_step is not None:
+            trainer.listeners = listeners_by_step(index)
+        synchronize()
+        started = time.perf_counter()
+        row = trainer.step()
+        synchronize()
+        out.append((time.perf_counter() - started, row))
+    return out
+
+
+def flatline_step(path: Path, steps: int) -> dict:
+    cfg = load_config(None, settings(path, "none", steps))
+    reset_peak()
+    trainer = build_trainer(cfg)
+    trainer.sampler.min_new_tokens = NEW_TOKENS
+    runs = timed_steps(trainer, steps)
+    times = [t for t, _ in runs]
+    phases = {k.split("/", 1)[1]: median([row[k] for _, row in runs]) for k in runs[-1][1]
+              if k.startswith("time/") and k not in ("time/generate", "time/train")}
+    lengths = [row["completions/mean_length"] for _, row in runs]
+    result = {"times": times, "median": median(times), "phases": phases, "mean_length": statistics.mean(lengths),
+              "peak_gib": peak_gib()}
+    del trainer
+    empty_cache()
+    return result
+
+
+def trl_step(path: Path, steps: int) -> dict:
+    from trl_step import trl_step_times
+
+    cfg = load_config(None, settings(path, "none", steps))
+    task = prepare(cfg).task
+    examples = task.examples("train")[:PROMPTS]
+    by_prompt = {e.messages[-1]["content"]: e for e in examples}
+
+    def reward_fn(prompts, completions, **kwargs):
+        out = []
+        for prompt, completion in zip(prompts, completions):
+            example = by_prompt[prompt[-1]["content"]]
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            out.append(sum(v or 0.0 for v in task.score(text, example, []).values()))
+        return out
+
+    reset_peak()
+    times = trl_step_times(str(path), [e.messages for e in examples], reward_fn, num_generations=GENERATIONS,
+                           max_completion_length=NEW_TOKENS, lora_target_modules="all-linear", steps=steps - 1,
+                           device=DEVICE, min_new_tokens=NEW_TOKENS)
+    return {"times": times, "median": median(times), "peak_gib": peak_gib()}
+
+
+def section_step(args, root: Path, report: dict) -> None:
+    tokens = PROMPTS * GENERATIONS * NEW_TOKENS
+    for arch in args.archs:
+        path = model_dir(arch, root)
+        ours = flatline_step(path, args.steps)
+        print(f"[{arch}] flatline steps: {' '.join(f'{t:.2f}' for t in ours['times'])} s; phases (median): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in ours["phases"].items()), flush=True)
+        entry = {"flatline": ours}
+        if not args.skip_trl:
+            theirs = trl_step(path, args.steps)
+            print(f"[{arch}] TRL steps: {' '.join(f'{t:.2f}' for t in theirs['times'])} s", flush=True)
+            entry["trl"] = theirs
+        report.setdefault("step", {})[arch] = entry
+    print("\n| arch | flatline s/step | tok/s | peak GiB | TRL s/step | tok/s | peak GiB | flatline / TRL |")
+    print("|---|---|---|---|---|---|---|---|")
+    for arch, entry in report["step"].items():
+        ours, theirs = entry["flatline"], entry.get("trl")
+        trl_cols = (f"{theirs['median']:.2f} | {tokens / theirs['median']:.0f} | {theirs['peak_gib']:.1f} | "
+                    f"{ours['median'] / theirs['median']:.2f}") if theirs else "- | - | - | -"
+        print(f"| {arch} | {ours['median']:.2f} | {tokens / ours['median']:.0f} | {ours['peak_gib']:.1f} | {trl_cols} |")
+    for arch, entry in report["step"].items():
+        print(f"flatline {arch} per phase (s): " + ", ".join(f"{k} {v:.3f}" for k, v in entry["flatline"]["phases"].items()))
+
+
+def section_plan(args, root: Path, report: dict) -> None:
+    """7B: built in memory (15 GB of random weights need no disk), prompts of exactly 512 random tokens."""
+    path = model_dir(args.plan_arch, root, with_weights=False)
+    steps = args.plan_steps
+    cfg = load_config(None, settings(path, "cheap", steps, [
+        "per_device_train_batch_size=8", "gradient_accumulation_steps=8", "max_prompt_length=512",
+        "max_completion_length=512", "gradient_checkpointing=true"]))
+    prepared = prepare(cfg)
+    generator = torch.Generator().manual_seed(0)
+    for key in prepared.prompt_ids:
+        prepared.prompt_ids[key] = torch.randint(1000, 40000, (512,), generator=generator).tolist()
+    reset_peak()
+    model = place(apply_lora(random_model(args.plan_arch, prepared.tokenizer.eos_token_id), cfg), cfg)
+    weights_gib = torch.cuda.memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan")
+    trainer = Trainer(prepared, model)
+    trainer.listeners.extend(for_trainer(trainer))
+    trainer.sampler.min_new_tokens = 512
+    runs = timed_steps(trainer, steps)
+    times = [t for t, _ in runs]
+    peak = peak_gib()
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if DEVICE == "cuda" else float("nan")
+    phases = {k.split("/", 1)[1]: statistics.median([row[k] for _, row in runs[1:] or runs]) for k in runs[-1][1]
+              if k.startswith("time/") and k not in ("time/generate", "time/train")}
+    report["plan"] = {"times": times, "peak_gib": peak, "reserved_gib": reserved, "weights_gib": weights_gib,
+                      "phases": phases,
+                      "total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE == "cuda" else 0}
+    print(f"\n7B plan (Qwen2.5-7B arch, bf16 base, LoRA r16 all-linear fp32, 64 rollouts x (512 + 512) tokens, "
+          f"micro-batch 8 x 8 accumulation, activation checkpointing, cheap probes)")
+    print(f"  weights + adapters {weights_gib:.1f} GiB; peak allocated {peak:.1f} GiB, peak reserved {reserved:.1f} "
+          f"GiB of {report['plan']['total_gib']:.1f} GiB")
+    print(f"  steps: {' '.join(f'{t:.1f}' for t in times)} s; per phase (median after the first): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+    del trainer, model
+    empty_cache()
+
+
+def section_probes(args, root: Path, report: dict) -> None:
+    """none, cheap and full in turns on one trainer, so all three see the same machine and the same weights."""
+    path = model_dir(args.archs[0], root)
+    levels = ("none", "cheap", "full")
+    rounds = args.probe_rounds
+    cfg = load_config(None, settings(path, "none", rounds * len(levels)))
+    trainer = build_trainer(cfg)
+    trainer.sampler.min_new_tokens = NEW_TOKENS
+    context = ProbeContext.from_trainer(trainer)
+    listeners = {"none": [], "cheap": [build_probes("cheap", context, cfg.max_grad_norm)],
+                 "full": [build_probes("full", context, cfg.max_grad_norm)]}
+    runs = timed_steps(trainer, rounds * len(levels), lambda i: listeners[levels[i % len(levels)]])
+    times = {level: [t for i, (t, _) in enumerate(runs) if levels[i % len(levels)] == level] for level in levels}
+    medians = {level: statistics.median(values[1:]) for level, values in times.items()}
+    report["probes"] = {"times": times, "medians": medians}
+    print(f"\nprobe overhead ({args.archs[0]}, {rounds} rounds of none/cheap/full, first round dropped)")
+    for level in levels:
+        print(f"  {level:5s}: median {medians[level]:.3f} s ({medians[level] / medians['none']:.3f}x of none); "
+              f"steps {' '.join(f'{t:.3f}' for t in times[level])}")
+
+
+class MergeRoundTrip:
+    """After every step, merge the LoRA adapter into the bf16 base weights and take it out again, as a merged
+    weight sync does: W + BA - BA is not W in bf16."""
+
+    def on_step(self, record):
+        record.model.merge_adapter()
+        record.model.unmerge_adapter()
+        return {}
+
+
+def judged(run_dir: Path, hypothesis: str) -> str:
+    verdict = judge_one(hypothesis, load_history(run_dir))
+    evidence = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in verdict.evidence.items())
+    return f"{hypothesis}: {verdict.status} ({evidence})"
+
+
+def section_precision(args, root: Path, report: dict) -> None:
+    path = model_dir(args.archs[0], root)
+    lines = []
+    common = ["max_completion_length=64", "probes=cheap", "max_steps=4"]
+    cases = [
+        ("full fine-tuning, bf16 weights, lr 1e-6", ["lora_r=0", "learning_rate=1e-6"], (), "update.precision_swallowed"),
+        ("LoRA r16, fp32 adapters on bf16 base (healthy)", [], (), "update.precision_swallowed"),
+        ("LoRA merged into / out of bf16 base every step", [], (MergeRoundTrip(),), "update.base_drift"),
+        ("LoRA r16, no merging (healthy)", [], (), "update.base_drift"),
+    ]
+    for title, extra, listeners, hypothesis in cases:
+        cfg = load_config(None, settings(path, "cheap", 4, [*common, *extra]))
+        run_dir = train(cfg, out=root / f"run-{len(lines)}", listeners=listeners, make_listeners=for_trainer,
+                        log=lambda *_: None)
+        lines.append(f"  {title}: {judged(run_dir, hypothesis)}")
+        empty_cache()
+    report["precision"] = lines
+    print("\nbf16 precision on the GPU, judged by flatline:")
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="step,plan,probes,precision")
+    parser.add_argument("--archs", default="0.5b,1.5b")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--plan-steps", type=int, default=3)
+    parser.add_argument("--probe-rounds", type=int, default=4)
+    parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--work", default="", help="folder for model directories (default: a temporary one)")
+    parser.add_argument("--json", default="", help="also write every figure here")
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (with --archs tiny)")
+    parser.add_argument("--plan-arch", default="7b")
+    args = parser.parse_args()
+    args.archs = args.archs.split(",")
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print("bench/gpu_step.py needs a CUDA GPU (or --device cpu --archs tiny for a smoke test)")
+        return 2
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU"
+    print(f"{name}, torch {torch.__version__}, "
+          f"transformers {__import__('transformers').__version__}", flush=True)
+    root = Path(args.work or tempfile.mkdtemp(prefix="gpu_step_"))
+    root.mkdir(parents=True, exist_ok=True)
+    report: dict = {}
+    sections = {"step": section_step, "plan": section_plan, "probes": section_probes, "precision": section_precision}
+    for name in args.sections.split(","):
+        try:
+            sections[name](args, root, report)
+        except Exception as exc:  # one section failing still leaves the others' figures
+            import traceback
+
+            traceback.print_exc()
+            report[name + "_error"] = f"{type(exc).__name__}: {exc}"
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    if not args.work:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

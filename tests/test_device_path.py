@@ -1,0 +1,164 @@
+"""The GPU path's pieces, checked where they also run: the static-cache decoder (eagerly on the CPU), the sliced
+output layer and activation checkpointing against the plain logprob path, bf16 with fp32 adapters, devices, and
+per-phase timings. The CUDA-only parts (graph capture, speed) are in tests marked `cuda` and in bench/gpu_step.py."""
+import pytest
+import torch
+
+from flatline.common.errors import ModelError
+from flatline.trainer import logprobs as lp
+from flatline.trainer.algorithm import completion_mask
+from flatline.trainer.config import load_config
+from flatline.trainer.loop import build_trainer, prepare
+from flatline.trainer.models import _smollm2_tokenizer, resolve_device, tiny_random_model
+from flatline.trainer.samplers import HFSampler, StaticSampler
+from flatline.trainer.samplers.static import pick_tokens, Settings
+from tests.conftest import tiny_config
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = _smollm2_tokenizer()
+    model = tiny_random_model(len(tokenizer), 64, 2, 0, tokenizer.eos_token_id).eval()
+    prompts = [tokenizer("What is 1+1?")["input_ids"], tokenizer("Hello there, how are you today?")["input_ids"], [5, 6]]
+    return model, tokenizer, prompts
+
+
+def trainer_logprobs(model, batch, num_generations, temperature=1.0):
+    rows = torch.arange(batch.completion_ids.size(0))
+    logits = lp.completion_logits(model, batch.prompt_ids[::num_generations], batch.prompt_mask[::num_generations],
+                                  rows // num_generations, batch.completion_ids)
+    return lp.token_logprobs(logits, batch.completion_ids, temperature)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_static_sampler_logprobs_are_the_trainers(tiny, temperature):
+    model, tokenizer, prompts = tiny
+    torch.manual_seed(0)
+    batch = StaticSampler(model, tokenizer.pad_token_id, (tokenizer.eos_token_id,)).sample(prompts, 4, 12, temperature)
+    assert batch.completion_ids.shape == (12, 12)
+    mask = completion_mask(batch.completion_ids, (tokenizer.eos_token_id,)).bool()
+    gap = (trainer_logprobs(model, batch, 4, temperature) - batch.sampler_logprobs)[mask].abs().max()
+    assert gap < 1e-4
+    assert (batch.sampler_logprobs[mask] < 0).all()
+
+
+def test_static_sampler_greedy_equals_transformers_generate(tiny):
+    model, tokenizer, prompts = tiny
+    eos = (tokenizer.eos_token_id,)
+    ours = StaticSampler(model, tokenizer.pad_token_id, eos).sample(prompts, 2, 10, 0.0)
+    theirs = HFSampler(model, tokenizer.pad_token_id, eos).sample(prompts, 2, 10, 0.0)
+    assert torch.equal(ours.completion_ids, theirs.completion_ids)
+    assert torch.equal(ours.prompt_ids, theirs.prompt_ids)
+    assert (ours.sampler_logprobs - theirs.sampler_logprobs).abs().max() < 1e-4
+
+
+def test_static_sampler_stops_rows_at_eos_and_pads_after(tiny):
+    model, tokenizer, prompts = tiny
+    eos = tuple(range(100, 20_000))  # a third of the vocabulary ends a row: most rows end early
+    torch.manual_seed(1)
+    batch = StaticSampler(model, tokenizer.pad_token_id, eos).sample(prompts, 4, 16, 1.0)
+    lengths = batch.completion_lengths
+    assert (lengths < 16).any() and not batch.truncated[lengths < 16].any()
+    for row, length in enumerate(lengths.tolist()):
+        assert batch.completion_ids[row, length - 1].item() in eos or batch.truncated[row]
+        assert (batch.completion_ids[row, length:] == tokenizer.pad_token_id).all()
+        assert (batch.sampler_logprobs[row, length:] == 0).all()
+    assert batch.completion_ids.size(1) == int(lengths.max())  # cut to the longest row
+
+
+def test_min_new_tokens_bans_eos_until_then(tiny):
+    model, tokenizer, prompts = tiny
+    eos = tuple(range(100, 20_000))
+    sampler = StaticSampler(model, tokenizer.pad_token_id, eos)
+    sampler.min_new_tokens = 9
+    batch = sampler.sample(prompts, 4, 9, 1.0)
+    assert (batch.completion_lengths == 9).all()
+
+
+def test_pick_tokens_respects_top_k_and_top_p():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 50)
+    ids = torch.tensor([0])
+    top_k = Settings(64, 8, 4, 1.0, 1.0, 3, 0)
+    tokens, logprobs = pick_tokens(logits, top_k, ids, torch.tensor([True]))
+    allowed = logits.topk(3, dim=-1).indices
+    assert (allowed == tokens[:, None]).any(dim=1).all()
+    assert torch.allclose(logprobs, logits.log_softmax(-1).gather(1, tokens[:, None]).squeeze(1))  # before filtering
+    top_p = Settings(64, 8, 4, 1.0, 0.5, 0, 0)
+    tokens, _ = pick_tokens(logits, top_p, ids, torch.tensor([True]))
+    probs = logits.softmax(-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    for row, token in enumerate(tokens.tolist()):
+        rank = (order[row] == token).nonzero().item()
+        assert sorted_probs[row, :rank].sum() < 0.5  # the nucleus: tokens before it hold less than top_p
+    greedy = Settings(64, 8, 4, 0.0, 1.0, 0, 0)
+    tokens, _ = pick_tokens(logits, greedy, ids, torch.tensor([True]))
+    assert torch.equal(tokens, logits.argmax(-1))
+
+
+def test_sliced_output_layer_and_checkpointing_give_the_same_logprobs_and_gradients(monkeypatch):
+    cfg = tiny_config("max_completion_length=10", "num_generations=4", "per_device_train_batch_size=16",
+                      "lora_r=8", "lora_target_modules=['all-linear']", task="arithmetic")
+    trainer = build_trainer(cfg)
+    rollout = trainer.rollout()
+    rows = torch.arange(16)
+
+    def run():
+        trainer.model.zero_grad()
+        logps, entropy = trainer.logprobs(trainer.model, rollout, rows, with_entropy=True)
+        (logps * rollout.completion_mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        return logps.detach(), entropy, grads
+
+    plain = run()
+    monkeypatch.setattr(lp, "LEAN_LOGITS_ELEMENTS", 0)
+    monkeypatch.setattr(lp, "HEAD_SLICE_ELEMENTS", 7 * len(trainer.tokenizer))  # 7 positions a slice
+    assert lp.head_splits(trainer.model)
+    sliced = run()
+    trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert lp.is_checkpointed(trainer.model)
+    checkpointed = run()
+    for other in (sliced, checkpointed):
+        assert (other[0] - plain[0]).abs().max() < 1e-4
+        assert (other[1] - plain[1]).abs().max() < 1e-3
+        assert plain[2].keys() == other[2].keys() and plain[2]
+        for name, grad in plain[2].items():
+            assert (other[2][name] - grad).norm() <= 1e-4 * grad.norm() + 1e-12, name
+
+
+def test_bf16_base_keeps_lora_adapters_in_fp32():
+    trainer = build_trainer(tiny_config("dtype=bfloat16", "lora_r=4", "max_completion_length=4"))
+    dtypes = {("lora_" in name, p.dtype) for name, p in trainer.model.named_parameters()}
+    assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
+    row = trainer.step()
+    assert row["grad_norm"] > 0
+
+
+def test_step_reports_time_per_phase():
+    trainer = build_trainer(tiny_config("max_completion_length=4", "num_iterations=2", "beta=0.1", "lora_r=4"))
+    row = trainer.step()
+    for phase in ("sample", "score", "logprobs", "backward", "optimizer"):
+        assert row[f"time/{phase}"] >= 0, phase
+    assert sum(row[f"time/{p}"] for p in ("sample", "score", "logprobs", "backward", "optimizer")) <= row["step_time"] + 0.05
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_loading(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ModelError, match="config key 'device': cuda, but torch .* sees no GPU"):
+        prepare(load_config(None, ["model=tiny-random", "task=bandit", "device=cuda"]))
+
+
+@cuda
+def test_graphs_replay_the_eager_decoder_exactly(tiny):
+    model, tokenizer, prompts = tiny
+    model = model.to("cuda")
+    eos = (tokenizer.eos_token_id,)
+    eager = StaticSampler(model, tokenizer.pad_token_id, eos, use_graphs=False).sample(prompts, 4, 32, 0.0)
+    graphed_sampler = StaticSampler(model, tokenizer.pad_token_id, eos)
+    graphed = graphed_sampler.sample(prompts, 4, 32, 0.0)
+    assert next(iter(graphed_sampler._states.values())).graph is not None
+    assert torch.equal(eager.completion_ids, graphed.completion_ids)
+    assert (eager.sampler_logprobs - graphed.sampler_logprobs).abs().max() < 1e-3
