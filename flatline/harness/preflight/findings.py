@@ -26,9 +26,9 @@ class Finding:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
 
-    def line(self) -> str:
-        """One line: `REFUSE context: ... ; fix: ...`."""
-        text = f"{self.severity.upper():6} {self.check}: {self.message}"
+    def line(self, pad: bool = True) -> str:
+        """One line: `REFUSE context: ...; fix: ...` (pad: severities aligned in a column)."""
+        text = f"{self.severity.upper():{6 if pad else 0}} {self.check}: {self.message}"
         return f"{text}; fix: {self.fix}" if self.fix else text
 
 

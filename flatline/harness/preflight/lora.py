@@ -11,6 +11,8 @@ Documented LoRA RL learning rates (docs/failure-catalogue.md C2, docs/field-2026
 """
 from __future__ import annotations
 
+import json
+
 from flatline.harness.preflight.findings import Finding
 
 # The lowest learning rate the sources above use for LoRA in RL (TRL's LoRA Without Regret, SmolLM3-3B).
@@ -54,10 +56,11 @@ def target_findings(targets: list[str], module_names: list[str], linear_names: l
                         {"modules_adapted": adapted})]
     numbers = {"unmatched": ", ".join(missing), "linear_modules": ", ".join(choices)}
     severity = "refuse" if len(missing) == len(targets) else "warn"
-    what = "match no module" if severity == "refuse" else "match nothing (the others do)"
-    return [Finding("lora", severity, f"lora_target_modules {missing} {what} of this model; its linear modules "
-                    f"are {', '.join(choices)}", numbers,
-                    f"lora_target_modules = {[c for c in choices if c in _ATTENTION] or choices} or [\"all-linear\"]")]
+    what = "" if severity == "refuse" else " (the other targets do: these get no adapter)"
+    return [Finding("lora", severity, f"lora_target_modules {missing} match no module of this model{what}; its "
+                    f"linear modules are {', '.join(choices)}", numbers,
+                    f"lora_target_modules = {json.dumps([c for c in _ATTENTION if c in choices] or choices)} or "
+                    f"[\"all-linear\"]")]
 
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
