@@ -17,7 +17,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flatline.harness.preflight import context, environment, lora, memory, rewards, tokenizer
@@ -59,8 +59,7 @@ def preflight(cfg, options: Options = Options()) -> list[Finding]:
             findings.append(Finding(name, "info", f"check could not run: {type(exc).__name__}: {exc}"))
 
     longest = max(prompts) if prompts else 0
-    run("context", lambda: context.context_findings(cfg.max_prompt_length, cfg.max_completion_length, longest,
-                                                    parts.context, max_model_len))
+    run("context", lambda: context_check(cfg, longest, parts.context, max_model_len))
     run("memory", lambda: memory_findings(cfg, parts.config, longest, device_bytes(cfg, options), vllm_share))
     if cfg.lora_r > 0:
         run("lora", lambda: lora.lora_lr_findings(cfg.lora_r, cfg.learning_rate))
@@ -72,6 +71,22 @@ def preflight(cfg, options: Options = Options()) -> list[Finding]:
     run("reward", lambda: rewards.reward_findings(reward_payments(cfg, task, plugins, tok)))
     run("disk", lambda: disk_check(cfg, source, longest, parts.config))
     run("wandb", lambda: environment.wandb_findings(cfg.report_to, dict(os.environ), _installed("wandb")))
+    return findings
+
+
+def context_check(cfg, longest: int, model_context: int | None, max_model_len: int | None) -> list[Finding]:
+    """context.context_findings; a refusal by the model's context keeps the one-line error `flatline train` has
+    always given for it (flatline.trainer.limits.check_context)."""
+    from flatline.common.errors import ConfigError
+    from flatline.trainer.limits import check_context
+
+    findings = context.context_findings(cfg.max_prompt_length, cfg.max_completion_length, longest, model_context,
+                                        max_model_len)
+    try:
+        check_context(cfg, model_context, longest, cfg.model)
+    except ConfigError as exc:
+        at = next(i for i, f in enumerate(findings) if f.severity == "refuse" and "context" in f.numbers)
+        findings[at] = replace(findings[at], error=str(exc))
     return findings
 
 
@@ -95,7 +110,11 @@ def raw_tokenizer(source):
     from transformers import AutoTokenizer
 
     path = models.convert_embedded() if source.kind == "embedded" else source.path
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        models.load_tokenizer(source)  # raises the one-line ModelError `flatline train` gives for this model
+        raise
 
 
 def prompt_lengths(tok, task) -> list[int]:

@@ -21,6 +21,7 @@ class Finding:
     message: str  # what is wrong (or worth knowing), with its numbers in words
     numbers: dict = field(default_factory=dict)  # the numbers it rests on, by name
     fix: str = ""  # the change to make ("" for info that needs none)
+    error: str = ""  # a refusal `flatline train` already gave before preflight existed: its one line, kept as it was
 
     def __post_init__(self):
         if self.severity not in SEVERITIES:
@@ -55,7 +56,7 @@ def render_text(findings: list[Finding], seconds: float | None = None) -> str:
 
 def render_json(findings: list[Finding]) -> str:
     """{"findings": [{"check", "severity", "message", "numbers", "fix"}], "refuse": n, "warn": n, "info": n}"""
-    body = {"findings": [asdict(f) for f in worst_first(findings)]}
+    body = {"findings": [{k: v for k, v in asdict(f).items() if k != "error"} for f in worst_first(findings)]}
     body.update({s: sum(f.severity == s for f in findings) for s in SEVERITIES})
     return json.dumps(body, indent=2, allow_nan=False, default=str) + "\n"
 
@@ -64,6 +65,9 @@ def refusal_line(findings: list[Finding]) -> str:
     """The one line `flatline train` stops with: the first refusal, and how many more there are."""
     refused = refusals(findings)
     first = refused[0]
+    if first.error:
+        return first.error + (f" (and {len(refused) - 1} more: flatline preflight CONFIG lists them)"
+                              if len(refused) > 1 else "")
     more = f" (and {len(refused) - 1} more refusal{'s' * (len(refused) > 2)}: flatline preflight CONFIG lists them)" \
         if len(refused) > 1 else ""
     fix = f"; fix: {first.fix}" if first.fix else ""
