@@ -66,7 +66,7 @@ def template_findings(render: Callable[[list[dict], bool], list[int]] | None, de
     for k in range(2):
         at = first_difference(rendered[k], rendered[k + 1])
         if at is not None:
-            return [_broken(f"{k + 1} turn{'s' * k} rendered are not a prefix of {k + 2} turns", at, rendered[k],
+            return [_broken(f"{k + 1} turn{'s' * k} rendered {'are' if k else 'is'} not a prefix of {k + 2} turns", at, rendered[k],
                             rendered[k + 1], decode)]
     for k, messages in enumerate(turns):
         prompt = list(render(messages[:-1], True))
