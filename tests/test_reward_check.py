@@ -108,7 +108,7 @@ def test_the_cli_stops_at_step_1_with_one_line_and_leaves_a_complete_failed_run(
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     code = main(["train", str(REPO / "configs" / "bandit.toml"), "--set", "reward=wrong_rewards:short",
-                 "--set", "max_steps=5", "--set", "progress_bar=false", "--out", str(run)])
+                 "--set", "max_steps=5", "--set", "progress_bar=false", "--out", str(run), "--no-preflight"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err == ("flatline: error: reward wrong_rewards:short returned list of 15 values [1.0, 1.0, 1.0, 1.0, ...]; "
@@ -120,3 +120,15 @@ def test_the_cli_stops_at_step_1_with_one_line_and_leaves_a_complete_failed_run(
     book = Path(os.environ["FLATLINE_LOG"]).read_text()
     assert book.count("<!-- flatline-entry ") == 1 and "<!-- flatline-entry status=failed run=" in book
     assert "- status: **FAILED** (during step 1 of 5: PluginError: reward wrong_rewards:short returned list of 15" in book
+
+
+def test_preflight_refuses_the_same_reward_before_any_run_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "wrong_rewards.py").write_text(WRONG_LENGTH)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    code = main(["train", str(REPO / "configs" / "bandit.toml"), "--set", "reward=wrong_rewards:short",
+                 "--set", "max_steps=5", "--set", "progress_bar=false", "--out", str(run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not run.exists()
+    assert err.startswith("flatline: error: preflight refused: reward: reward wrong_rewards:short cannot score the "
+                          "known-good reference answer (PluginError: reward wrong_rewards:short returned list of 0")

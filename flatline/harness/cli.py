@@ -4,10 +4,13 @@
     flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--only NAME ...] [--seeds N]
+    flatline preflight CONFIG [--set key=value ...] [--gpu-mem GIB] [--max-model-len N] [--vllm-share F]
+                      [--format text|json] [--fail-on refuse|warn]
     flatline compare RUN... [--by KEY] [--baseline NAME] [--metric NAME] [--last K] [--format md|json]
                      [--lower-is-better] [--task-key KEY] [--seed-key KEY] [--pattern P] [--skip-missing]
 
-Exit codes: 0 done; 1 a verdict at or above --fail-on (or a selftest miss or false alarm); 2 bad input (config,
+Exit codes: 0 done; 1 a verdict at or above --fail-on (or a selftest miss or false alarm, or a preflight finding at
+or above its --fail-on, refuse by default); 2 bad input (config,
 data, model location, log file), reported as one line on stderr before any model loads or any file is written;
 3 an error raised while running (one line naming the user's plug-in file:line that raised it, or else a bug in
 flatline; the traceback with FLATLINE_DEBUG=1); 130 interrupted.
@@ -23,6 +26,9 @@ from flatline.common.errors import FlatlineError
 from flatline.common.record import PROBE_LEVELS
 from flatline.diagnostics.logbook import STATUSES
 from flatline.diagnostics.readers.detect import FORMATS as LOG_FORMATS
+from flatline.harness.preflight.gate import add_arguments as add_preflight_arguments
+from flatline.harness.preflight.gate import gate as preflight_gate
+from flatline.harness.preflight.gate import options_from as preflight_options
 from flatline.harness.run_log import log_book_hooks, log_evaluation
 
 EXIT_FOUND = 1
@@ -43,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (a new suffix is added if it exists)")
     train.add_argument("--probes", choices=PROBE_LEVELS,
                        help="instruments to run (default: the config's `probes`, cheap unless set)")
+    add_preflight_arguments(train)
+    train.add_argument("--no-preflight", action="store_true", help="skip the checks run before any weights load")
+    preflight = commands.add_parser("preflight", help="check a config before training: context, memory, LoRA, "
+                                    "tokenizer, chat template, reward, disk, W&B (seconds, no GPU)")
+    preflight.add_argument("config", help="TOML config, e.g. configs/default.toml")
+    preflight.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config key (repeatable)")
+    add_preflight_arguments(preflight)
+    preflight.add_argument("--format", choices=("text", "json"), default="text", help="what to print (default text)")
+    preflight.add_argument("--fail-on", choices=("refuse", "warn"), default="refuse",
+                           help="exit 1 when a finding at or above this severity is found (default refuse)")
     diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
     diagnose.add_argument("run", help="a flatline run directory or another trainer's log: TRL trainer_state.json "
                                       "(or its output directory), a W&B run directory, TensorBoard events, a verl or "
@@ -90,8 +107,21 @@ def cmd_train(args) -> int:
 
     overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
     cfg = load_config(args.config, overrides)
-    train(cfg, out=args.out, make_listeners=for_trainer, **log_book_hooks(cfg))
+    hooks = log_book_hooks(cfg)
+    if not args.no_preflight:
+        hooks = preflight_gate(cfg, preflight_options(args), hooks)  # refuses before any weights load
+    train(cfg, out=args.out, make_listeners=for_trainer, **hooks)
     return 0
+
+
+def cmd_preflight(args) -> int:
+    from flatline.harness.preflight import render_json, render_text, timed_preflight
+    from flatline.harness.preflight.gate import exit_code
+    from flatline.trainer.config import load_config
+
+    findings, seconds = timed_preflight(load_config(args.config, args.overrides), preflight_options(args))
+    emit(render_json(findings) if args.format == "json" else render_text(findings, seconds).rstrip("\n"))
+    return exit_code(findings, args.fail_on)
 
 
 def cmd_diagnose(args) -> int:
@@ -184,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest,
-                    "compare": cmd_compare}
+                    "compare": cmd_compare, "preflight": cmd_preflight}
         return commands[args.command](args)
     except FlatlineError as exc:
         print(f"flatline: error: {exc}", file=sys.stderr)
