@@ -15,6 +15,7 @@ Sections (each prints a table; medians over the steps after the first two, which
   probes     the same flatline step with probes none / cheap / full, taken in turns on one trainer: the ratios.
   precision  real bf16 hardware: full fine-tuning in bf16 (update.precision_swallowed) and a LoRA adapter merged
              into and out of bf16 base weights every step (update.base_drift), each judged by flatline.
+  learn      configs/bandit.toml and configs/default.toml (the embedded SmolLM2) on the GPU: reward, first vs last.
 """
 from __future__ import annotations
 
@@ -93,7 +94,9 @@ def model_dir(arch: str, root: Path, with_weights: bool = True) -> Path:
 
 
 def settings(path: Path, probes: str, steps: int, extra=()) -> list[str]:
-    return [f"model={path}", "task=arithmetic", f"device={DEVICE}", "dtype=bfloat16", "lora_r=16", "lora_alpha=32",
+    # On the CPU (a smoke test of this script) bf16 matrix products are emulated and slow: float32 there.
+    dtype = "bfloat16" if DEVICE == "cuda" else "float32"
+    return [f"model={path}", "task=arithmetic", f"device={DEVICE}", f"dtype={dtype}", "static_decoding=on", "lora_r=16", "lora_alpha=32",
             "lora_target_modules=['all-linear']", f"num_generations={GENERATIONS}",
             f"per_device_train_batch_size={PROMPTS * GENERATIONS}", f"max_completion_length={NEW_TOKENS}",
             f"max_steps={steps}", "report_to=none", "eval_every=0", f"probes={probes}", "learning_rate=1e-5",
@@ -205,18 +208,18 @@ def section_plan(args, root: Path, report: dict) -> None:
     path = model_dir(args.plan_arch, root, with_weights=False)
     steps = args.plan_steps
     cfg = load_config(None, settings(path, "cheap", steps, [
-        "per_device_train_batch_size=8", "gradient_accumulation_steps=8", "max_prompt_length=512",
-        "max_completion_length=512", "gradient_checkpointing=true"]))
+        "per_device_train_batch_size=8", "gradient_accumulation_steps=8", f"max_prompt_length={args.plan_tokens}",
+        f"max_completion_length={args.plan_tokens}", "gradient_checkpointing=true"]))
     prepared = prepare(cfg)
     generator = torch.Generator().manual_seed(0)
     for key in prepared.prompt_ids:
-        prepared.prompt_ids[key] = torch.randint(1000, 40000, (512,), generator=generator).tolist()
+        prepared.prompt_ids[key] = torch.randint(1000, 40000, (args.plan_tokens,), generator=generator).tolist()
     reset_peak()
     model = place(apply_lora(random_model(args.plan_arch, prepared.tokenizer.eos_token_id), cfg), cfg)
     weights_gib = torch.cuda.memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan")
     trainer = Trainer(prepared, model)
     trainer.listeners.extend(for_trainer(trainer))
-    trainer.sampler.min_new_tokens = 512
+    trainer.sampler.min_new_tokens = args.plan_tokens
     runs = timed_steps(trainer, steps)
     times = [t for t, _ in runs]
     peak = peak_gib()
@@ -226,7 +229,7 @@ def section_plan(args, root: Path, report: dict) -> None:
     report["plan"] = {"times": times, "peak_gib": peak, "reserved_gib": reserved, "weights_gib": weights_gib,
                       "phases": phases,
                       "total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE == "cuda" else 0}
-    print(f"\n7B plan (Qwen2.5-7B arch, bf16 base, LoRA r16 all-linear fp32, 64 rollouts x (512 + 512) tokens, "
+    print(f"\n7B plan (Qwen2.5-7B arch, bf16 base, LoRA r16 all-linear fp32, 64 rollouts x ({args.plan_tokens} + {args.plan_tokens}) tokens, "
           f"micro-batch 8 x 8 accumulation, activation checkpointing, cheap probes)")
     print(f"  weights + adapters {weights_gib:.1f} GiB; peak allocated {peak:.1f} GiB, peak reserved {reserved:.1f} "
           f"GiB of {report['plan']['total_gib']:.1f} GiB")
@@ -294,7 +297,30 @@ def section_precision(args, root: Path, report: dict) -> None:
     print("\n".join(lines))
 
 
+def section_learn(args, root: Path, report: dict) -> None:
+    """The shipped bandit and arithmetic configs on the GPU, unchanged but for the device: does the reward rise as it
+    does on the CPU? Mean reward of the first and the last 5 steps."""
+    lines = []
+    for config in args.learn_configs.split(","):
+        cfg = load_config(config, [f"device={DEVICE}", "report_to=none", "progress_bar=false"])
+        started = time.perf_counter()
+        run_dir = train(cfg, out=root / f"learn-{Path(config).stem}", make_listeners=for_trainer, log=lambda *_: None)
+        seconds = time.perf_counter() - started
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rewards = [row["reward"] for row in rows]
+        first, last = statistics.mean(rewards[:5]), statistics.mean(rewards[-5:])
+        evals = [row["eval/reward"] for row in rows if "eval/reward" in row]
+        lines.append(f"  {config}: {len(rows)} steps in {seconds:.0f} s; reward first 5 steps {first:.3f}, last 5 "
+                     f"{last:.3f}; held-out reward {evals[0]:.3f} -> {evals[-1]:.3f}" if evals else "")
+        report.setdefault("learn", {})[config] = {"first5": first, "last5": last, "rewards": rewards, "evals": evals,
+                                                  "seconds": seconds}
+        empty_cache()
+    print(f"\nthe shipped configs on {DEVICE}:")
+    print("\n".join(lines))
+
+
 def main() -> int:
+    global DEVICE, NEW_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="step,plan,probes,precision")
     parser.add_argument("--archs", default="0.5b,1.5b")
@@ -306,10 +332,13 @@ def main() -> int:
     parser.add_argument("--json", default="", help="also write every figure here")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (with --archs tiny)")
     parser.add_argument("--plan-arch", default="7b")
+    parser.add_argument("--learn-configs", default="configs/bandit.toml,configs/default.toml")
+    parser.add_argument("--plan-tokens", type=int, default=512, help="prompt and completion tokens of the plan")
+    parser.add_argument("--new-tokens", type=int, default=256, help="completion tokens of the step section")
     args = parser.parse_args()
     args.archs = args.archs.split(",")
-    global DEVICE
     DEVICE = args.device
+    NEW_TOKENS = args.new_tokens
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print("bench/gpu_step.py needs a CUDA GPU (or --device cpu --archs tiny for a smoke test)")
         return 2
@@ -319,7 +348,8 @@ def main() -> int:
     root = Path(args.work or tempfile.mkdtemp(prefix="gpu_step_"))
     root.mkdir(parents=True, exist_ok=True)
     report: dict = {}
-    sections = {"step": section_step, "plan": section_plan, "probes": section_probes, "precision": section_precision}
+    sections = {"step": section_step, "plan": section_plan, "probes": section_probes, "precision": section_precision,
+                "learn": section_learn}
     for name in args.sections.split(","):
         try:
             sections[name](args, root, report)
