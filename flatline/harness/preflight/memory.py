@@ -236,7 +236,7 @@ def memory_findings(shape: Shape, plan: Plan, device_bytes: int | None) -> list[
     numbers = {**{f"{k}_gib": v for k, v in parts.items() if v or k == "total"}, "parameters": shape.parameters(),
                "trainable": shape.lora_parameters(plan.lora_r, plan.lora_targets) if plan.lora_r
                else shape.parameters(), "checkpointing": plan.checkpointing}
-    summary = (f"estimated peak {parts['total']} GiB: weights {parts['weights'] + parts['adapters']}, gradients "
+    summary = (f"estimated peak {parts['total']} GiB: weights {parts['weights'] + parts['adapters']:.1f}, gradients "
                f"{parts['gradients']}, optimizer {parts['optimizer']}, activations {parts['activations']} "
                f"(checkpointing {'on' if plan.checkpointing else 'off'}), logits {parts['logits']}, rollout "
                f"{parts['rollout']}" + (f", vLLM {parts['vllm']}" if plan.vllm_gib else "")
