@@ -144,7 +144,7 @@ def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_
             r=lora_r,
             lora_alpha=lora_alpha,
             lora_dropout=0.0,
-            target_modules=list(lora_target_modules),
+            target_modules=lora_target_modules if isinstance(lora_target_modules, str) else list(lora_target_modules),
             bias="none",
             task_type="CAUSAL_LM",
         )
