@@ -141,10 +141,10 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                 if eval_due(row["step"], cfg):
                     row.update(trainer.evaluate())
                 metrics.write(row)
+                rows.append(row)  # right after its line is written: summary.json counts exactly the rows written
                 for sample in trainer.logged_samples(cfg.log_completions):
                     samples.write(sample)
                 tracker.log(row, row["step"])
-                rows.append(row)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{row['reward']:.3f}", refresh=False)
