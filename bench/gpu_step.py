@@ -279,12 +279,15 @@ def judged(run_dir: Path, hypothesis: str) -> str:
 def section_precision(args, root: Path, report: dict) -> None:
     path = model_dir(args.archs[0], root)
     lines = []
-    common = ["max_completion_length=64", "probes=cheap", "max_steps=4"]
+    # The bandit task: a random model's first token pays 1 in a quarter of cases, so groups have reward variance and
+    # the gradients are not zero (a random model scores 0 on every sum: no gradient, nothing to round away).
+    common = ["task=bandit", "max_completion_length=4", "probes=cheap", "max_steps=4"]
     cases = [
         ("full fine-tuning, bf16 weights, lr 1e-6", ["lora_r=0", "learning_rate=1e-6"], (), "update.precision_swallowed"),
         ("LoRA r16, fp32 adapters on bf16 base (healthy)", [], (), "update.precision_swallowed"),
-        ("LoRA merged into / out of bf16 base every step", [], (MergeRoundTrip(),), "update.base_drift"),
-        ("LoRA r16, no merging (healthy)", [], (), "update.base_drift"),
+        ("LoRA lr 2e-4 merged into / out of bf16 base every step", ["learning_rate=2e-4"], (MergeRoundTrip(),),
+         "update.base_drift"),
+        ("LoRA lr 2e-4, no merging (healthy)", ["learning_rate=2e-4"], (), "update.base_drift"),
     ]
     for title, extra, listeners, hypothesis in cases:
         cfg = load_config(None, settings(path, "cheap", 4, [*common, *extra]))

@@ -10,6 +10,23 @@ import tempfile
 import time
 
 
+def _dataset(prompts: list):
+    """The prompts as a datasets.Dataset. datasets names a dataset's cache by hashing its state with dill; on
+    Python 3.12 with pyarrow 26 that pickling fails (pyarrow's MonthDayNano, seen on the GPU machine). The bench
+    needs no cache, so there every fingerprint is a random one instead."""
+    import pickle
+
+    from datasets import Dataset
+
+    try:
+        return Dataset.from_dict({"prompt": prompts})
+    except pickle.PicklingError:
+        from datasets import fingerprint
+
+        fingerprint.Hasher.hash = classmethod(lambda cls, value: fingerprint.generate_random_fingerprint())
+        return Dataset.from_dict({"prompt": prompts})
+
+
 def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_generations: int = 8,
                    max_completion_length: int = 48, lora_r: int = 16, lora_alpha: int = 32,
                    lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), learning_rate: float = 1e-5,
@@ -90,7 +107,7 @@ def trl_step_times(model_dir: str, prompts: list[list[dict]], reward_fn, *, num_
                 self._t0 = None
 
     batch = len(prompts) * num_generations
-    dataset = Dataset.from_dict({"prompt": [list(p) for p in prompts]})
+    dataset = _dataset([list(p) for p in prompts])
 
     # TRL names each reward function after its __name__; give partials/lambdas/callables a stable one.
     def flatline_bench_reward(prompts, completions, **kwargs):
