@@ -39,7 +39,7 @@ def test_without_vllm_the_sampler_is_refused_with_the_install_line():
     from flatline.trainer.loop import prepare
 
     with pytest.raises(FlatlineError, match=r"'sampler': 'vllm' needs vLLM: pip install 'flatline\[vllm\]'"):
-        prepare(tiny_config("sampler=vllm"))
+        prepare(tiny_config("sampler=vllm", "vllm_sync_mode=merged"))
 
 
 @pytest.mark.vllm
@@ -49,7 +49,7 @@ def test_a_context_too_short_for_prompt_plus_completion_is_refused_with_the_numb
 
     with pytest.raises(FlatlineError, match=r"'vllm_max_model_len': 8 tokens cannot hold the longest prompt \(\d+\) "
                                             r"plus max_completion_length \(4\)"):
-        prepare(tiny_config("sampler=vllm", "vllm_max_model_len=8"))
+        prepare(tiny_config("sampler=vllm", "vllm_sync_mode=merged", "vllm_max_model_len=8"))
 
 
 @pytest.mark.vllm
@@ -59,7 +59,7 @@ def test_a_kv_cache_larger_than_the_machine_is_refused_with_the_split():
 
     with pytest.raises(FlatlineError, match=r"'vllm_kv_cache_gib': trainer .* GiB \+ engine weights .* \+ KV cache "
                                             r"1024 GiB"):
-        prepare(tiny_config("sampler=vllm", "vllm_kv_cache_gib=1024"))
+        prepare(tiny_config("sampler=vllm", "vllm_sync_mode=merged", "vllm_kv_cache_gib=1024"))
 
 
 @pytest.mark.vllm

@@ -153,8 +153,8 @@ def reused_lora_id(trainer) -> None:
     trainer.sampler.next_lora_id = lambda: 1
 
 
-# Planted in the vLLM sampler (base "vllm": configs/default.toml with sampler = "vllm"; 12 steps each).
-VLLM_STEPS = 12
+# Planted in the vLLM sampler (base "vllm": configs/default.toml with sampler = "vllm"; 8 steps each).
+VLLM_STEPS = 8
 SYNC_SYMPTOMS = f("sync.sampler_mismatch", "sync.importance_weights")
 VLLM_FAULTS = (
     Fault("vllm_sync_every_1000", "config", "sync_every = 1000: the engine keeps its starting weights for the run",
