@@ -190,6 +190,11 @@ def stale_weights(h, v):
     if not readable and lagged is None and not len(tracking.finite()):
         return v.skipped("needs sync/tracking (flatline's full probes: the sampler's logprobs against the initial "
                          "policy's) or sampler/weights_lag with sync/logprob_diff_mean")
+    log_ratio = h.series("sync/log_ratio_mean").finite()
+    if len(log_ratio) and log_ratio.median() > LOG_RATIO_HIGH:  # tracking compares logprobs at one temperature
+        return v.inconclusive("the sampler reports logprobs of another distribution than the trainer scores "
+                              "(sync.sampling_semantics), so which weights it serves cannot be read from them",
+                              {"log_ratio_mean_median": log_ratio.median()}, "fix sync.sampling_semantics first")
     evidence, findings = {}, []
     prescription = ("make every sync reach the engine: a new LoRARequest id per adapter (vLLM caches by id), weights "
                     "reloaded under the engine's parameter names, an engine dtype that can hold the update (float32 "
