@@ -86,9 +86,17 @@ def test_merged_sync_of_full_fine_tuning_reaches_the_engine():
 
 @pytest.mark.vllm
 @needs_vllm
-@pytest.mark.parametrize("fault", ["reused_lora_id", "sync_every"])
-def test_an_engine_that_keeps_its_first_weights_is_flagged_stale(fault):
-    extra = ["sync_every=1000"] if fault == "sync_every" else []
-    result = train(*TINY, *LORA, "max_steps=8", *extra, mutate="reused_lora_id" if fault == "reused_lora_id" else None)
+def test_an_engine_that_never_syncs_is_flagged_stale():
+    result = train(*TINY, *LORA, "max_steps=8", "sync_every=1000")
+    assert set(column(result, "sampler/weights_lag")) == set(range(8))
     assert result["verdicts"]["sync.stale_weights"] == "fail", result["evidence"]
     assert result["evidence"]["sync.stale_weights"]["tracking_median"] < 0.2
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_a_reused_lora_id_keeps_the_first_adapter_and_is_flagged():
+    result = train(*TINY, *LORA, "max_steps=8", mutate="reused_lora_id")
+    assert column(result, "sync/logprob_diff_max")[1] < 1e-3  # step 2 samples with the first adapter: it loaded
+    assert max(column(result, "sync/logprob_diff_mean")[2:]) > 0.1  # ... and later adapters never do
+    assert result["verdicts"]["sync.sampler_mismatch"] == "fail", result["evidence"]

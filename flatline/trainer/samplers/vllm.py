@@ -23,7 +23,7 @@ import torch
 
 from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.samplers.base import SampleBatch, left_pad
-from flatline.trainer.samplers.sync import AdapterFolders, is_peft, push_merged
+from flatline.trainer.samplers.sync import AdapterFolders, is_peft, merged_state, push_merged
 from flatline.trainer.samplers.vllm_checks import GIB, engine_dtype
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -38,9 +38,10 @@ def engine_model_dir(source, model, tokenizer, workdir: Path) -> str:
         return str(convert_embedded())
     if source.kind in ("local", "hub"):
         return source.path
-    base = model.get_base_model() if is_peft(model) else model
+    base = model.get_base_model() if is_peft(model) else model  # peft injects its layers into this module in place
     target = workdir / "base"
-    base.save_pretrained(target, safe_serialization=True)
+    state = {name: tensor.contiguous() for name, tensor in merged_state(model)}  # plain HF names, no lora_ tensors
+    base.save_pretrained(target, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return str(target)
 
