@@ -206,7 +206,8 @@ def stale_weights(h, v):
         evidence["policy_drift_median"] = drift.finite().median()
         if median < TRACKING_LOW:
             findings.append(f"the sampler shows {median:.0%} of the policy's movement since its start "
-                            f"(median over {len(readable)} steps): it serves the initial weights, not the trained ones")
+                            f"(median over {len(readable)} steps): it serves the initial weights or an early policy, not the "
+                            "trained ones")
     if lagged is not None:
         at_sync, behind, max_lag = lagged
         evidence.update(logprob_diff_at_sync=at_sync, logprob_diff_lagged=behind, max_weights_lag=max_lag)
