@@ -163,11 +163,11 @@ class Config:
     sampler: str = "hf"
     """Generation backend: hf (transformers generate) | vllm (in-process, colocated; needs the [vllm] extra)."""
     vllm_sync_mode: str = "lora"
-    """vllm: how trained weights reach the engine: lora (save the adapter, load it as a new LoRARequest) | merged (merge, reload the weights into the engine, unmerge)."""
+    """vllm: how trained weights reach the engine: lora (save the adapter, load it as a new LoRARequest) | merged (W + the LoRA delta, or all weights, reloaded into the engine; the trainer's weights are never modified)."""
     sync_every: int = ranged(1, 1, 1_000_000, "optimizer steps between weight syncs; above 1 the sampler lags")
     """vllm: push the trainer's weights to the engine every this many optimizer steps (1: always on-policy)."""
     vllm_logprobs: str = "processed"
-    """vllm: processed (after temperature, what the trainer scores) | raw (the model's logits before temperature)."""
+    """vllm: processed (after temperature, what the trainer scores) | raw (logprobs before temperature: a planted sampling-semantics fault)."""
     vllm_dtype: str = "auto"
     """vllm: the engine's weight dtype: auto (the trainer's dtype) | float32 | bfloat16."""
     vllm_max_model_len: int = ranged(0, 0, MAX_SEQUENCE_TOKENS, "0: the longest prompt plus max_completion_length")
