@@ -53,8 +53,10 @@ class VLLMSampler:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if not torch.cuda.is_available():
             # Colocated in one process: vLLM's automatic OpenMP binding would pin the whole process (the trainer too)
-            # to the cores it keeps after reserving one for its scheduler: on 2 cores, one.
+            # to the cores it keeps after reserving one for its scheduler: on 2 cores, one ...
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            # ... and, without OMP_NUM_THREADS, it drops torch to one thread "for serving": the trainer's too.
+            os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(cfg.vllm_kv_cache_gib)))
         from vllm import LLM
 
