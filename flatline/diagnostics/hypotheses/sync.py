@@ -197,8 +197,8 @@ def stale_weights(h, v):
                               {"log_ratio_mean_median": log_ratio.median()}, "fix sync.sampling_semantics first")
     evidence, findings = {}, []
     prescription = ("make every sync reach the engine: a new LoRARequest id per adapter (vLLM caches by id), weights "
-                    "reloaded under the engine's parameter names, an engine dtype that can hold the update (float32 "
-                    "for merged syncs of small updates), sync_every = 1 unless the off-policy lag is corrected for")
+                    "reloaded under the engine's parameter names, the prefix cache reset after a sync, sync_every = 1 "
+                    "unless the off-policy lag is corrected for")
     if len(readable) >= TRACKING_MIN_STEPS:
         median = float(np.median([t for t, _ in readable]))
         evidence.update(tracking_median=median, tracking_steps=len(readable),

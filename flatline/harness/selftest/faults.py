@@ -162,10 +162,6 @@ VLLM_FAULTS = (
     Fault("vllm_lora_id_reused", "structural", "each sync serves the new adapter under the same LoRARequest id: vLLM "
           "keeps the cached first one", f("sync.stale_weights"), SYNC_SYMPTOMS,
           config={"max_steps": VLLM_STEPS}, mutate=reused_lora_id, base="vllm"),
-    Fault("vllm_bf16_merged", "config", "merged sync into a bfloat16 engine at learning_rate 5e-5: each LoRA delta is "
-          "below half a bf16 unit of the weight it is added to, and is rounded away", f("sync.stale_weights"),
-          SYNC_SYMPTOMS, config={"vllm_sync_mode": "merged", "vllm_dtype": "bfloat16", "learning_rate": 5e-5,
-                                 "max_steps": VLLM_STEPS}, base="vllm"),
     Fault("vllm_raw_logprobs", "config", "vllm_logprobs = raw at temperature 0.7: the engine reports logprobs before "
           "temperature, the trainer scores after", f("sync.sampling_semantics"), SYNC_SYMPTOMS,
           config={"vllm_logprobs": "raw", "temperature": 0.7, "max_steps": VLLM_STEPS}, base="vllm"),
@@ -173,6 +169,15 @@ VLLM_FAULTS = (
 VLLM_HEALTHY = (
     Fault("vllm_default", "config", "the embedded default with sampler = vllm (lora sync every step, float32 engine)",
           f(), base="vllm"),
+    # Planted as "small updates rounded away by a merged sync into bf16": measured, the engine follows the policy
+    # (sync/tracking ~1, within its bf16 noise). Round-to-nearest of W + delta changes an element by one bf16 unit
+    # with probability ~|delta| / unit, so each layer keeps the update in expectation; what remains is bf16 precision
+    # (~0.03 nats per token from step 1, before any update), which sync.sampler_mismatch reports as inconclusive.
+    # The bf16 merge that does harm, the trainer's own base drifting through merge/unmerge, is update.base_drift's
+    # (fault lossy_merge); the merged sync here never writes the trainer's weights.
+    Fault("vllm_bf16_merged", "config", "merged sync into a bfloat16 engine at learning_rate 5e-5: not stale, only "
+          "bf16 precision", f(), config={"vllm_sync_mode": "merged", "vllm_dtype": "bfloat16", "learning_rate": 5e-5,
+                                         "max_steps": VLLM_STEPS}, base="vllm"),
 )
 
 # Healthy runs and healthy-but-odd ones: nothing may fail.
