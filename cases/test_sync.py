@@ -14,3 +14,7 @@ def test_importance_weights(judge_case):
 
 def test_sampling_semantics(judge_case):
     judge_case("sync.sampling_semantics")
+
+
+def test_stale_weights(judge_case):
+    judge_case("sync.stale_weights")

@@ -187,3 +187,11 @@ def test_checked_toml_refuses_a_config_that_would_not_read_back(monkeypatch):
     monkeypatch.setattr(config_module, "to_toml", lambda cfg: 'task = "bandit"\nseed = 7\n')
     with pytest.raises(ConfigError, match="config key 'model': 'smollm2-135m' reads back from config.toml as None"):
         checked_toml(Config(task="bandit", seed=7))
+
+
+def test_vllm_lora_sync_without_an_adapter_is_refused_naming_the_fix():
+    with pytest.raises(ConfigError, match=r"'vllm_sync_mode': 'lora' needs a LoRA adapter \(lora_r > 0\); set "
+                                          r"vllm_sync_mode = \"merged\""):
+        load_config(None, ["sampler=vllm", "lora_r=0"])
+    with pytest.raises(ConfigError, match=r"config key 'vllm_logprobs': 'logits' is not one of processed, raw"):
+        load_config(None, ["vllm_logprobs=logits"])

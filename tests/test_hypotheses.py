@@ -95,6 +95,7 @@ def healthy_series(n: int = N) -> dict:
         "update/trainable_not_in_optimizer": 0, "update/base_drift_tensors": 0, "update/base_drift_max_rel": 0.0,
         "clip_ratio/region_mean": 0.0,
         "sync/probs_diff_mean": 0.0, "sync/logprob_diff_mean": 0.0, "sync/ess": 0.98, "sync/is_weight_mean": 1.0,
+        "sync/tracking": 1.0, "sync/tracking_se": 0.01, "sync/policy_drift": 0.05,
         "completions/clipped_ratio": flat(0.05, n, 0.01, seed=6, lo=0.0), "length/truncated_reward_mean": 0.3,
         "length/terminated_reward_mean": 0.45, "length/context_overflow_frac": 0.0, "length/prompt_limit_frac": 0.6,
         "completions/mean_length": flat(120, n, 5, seed=7),
@@ -125,7 +126,7 @@ def design_ids() -> set:
 
 def test_every_design_id_is_registered_and_nothing_else():
     ids = design_ids()
-    assert len(ids) == 37
+    assert len(ids) == 38
     assert set(hypothesis_ids()) == ids
     assert len(hypothesis_ids()) == len(ids)  # no duplicates in the cause order
 
@@ -158,7 +159,7 @@ NEEDS = {
     "sync.sampling_semantics": "sync/is_weight_mean", "gradients.zero_loss": "loss",
     "masking.completion_excluded": "masks/completion_excluded_frac",
     "advantage.grouping": "advantage/mixed_prompt_groups_frac",
-    "update.nondeterministic_forward": "policy/dropout_modules_active",
+    "update.nondeterministic_forward": "policy/dropout_modules_active", "sync.stale_weights": "sync/tracking",
 }
 
 

@@ -11,7 +11,7 @@ from flatline.probes.base import ProbeContext
 from flatline.probes.sync import SyncProbe, sync_stats
 from tests.conftest import step_once, tiny_config
 
-NAMES = {"logprob_diff_mean", "logprob_diff_max", "probs_diff_mean", "probs_diff_max", "k3_kl", "is_weight_mean",
+NAMES = {"logprob_slope", "log_ratio_mean", "logprob_diff_mean", "logprob_diff_max", "probs_diff_mean", "probs_diff_max", "k3_kl", "is_weight_mean",
          "is_weight_min", "is_weight_max", "ess"}
 
 
@@ -78,3 +78,35 @@ def test_sampler_scoring_with_other_weights_is_flagged(stepped):
     bad = dataclasses.replace(record, sampler_logprobs=sampler_logprobs)
     s = SyncProbe(ProbeContext.from_trainer(trainer)).on_step(bad)
     assert s["logprob_diff_mean"] > 0.05 and s["ess"] < 1
+
+
+def test_log_ratio_mean_is_positive_only_for_logprobs_before_temperature():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 8, 50) * 3
+    tokens = torch.distributions.Categorical(logits=logits / 0.7).sample()
+    raw = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    processed = torch.log_softmax(logits / 0.7, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    mask = torch.ones(64, 8)
+    assert sync_stats(processed, processed.clone(), mask)["logprob_slope"] == pytest.approx(1.0)
+    raw_vs_processed = sync_stats(raw, processed, mask)  # sampler raw, trainer after temperature
+    assert raw_vs_processed["log_ratio_mean"] > 0.05  # +KL(p_T || p_1)
+    stale_logits = logits + torch.randn_like(logits)  # a sampler with other weights, reporting its own logprobs
+    stale_tokens = torch.distributions.Categorical(logits=stale_logits / 0.7).sample()
+    own = torch.log_softmax(stale_logits / 0.7, -1).gather(-1, stale_tokens.unsqueeze(-1)).squeeze(-1)
+    trainer = torch.log_softmax(logits / 0.7, -1).gather(-1, stale_tokens.unsqueeze(-1)).squeeze(-1)
+    assert sync_stats(own, trainer, mask)["log_ratio_mean"] < 0  # -KL(sampler || trainer)
+
+
+def test_tracking_is_one_when_synced_and_zero_when_stale():
+    from flatline.probes.staleness import tracking_stats
+
+    torch.manual_seed(1)
+    initial = -torch.rand(16, 10) * 3
+    current = initial + 0.2 * torch.randn(16, 10)
+    mask = torch.ones(16, 10)
+    noise = 0.01 * torch.randn(16, 10)
+    synced = tracking_stats(current + noise, current, initial, mask)
+    stale = tracking_stats(initial + noise, current, initial, mask)
+    assert synced["tracking"] == pytest.approx(1.0, abs=0.05) and synced["tracking_se"] < 0.05
+    assert stale["tracking"] == pytest.approx(0.0, abs=0.05)
+    assert tracking_stats(initial, initial.clone(), initial, mask) == {}  # the policy has not moved: nothing to read

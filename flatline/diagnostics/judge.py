@@ -17,6 +17,7 @@ CAUSE_ORDER = (
     "update.optimizer_coverage",
     "gradients.no_flow",
     "sync.sampler_mismatch",
+    "sync.stale_weights",
     "sync.sampling_semantics",
     "sync.importance_weights",
     "update.nondeterministic_forward",

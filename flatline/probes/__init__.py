@@ -27,13 +27,14 @@ from flatline.probes.length import LengthProbe
 from flatline.probes.masks import MaskAlignmentProbe, MaskProbe
 from flatline.probes.policy import PolicyProbe
 from flatline.probes.reward import RewardProbe
+from flatline.probes.staleness import StaleWeightsProbe
 from flatline.probes.sync import SyncProbe
 from flatline.probes.update import UpdateProbe
 
 __all__ = ["PROBE_LEVELS", "ALL_PROBES", "Probe", "ProbeContext", "ProbeSet", "attach", "build_probes", "for_trainer"]
 
 # Every probe, in the order its numbers join the metrics row; each declares its own tier.
-ALL_PROBES = (AdvantageProbe, RewardProbe, MaskProbe, GradientProbe, UpdateProbe, SyncProbe, LengthProbe,
+ALL_PROBES = (AdvantageProbe, RewardProbe, MaskProbe, GradientProbe, UpdateProbe, SyncProbe, StaleWeightsProbe, LengthProbe,
               PolicyProbe, DropoutModulesProbe, MaskAlignmentProbe, RepeatedForwardProbe)
 
 

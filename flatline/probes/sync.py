@@ -17,6 +17,13 @@ Per loss token, with d = trainer_logprob - sampler_logprob (the log importance w
     ess                                   sequence-level effective sample size (Σ w_seq)² / (N Σ w_seq²),
                                           w_seq = exp(Σ_t d_t) over each row's loss tokens; in (0, 1], 1 when
                                           every sequence has the same weight (computed in log space).
+    log_ratio_mean                        mean of d, signed. Tokens drawn from the distribution whose logprobs the
+                                          sampler reports give E_sampler[d] = -KL(sampler || trainer) <= 0, whatever
+                                          the weights; a mean above 0 means the reported logprobs are not those of
+                                          the distribution sampled from: logprobs taken before temperature (vLLM's
+                                          raw logprobs at T < 1 give +KL(p_T || p_1)).
+    logprob_slope                         sum(s * t) / sum(s^2), trainer on sampler logprobs: evidence only
+                                          (near 1 when both apply the same temperature).
 
 Only the first pass over a rollout (record.iteration == 0) compares like with like: later passes train
 weights the sampler never saw, so the probe reports nothing for them.
@@ -57,11 +64,19 @@ def sync_stats(sampler_logprobs: torch.Tensor, trainer_logprobs: torch.Tensor, l
         "probs_diff_mean": float(probs_diff.mean()),
         "probs_diff_max": float(probs_diff.max()),
         "k3_kl": float((weights - tokens - 1).mean()),
+        "log_ratio_mean": float(tokens.mean()),
         "is_weight_mean": float(weights.mean()),
         "is_weight_min": float(weights.min()),
         "is_weight_max": float(weights.max()),
         "ess": min(1.0, float(log_ess.exp())),  # <= 1 by Cauchy-Schwarz; min() only absorbs rounding
+        **_slope(sampler[mask], trainer[mask]),
     }
+
+
+def _slope(sampler: torch.Tensor, trainer: torch.Tensor) -> dict:
+    """Least-squares slope (through 0) of trainer on sampler logprobs; {} when every sampled token had probability 1."""
+    energy = float((sampler * sampler).sum())
+    return {"logprob_slope": float((sampler * trainer).sum()) / energy} if energy > 1e-12 else {}
 
 
 class SyncProbe(Probe):

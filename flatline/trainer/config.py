@@ -34,7 +34,10 @@ DEVICES = ("auto", "cpu", "cuda")
 STATIC_DECODING = ("auto", "on", "off")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORT_TO = ("wandb", "none")
-SAMPLERS = ("hf",)
+SAMPLERS = ("hf", "vllm")
+VLLM_SYNC_MODES = ("lora", "merged")
+VLLM_LOGPROBS = ("processed", "raw")
+VLLM_DTYPES = ("auto", "float32", "bfloat16")
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 
 
@@ -166,10 +169,22 @@ class Config:
 
     # --- sampling ---
     sampler: str = "hf"
-    """Generation backend: hf (the policy itself, in-process)."""
+    """Generation backend: hf (the policy itself, in-process) | vllm (in-process, colocated; needs the [vllm] extra)."""
     static_decoding: str = "auto"
     """hf sampler: decode with a preallocated key/value cache, one step replayed as a CUDA graph (on) or with
     transformers' generate (off); auto: on for a GPU, off on the CPU (where graphs do not exist)."""
+    vllm_sync_mode: str = "lora"
+    """vllm: how trained weights reach the engine: lora (save the adapter, load it as a new LoRARequest) | merged (W + the LoRA delta, or all weights, reloaded into the engine; the trainer's weights are never modified)."""
+    sync_every: int = ranged(1, 1, 1_000_000, "optimizer steps between weight syncs; above 1 the sampler lags")
+    """vllm: push the trainer's weights to the engine every this many optimizer steps (1: always on-policy)."""
+    vllm_logprobs: str = "processed"
+    """vllm: processed (after temperature, what the trainer scores) | raw (logprobs before temperature: a planted sampling-semantics fault)."""
+    vllm_dtype: str = "auto"
+    """vllm: the engine's weight dtype: auto (the trainer's dtype) | float32 | bfloat16."""
+    vllm_max_model_len: int = ranged(0, 0, MAX_SEQUENCE_TOKENS, "0: the longest prompt plus max_completion_length")
+    """vllm: the engine's context (max_model_len); must hold the longest prompt plus max_completion_length."""
+    vllm_kv_cache_gib: float = ranged(1.0, 0.0625, 1024.0, "GiB of KV cache; it must hold one full-length sequence")
+    """vllm: memory for the engine's KV cache (CPU: VLLM_CPU_KVCACHE_SPACE; GPU: kv_cache_memory_bytes)."""
     num_generations: int = ranged(8, 2, 1024, "GRPO compares at least 2 completions of a prompt")
     """Completions sampled per prompt (the GRPO group size)."""
     per_device_train_batch_size: int = ranged(32, 2, 65_536, "whole groups of num_generations completions")
@@ -258,6 +273,9 @@ CHOICES = {
     "lr_scheduler_type": SCHEDULERS,
     "report_to": REPORT_TO,
     "sampler": SAMPLERS,
+    "vllm_sync_mode": VLLM_SYNC_MODES,
+    "vllm_logprobs": VLLM_LOGPROBS,
+    "vllm_dtype": VLLM_DTYPES,
     "probes": PROBE_LEVELS,
 }
 RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(Config) if "range" in f.metadata}
@@ -344,6 +362,9 @@ def _check_values(cfg: Config) -> None:
             f"num_generations={cfg.num_generations}; set it to {cfg.num_generations * max(1, cfg.prompts_per_micro_batch)}")
     if cfg.lora_r > 0 and not cfg.lora_target_modules:
         raise ConfigError("config key 'lora_target_modules': empty; name modules such as [\"q_proj\", \"v_proj\"] or use [\"all-linear\"]")
+    if cfg.sampler == "vllm" and cfg.vllm_sync_mode == "lora" and cfg.lora_r == 0:
+        raise ConfigError("config key 'vllm_sync_mode': 'lora' needs a LoRA adapter (lora_r > 0); "
+                          "set vllm_sync_mode = \"merged\" for full fine-tuning")
     for key in PLUG_POINTS:
         value = getattr(cfg, key)
         if value and not re.fullmatch(r"[\w.]+:\w+", value):

@@ -50,6 +50,7 @@ from flatline.trainer.rollout import (
 )
 from flatline.trainer.phases import PhaseClock
 from flatline.trainer.samplers import SampleBatch, build_sampler
+from flatline.trainer.samplers.vllm_checks import check_vllm_source
 from flatline.trainer.tasks import build_task
 from flatline.trainer.tasks.base import Example, Task
 
@@ -86,6 +87,7 @@ def prepare(cfg) -> Prepared:
         raise DataError("the training split is empty: check `data` and `train_size`")
     longest = max(len(ids) for ids in prepared.prompt_ids.values())
     check_context(cfg, context_length(source), longest, cfg.model)
+    check_vllm_source(cfg, source, longest, context_length(source))
     check_bandit_arms(cfg, len(tokenizer))
     return prepared
 
@@ -131,7 +133,13 @@ class Trainer:
         self.device = model_device(model)
         self.listeners = list(listeners)
         self.eos_token_ids = eos_token_ids(self.tokenizer, model)
-        self.sampler = build_sampler(cfg, model, self.tokenizer.pad_token_id, self.eos_token_ids)
+        if cfg.sampler == "vllm":  # in-process vLLM, weights pushed every sync_every steps
+            from flatline.trainer.samplers.vllm import VLLMSampler
+
+            self.sampler = VLLMSampler(cfg, model, self.tokenizer, prepared.source, self.eos_token_ids,
+                                       max(len(ids) for ids in prepared.prompt_ids.values()))
+        else:
+            self.sampler = build_sampler(cfg, model, self.tokenizer.pad_token_id, self.eos_token_ids)
         self.scorer = RewardScorer(self.task, self.plugins.reward, cfg.reward_weights, self.prompt_text)
         self.trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in self.trainable]
@@ -266,6 +274,7 @@ class Trainer:
         row["time/generate"] = generated - started
         row["time/train"] = trained - generated
         row["step_time"] = trained - started
+        row.update(getattr(self.sampler, "step_metrics", dict)())  # vllm: sampler/weights_lag, time/sync
         if self.listeners:
             record = self.step_record(rollout, trainer_logprobs, entropy, parts, grad_norm, pre_step, dict(row))
             row.update(merged_calls(self.listeners, "on_step", record))

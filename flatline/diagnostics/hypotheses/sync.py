@@ -98,6 +98,14 @@ IS_MAX_TRUNCATED = 1.1
 IS_MAX_QUANTILE = 90
 
 
+# sync/log_ratio_mean, the mean of d = trainer - sampler logprob over loss tokens, is -KL(sampler || trainer) <= 0 in
+# expectation whenever the sampler draws from the distribution whose logprobs it reports (stale weights, bf16 precision,
+# top-p truncation all give d <= 0 on average); only a sampler reporting another distribution's logprobs than it samples
+# from (raw logprobs at temperature < 1: +KL(p_T || p_1), tenths of a nat at T = 0.7) pushes it above 0. 0.01 nats is
+# several standard errors of a step's mean under bf16 noise (per-token |d| ~ 0.01-0.02 over hundreds of tokens).
+LOG_RATIO_HIGH = 0.01
+
+
 def _first_present(h, *names):
     for name in names:
         series = h.series(name).finite()
@@ -121,6 +129,21 @@ def sampling_semantics(h, v):
     for key in ("top_p", "top_k", "temperature"):
         if h.setting(key) is not None:
             evidence[key] = h.setting(key)
+    log_ratio = h.series("sync/log_ratio_mean").finite()
+    if len(log_ratio):
+        evidence["log_ratio_mean_median"] = log_ratio.median()
+        slope = h.series("sync/logprob_slope").finite()
+        if len(slope):
+            evidence["logprob_slope_median"] = slope.median()
+        if log_ratio.median() > LOG_RATIO_HIGH:
+            return v.fail(f"the trainer's log-probability exceeds the sampler's by {log_ratio.median():.3g} nats per "
+                          "token on average (median over steps): tokens drawn from the distribution whose logprobs the "
+                          "sampler reports would give a mean <= 0 whatever the weights, so the sampler reports logprobs "
+                          "of another distribution than it samples from (before temperature, or before its logits "
+                          "processors)", evidence,
+                          "return processed logprobs from the sampler (vLLM: logprobs_mode = processed_logprobs; "
+                          "flatline: vllm_logprobs = \"processed\"), or apply the same temperature on both sides",
+                          refs("is_mean"))
     if median >= IS_MEAN_LOW:
         return v.passed(f"the mean importance ratio is {median:.3g}: the sampler draws from what the trainer scores",
                         evidence, refs("is_mean"))
@@ -137,3 +160,74 @@ def sampling_semantics(h, v):
         return v.inconclusive(reason + " (or its weights differ: the log has no maximum ratio to tell which)", evidence,
                               prescription, refs("is_mean"))
     return v.fail(reason, evidence, prescription, refs("is_mean", "is_cancel"))
+
+
+# sync.stale_weights: the share of the policy's movement since its start that the sampler shows (sync/tracking, from
+# flatline.probes.staleness) is 1 for a synced sampler and 0 for one that still serves the initial weights. A step is
+# read when its standard error is below TRACKING_SE_MAX (the policy has moved well beyond the sampler's precision
+# noise); the median over such steps below TRACKING_LOW means the sampler shows less than half of what training did.
+TRACKING_SE_MAX = 0.15
+# ... and the policy has moved at least this far (mean |trainer - initial| nats per token): 100 times the float32 noise
+# between two forwards of the same weights (~1e-5), so step 1, where the policy has not moved, is never read.
+POLICY_DRIFT_MIN = 1e-3
+TRACKING_LOW = 0.5
+TRACKING_MIN_STEPS = 3
+# A sampler that syncs every k steps serves weights up to k - 1 steps old (sampler/weights_lag). It is stale when its
+# log-prob gap on lagged steps is above what verl and TRL call a problem (LOGP_DIFF_BAD) and LAG_RATIO times the gap
+# right after a sync: the lag, not precision, opens the gap.
+LAG_RATIO = 3.0
+
+
+@hypothesis("sync.stale_weights", "does the sampler serve old weights (the initial or a previous policy) instead of the "
+            "current one?")
+def stale_weights(h, v):
+    tracking, se = h.series("sync/tracking"), h.series("sync/tracking_se")
+    drift = h.series("sync/policy_drift")
+    lag, gap = h.series("sampler/weights_lag"), h.series("sync/logprob_diff_mean")
+    readable = [(t, e) for t, e, d in zip(tracking.values, se.values, drift.values)
+                if math.isfinite(t) and 0 <= e <= TRACKING_SE_MAX and d >= POLICY_DRIFT_MIN]
+    lagged = _gap_by_lag(lag, gap)
+    if not readable and lagged is None and not len(tracking.finite()):
+        return v.skipped("needs sync/tracking (flatline's full probes: the sampler's logprobs against the initial "
+                         "policy's) or sampler/weights_lag with sync/logprob_diff_mean")
+    log_ratio = h.series("sync/log_ratio_mean").finite()
+    if len(log_ratio) and log_ratio.median() > LOG_RATIO_HIGH:  # tracking compares logprobs at one temperature
+        return v.inconclusive("the sampler reports logprobs of another distribution than the trainer scores "
+                              "(sync.sampling_semantics), so which weights it serves cannot be read from them",
+                              {"log_ratio_mean_median": log_ratio.median()}, "fix sync.sampling_semantics first")
+    evidence, findings = {}, []
+    prescription = ("make every sync reach the engine: a new LoRARequest id per adapter (vLLM caches by id), weights "
+                    "reloaded under the engine's parameter names, the prefix cache reset after a sync, sync_every = 1 "
+                    "unless the off-policy lag is corrected for")
+    if len(readable) >= TRACKING_MIN_STEPS:
+        median = float(np.median([t for t, _ in readable]))
+        evidence.update(tracking_median=median, tracking_steps=len(readable),
+                        tracking_se_median=float(np.median([e for _, e in readable])))
+        evidence["policy_drift_median"] = drift.finite().median()
+        if median < TRACKING_LOW:
+            findings.append(f"the sampler shows {median:.0%} of the policy's movement since its start "
+                            f"(median over {len(readable)} steps): it serves the initial weights or an early policy, not the "
+                            "trained ones")
+    if lagged is not None:
+        at_sync, behind, max_lag = lagged
+        evidence.update(logprob_diff_at_sync=at_sync, logprob_diff_lagged=behind, max_weights_lag=max_lag)
+        if behind > LOGP_DIFF_BAD and behind > LAG_RATIO * at_sync:
+            findings.append(f"on steps that sample with weights up to {max_lag} steps old the log-prob gap is "
+                            f"{behind:.3g} nats per token against {at_sync:.3g} right after a sync")
+    if findings:
+        return v.fail("; ".join(findings), evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
+    if not evidence:
+        return v.inconclusive("the policy has not moved far enough beyond the sampler's precision noise to tell "
+                              "which weights the sampler serves", evidence, "run more steps with the full probes")
+    return v.passed("the sampler follows the trained policy", evidence, refs("verl_rollout"))
+
+
+def _gap_by_lag(lag, gap):
+    """(median gap at lag 0, median gap at lag >= 1, max lag) over steps with both, or None without lagged steps."""
+    steps = dict(zip(lag.steps, lag.values))
+    pairs = [(steps[s], g) for s, g in zip(gap.steps, gap.values) if s in steps and math.isfinite(g)]
+    synced = [g for l, g in pairs if l == 0]
+    behind = [g for l, g in pairs if l >= 1]
+    if not synced or not behind:
+        return None
+    return float(np.median(synced)), float(np.median(behind)), int(max(l for l, _ in pairs))

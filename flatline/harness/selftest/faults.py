@@ -28,7 +28,8 @@ class Fault:
     config: dict = field(default_factory=dict)
     mutate: Callable | None = None  # fn(trainer), applied after the trainer and its probes are built
     fast: bool = False  # part of the CI subset
-    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama) or default (SmolLM2 arithmetic)
+    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama), default (SmolLM2 arithmetic), or
+    # vllm (the default with sampler = "vllm": needs the [vllm] extra)
 
     @property
     def allowed(self) -> frozenset:
@@ -127,7 +128,7 @@ FAULTS = (
     Fault("lossy_merge", "structural", "the adapter merged into the base in bfloat16 and unmerged after every step",
           f("update.base_drift"), config=LORA, mutate=lossy_merge_cycle),
     Fault("unsynced_sampler", "structural", "the sampler never receives the trained weights",
-          f("sync.sampler_mismatch"), f("sync.importance_weights"), mutate=unsynced_sampler, fast=True),
+          f("sync.sampler_mismatch"), f("sync.importance_weights", "sync.stale_weights"), mutate=unsynced_sampler, fast=True),
     Fault("dropout_on", "config", "lora_dropout = 0.3: the loss trains a random sub-network of the sampling policy",
           f("update.nondeterministic_forward"), f("sync.sampler_mismatch"),  # the sampler runs without dropout
           config={**LORA, "lora_dropout": 0.3}, fast=True),
@@ -144,6 +145,39 @@ FAULTS = (
     Fault("completion_too_short", "config", "max_completion_length = 4: the answer is cut before it is written",
           f("length.truncation"), f("reward.no_signal", "advantage.degenerate_groups"),
           config={"max_completion_length": 4, "max_steps": 12}, base="default"),
+)
+
+def reused_lora_id(trainer) -> None:
+    """Every sync saves the new adapter but serves it under the same LoRARequest id: vLLM has that id cached and keeps
+    serving the first adapter it loaded. Nothing errors; the engine never sees a trained weight."""
+    trainer.sampler.next_lora_id = lambda: 1
+
+
+# Planted in the vLLM sampler (base "vllm": configs/default.toml with sampler = "vllm"; 8 steps each).
+VLLM_STEPS = 8
+SYNC_SYMPTOMS = f("sync.sampler_mismatch", "sync.importance_weights")
+VLLM_FAULTS = (
+    Fault("vllm_sync_every_1000", "config", "sync_every = 1000: the engine keeps its starting weights for the run",
+          f("sync.stale_weights"), SYNC_SYMPTOMS, config={"sync_every": 1000, "max_steps": VLLM_STEPS}, base="vllm"),
+    Fault("vllm_lora_id_reused", "structural", "each sync serves the new adapter under the same LoRARequest id: vLLM "
+          "keeps the cached first one", f("sync.stale_weights"), SYNC_SYMPTOMS,
+          config={"max_steps": VLLM_STEPS}, mutate=reused_lora_id, base="vllm"),
+    Fault("vllm_raw_logprobs", "config", "vllm_logprobs = raw at temperature 0.7: the engine reports logprobs before "
+          "temperature, the trainer scores after", f("sync.sampling_semantics"), SYNC_SYMPTOMS,
+          config={"vllm_logprobs": "raw", "temperature": 0.7, "max_steps": VLLM_STEPS}, base="vllm"),
+)
+VLLM_HEALTHY = (
+    Fault("vllm_default", "config", "the embedded default with sampler = vllm (lora sync every step, float32 engine)",
+          f(), base="vllm"),
+    # Planted as "small updates rounded away by a merged sync into bf16": measured, the engine follows the policy
+    # (sync/tracking ~1, within its bf16 noise). Round-to-nearest of W + delta changes an element by one bf16 unit
+    # with probability ~|delta| / unit, so each layer keeps the update in expectation; what remains is bf16 precision
+    # (~0.03 nats per token from step 1, before any update), which sync.sampler_mismatch reports as inconclusive.
+    # The bf16 merge that does harm, the trainer's own base drifting through merge/unmerge, is update.base_drift's
+    # (fault lossy_merge); the merged sync here never writes the trainer's weights.
+    Fault("vllm_bf16_merged", "config", "merged sync into a bfloat16 engine at learning_rate 5e-5: not stale, only "
+          "bf16 precision", f(), config={"vllm_sync_mode": "merged", "vllm_dtype": "bfloat16", "learning_rate": 5e-5,
+                                         "max_steps": VLLM_STEPS}, base="vllm"),
 )
 
 # Healthy runs and healthy-but-odd ones: nothing may fail.

@@ -26,6 +26,8 @@ BASES = {
     "bandit": (CONFIGS / "bandit.toml", {"num_generations": 4, **QUIET}),
     # the embedded default: SmolLM2 on arithmetic, whose completions end with EOS
     "default": (CONFIGS / "default.toml", QUIET),
+    # the embedded default sampled by an in-process vLLM engine (the [vllm] extra)
+    "vllm": (CONFIGS / "default.toml", {**QUIET, "sampler": "vllm"}),
 }
 
 

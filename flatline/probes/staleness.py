@@ -1,0 +1,87 @@
+"""Stale-weights probe: does the sampler follow the policy being trained, or the one it started from?
+
+Hypothesis served: sync.stale_weights. Per loss token of the first pass over a rollout, with
+s = the sampler's logprob, t = the trainer's (the current policy), r = the initial policy's (LoRA adapter disabled,
+or the weights before the first optimizer step for full fine-tuning), and a = t - r (how far the policy has moved),
+b = s - r (how far the sampler has):
+
+    tracking        sum(a * b) / sum(a^2): the share of the policy's movement since its start that the sampler
+                    shows. 1 when the sampler holds the current weights, 0 when it still serves the initial ones
+                    (never synced, a sync that loaded nothing, an update rounded away in the engine's dtype).
+    tracking_se     its standard error from the residuals b - tracking * a: precision noise (a bf16 engine) is
+                    independent of the policy's movement and only widens it.
+    policy_drift    mean |a|; sampler_drift  mean |b|.
+
+Nothing is reported while the policy has not moved (sum a^2 = 0, e.g. step 1), or while dropout is active in the
+trainer's forward (its logprobs are then those of a random sub-network: policy.nondeterministic_forward's finding).
+Tier full: one extra no-grad forward per step (none when the step record carries reference logprobs, beta > 0).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from flatline.probes.base import Probe
+from flatline.probes.dropout import active_dropout_modules
+from flatline.probes.masks import rescored_logprobs
+
+
+def tracking_stats(sampler: torch.Tensor, trainer: torch.Tensor, initial: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The share of the policy's movement the sampler shows. All [N, T]; {} when the policy has not moved."""
+    mask = mask.bool()
+    a = (trainer.double() - initial.double())[mask]
+    b = (sampler.double() - initial.double())[mask]
+    moved = float((a * a).sum())
+    if a.numel() < 2 or moved == 0.0:
+        return {}
+    tracking = float((a * b).sum()) / moved
+    residual = b - tracking * a
+    se = math.sqrt(float((residual * residual).sum()) / (a.numel() - 1) / moved)
+    return {"tracking": tracking, "tracking_se": se, "policy_drift": float(a.abs().mean()),
+            "sampler_drift": float(b.abs().mean())}
+
+
+class StaleWeightsProbe(Probe):
+    """sync/tracking: the sampler's logprobs against the initial and the current policy's."""
+
+    family = "sync"
+    tier = "full"
+
+    def __init__(self, context=None, every=None):
+        super().__init__(context, every)
+        self._initial: dict | None = None  # full fine-tuning: trainable weights before the first step
+
+    def on_gradients(self, model, optimizer) -> dict:
+        if self._initial is None and not hasattr(model, "disable_adapter"):
+            self._initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        return {}
+
+    def on_step(self, record) -> dict:
+        if (record.iteration != 0 or record.sampler_logprobs is None or record.trainer_logprobs is None
+                or record.model is None or active_dropout_modules(record.model)):
+            return {}
+        initial = record.ref_logprobs
+        if initial is None:
+            initial = self.initial_logprobs(record)
+        if initial is None:
+            return {}
+        return tracking_stats(record.sampler_logprobs, record.trainer_logprobs, initial.to(record.trainer_logprobs),
+                              record.completion_mask)
+
+    @torch.no_grad()
+    def initial_logprobs(self, record):
+        model = record.model
+        temperature = self.context.temperature if self.context else 1.0
+        args = (record.prompt_ids, record.prompt_mask, record.completion_ids, temperature)
+        was_training = model.training
+        model.eval()
+        try:
+            if hasattr(model, "disable_adapter"):
+                with model.disable_adapter():
+                    return rescored_logprobs(model, *args)[0]
+            if self._initial is None:
+                return None
+            return rescored_logprobs(model, *args, params=self._initial)[0]
+        finally:
+            model.train(was_training)

@@ -1,0 +1,67 @@
+"""Weight sync from the trainer (a peft or plain HF model) to an in-process vLLM engine.
+
+- lora: the adapter is saved with `save_pretrained` into a fresh folder and served as a new `LoRARequest` with a new
+  integer id. vLLM caches adapters by id: reusing an id silently keeps serving the old adapter.
+- merged: for every LoRA layer W + delta (peft's get_delta_weight) is computed into a new tensor (the trainer's own
+  weights are never touched, so no merge/unmerge round trip can drift them), and the whole state dict, under the
+  base model's HF names, goes through the model runner's `reload_weights`. The engine casts to its own dtype: in
+  bfloat16 a delta smaller than half a unit in the last place of W is rounded away.
+
+Both are followed by `reset_prefix_cache()`: cached prompt keys/values were computed with the old weights.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+@torch.no_grad()
+def merged_state(model) -> list[tuple[str, torch.Tensor]]:
+    """(HF name, tensor) of the base model with every active LoRA delta added; the model itself is unchanged."""
+    if not is_peft(model):
+        return [(name, p.detach()) for name, p in model.state_dict().items()]
+    adapter = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+    deltas = {}
+    for name, module in model.get_base_model().named_modules():
+        if hasattr(module, "base_layer") and adapter in getattr(module, "lora_A", {}):
+            deltas[f"{name}.weight"] = module.get_delta_weight(adapter)
+    out = []
+    for name, tensor in model.get_base_model().state_dict().items():
+        if "lora_" in name:
+            continue
+        name = name.replace(".base_layer.", ".")
+        if name in deltas:
+            tensor = tensor + deltas[name].to(tensor.dtype)
+        out.append((name, tensor.detach()))
+    return out
+
+
+def model_runner(llm):
+    """The in-process model runner (needs VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+    return llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
+
+
+def push_merged(llm, model) -> None:
+    model_runner(llm).reload_weights(weights_iterator=iter(merged_state(model)))
+
+
+class AdapterFolders:
+    """Numbered adapter folders under `root`; keeps the last two (the one vLLM serves and the newest)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.saved: list[Path] = []
+
+    def save(self, model, number: int) -> Path:
+        path = self.root / f"adapter-{number:06d}"
+        model.save_pretrained(path)
+        self.saved.append(path)
+        while len(self.saved) > 2:
+            shutil.rmtree(self.saved.pop(0), ignore_errors=True)
+        return path
