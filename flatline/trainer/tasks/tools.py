@@ -28,13 +28,13 @@ DEFAULT_WEIGHTS = {"outcome": 1.0, "tool_calls": 0.2}
 PER_CALL_COMPONENTS = ("tool_calls",)
 KEYS = ("apple", "pear", "plum", "fig", "kiwi", "lime", "mango", "peach", "grape", "lemon", "melon", "cherry",
         "olive", "date", "guava", "papaya")
-SYSTEM = (
-    "You can call a tool named lookup that returns the value stored under a key. To call it, reply with exactly:\n"
-    '<tool_call>{"name": "lookup", "arguments": {"key": "KEY"}}</tool_call>\n'
-    "The tool's answer comes back as <tool_response>VALUE</tool_response>. Then reply with just the value.\n"
-    "Example: to find the value of \"apple\", reply "
-    '<tool_call>{"name": "lookup", "arguments": {"key": "apple"}}</tool_call>'
-)
+SYSTEM = ("You can call a tool named lookup that returns the value stored under a key. Call it with "
+          '<tool_call>{"name": "lookup", "arguments": {"key": "KEY"}}</tool_call>, then reply with just the value.')
+# One worked episode before the question: a 135M model copies a format it has seen far more readily than one described.
+SHOT = [{"role": "user", "content": 'What is the value stored under the key "quince"?'},
+        {"role": "assistant", "content": '<tool_call>{"name": "lookup", "arguments": {"key": "quince"}}</tool_call>'},
+        {"role": "user", "content": "<tool_response>31</tool_response>"},
+        {"role": "assistant", "content": "31"}]
 NUMBER = re.compile(r"-?\d+")
 
 
@@ -85,7 +85,7 @@ def make_example(index: int, rng: random.Random, num_keys: int, split: str) -> E
     key = rng.choice(keys)
     question = f'What is the value stored under the key "{key}"?'
     reference = f"{format_call('lookup', {'key': key})}\n{store[key]}"
-    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM},
+    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM}, *SHOT,
                                                            {"role": "user", "content": question}],
                    row={"store": store, "key": key, "value": store[key], "question": question}, reference=reference)
 
