@@ -125,7 +125,7 @@ def test_a_budget_shared_by_eight_rollouts_ends_episodes_early():
 
 
 def test_a_context_too_small_for_the_episode_is_context_full():
-    trainer, h = run("max_episode_length=300")
+    trainer, h = run("max_episode_length=190")
     assert h.series("episodes/outcome/context_full").mean() == 1.0
     assert flagged(h) == {"episodes.early_termination"}
 
