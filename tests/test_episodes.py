@@ -132,7 +132,7 @@ def test_a_context_too_small_for_the_episode_is_context_full():
 
 def test_tool_outputs_in_the_loss_are_flagged():
     trainer, h = run(f"mask_fn={FAULTS}:transcript_mask")
-    assert h.series("episodes/env_tokens_in_loss").min() > 0 and h.series("masks/env_frac").min() > 0.3
+    assert h.series("episodes/env_tokens_in_loss").values.min() > 0 and h.series("masks/env_frac").values.min() > 0.3
     assert flagged(h) == {"masking.env_tokens_in_loss"}
 
 
@@ -153,7 +153,7 @@ def test_a_grader_that_times_out_is_excluded_or_flagged_never_a_silent_zero(poli
 
 def test_a_tool_call_bonus_that_swamps_the_outcome():
     trainer, h = run("tool_call_reward_cap=0", "reward_weights.tool_calls=0.5", policy=spammer, steps=4)
-    assert h.series("episodes/per_call_variance_share").min() == 1.0
+    assert h.series("episodes/per_call_variance_share").values.min() == 1.0
     assert h.series("episodes/outcome/max_turns").mean() == 1.0
     assert flagged(h) == {"episodes.bonus_dominates", "episodes.tool_call_failures"}  # half its calls miss
 
