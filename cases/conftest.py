@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-FAMILIES = ("advantage", "reward", "masking", "gradients", "update", "sync", "length", "kl", "entropy", "progress",
+FAMILIES = ("advantage", "reward", "masking", "gradients", "update", "sync", "length", "kl", "entropy", "episodes", "progress",
             "control")
 VERDICT_PROPERTY = "flatline_verdict"
 

@@ -101,6 +101,12 @@ def healthy_series(n: int = N) -> dict:
         "completions/mean_length": flat(120, n, 5, seed=7),
         "kl": ramp(0.002, 0.05, n, 0.002, seed=8, lo=0.0), "policy/kl_grad_share": 0.05, "policy/kl_loss_share": 0.95,
         "entropy": ramp(1.9, 1.5, n, 0.05, seed=9), "policy/identical_frac": 0.0,
+        # a healthy multi-turn run: episodes finish, calls mostly succeed, the outcome carries the reward
+        "episodes/early_end_frac": 0.02, "episodes/outcome/env_budget_exhausted": 0.0, "episodes/outcome/context_full": 0.02,
+        "episodes/infra_scored_frac": 0.0, "episodes/infra_frac": 0.01, "episodes/tool_calls_per_episode": 1.2,
+        "episodes/tool_call_fail_rate": ramp(0.4, 0.1, n, 0.03, seed=10, lo=0.0), "episodes/parse_error_rate": 0.05,
+        "episodes/per_call_variance_share": 0.25, "episodes/per_call_share": 0.2,
+        "episodes/outcome_mean": ramp(0.2, 0.6, n, 0.04, seed=11), "episodes/template_break_frac": 0.0,
     }
 
 
@@ -126,7 +132,7 @@ def design_ids() -> set:
 
 def test_every_design_id_is_registered_and_nothing_else():
     ids = design_ids()
-    assert len(ids) == 38
+    assert len(ids) == 43
     assert set(hypothesis_ids()) == ids
     assert len(hypothesis_ids()) == len(ids)  # no duplicates in the cause order
 
@@ -160,6 +166,10 @@ NEEDS = {
     "masking.completion_excluded": "masks/completion_excluded_frac",
     "advantage.grouping": "advantage/mixed_prompt_groups_frac",
     "update.nondeterministic_forward": "policy/dropout_modules_active", "sync.stale_weights": "sync/tracking",
+    "episodes.early_termination": "episodes/early_end_frac", "episodes.infra_scored_as_reward": "episodes/infra_scored_frac",
+    "episodes.tool_call_failures": "episodes/tool_calls_per_episode",
+    "episodes.bonus_dominates": "episodes/per_call_variance_share",
+    "episodes.template_not_prefix_preserving": "episodes/template_break_frac",
 }
 
 

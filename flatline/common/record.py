@@ -53,6 +53,8 @@ class StepRecord:
     group_ids: list | None = None  # [N] an id of each row's prompt (rows of one group must share it)
     prompts: list[str] | None = None  # [N] decoded prompt of each row
     completions: list[str] | None = None  # [N] decoded completion, up to EOS
+    episodes: list[dict] | None = None  # [N] multi-turn: each episode's outcome, turns, tool-call counts, policy_step,
+    # outcome_term and call_term (its reward's outcome and per-call parts), env_tokens (None: single-turn)
 
     # --- rewards and advantages ---
     rewards: Any = None  # [N] float, NaN where no reward component could be scored

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from flatline.probes.advantage import AdvantageProbe
 from flatline.probes.attach import attach
+from flatline.probes.episodes import EpisodeProbe
 from flatline.probes.dropout import DropoutModulesProbe, RepeatedForwardProbe
 from flatline.probes.base import PROBE_LEVELS, Probe, ProbeContext, ProbeSet, tiers_of
 from flatline.probes.gradients import GradientProbe
@@ -34,8 +35,8 @@ from flatline.probes.update import UpdateProbe
 __all__ = ["PROBE_LEVELS", "ALL_PROBES", "Probe", "ProbeContext", "ProbeSet", "attach", "build_probes", "for_trainer"]
 
 # Every probe, in the order its numbers join the metrics row; each declares its own tier.
-ALL_PROBES = (AdvantageProbe, RewardProbe, MaskProbe, GradientProbe, UpdateProbe, SyncProbe, StaleWeightsProbe, LengthProbe,
-              PolicyProbe, DropoutModulesProbe, MaskAlignmentProbe, RepeatedForwardProbe)
+ALL_PROBES = (AdvantageProbe, RewardProbe, MaskProbe, GradientProbe, UpdateProbe, SyncProbe, StaleWeightsProbe,
+              LengthProbe, PolicyProbe, DropoutModulesProbe, MaskAlignmentProbe, RepeatedForwardProbe, EpisodeProbe)
 
 
 def build_probes(level: str, context: ProbeContext, max_grad_norm: float | None = None) -> ProbeSet:

@@ -38,6 +38,8 @@ SAMPLERS = ("hf", "vllm")
 VLLM_SYNC_MODES = ("lora", "merged")
 VLLM_LOGPROBS = ("processed", "raw")
 VLLM_DTYPES = ("auto", "float32", "bfloat16")
+INFRA_FAILURE = ("exclude", "zero")
+EPISODE_PROMPTS = ("append", "render")
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 
 
@@ -244,6 +246,31 @@ class Config:
     log_completions: int = ranged(2, 0, 1024, "completions written per step")
     """Completions per step written to samples.jsonl."""
 
+    # --- multi-turn episodes (environment tasks: tools) ---
+    max_turns: int = ranged(4, 1, 64, "model turns per episode; each is one sampling pass")
+    """Model turns per episode; an episode still calling tools after this many ends as max_turns."""
+    max_episode_length: int = ranged(1024, 16, MAX_SEQUENCE_TOKENS, CONTEXT_REASON)
+    """Context budget of an episode in tokens (prompt, model turns and tool outputs); each turn may generate
+    min(max_completion_length, what is left); an episode that runs out ends as context_full."""
+    env_step_budget: int = ranged(0, 0, 1_000_000, "0: unlimited")
+    """Tool calls an environment budget allows (0: unlimited); see env_budget_shared."""
+    env_budget_shared: bool = False
+    """One env_step_budget shared by the num_generations rollouts of a prompt (they compete for it), instead of one each."""
+    tool_call_reward_cap: float = ranged(1.0, 0.0, 1000.0, "0: uncapped")
+    """The per-call reward term (+1 per call that ran, -1 per failed call) is clipped to [-cap, cap]; 0: uncapped."""
+    tools_num_keys: int = ranged(4, 1, 16, "keys per generated store")
+    """tools: keys in each example's key-value store."""
+    infra_failure: str = "exclude"
+    """A grader or environment failure (grader_error, tool_error, timeout): exclude (no reward, advantage 0) | zero
+    (scored 0, as many loops do; flatline flags it: episodes.infra_scored_as_reward)."""
+    grader_timeout_s: float = ranged(10.0, 0.001, 3600.0, "seconds one episode's grading may take")
+    """A grader that takes longer than this on an episode is a grader_error for that episode."""
+    episode_timeout_s: float = ranged(0.0, 0.0, 86_400.0, "0: none")
+    """Wall-clock limit of one batch of episodes (0: none); episodes still running then end as timeout."""
+    episode_prompts: str = "append"
+    """Each turn's prompt: append (the sampled tokens plus the tool's, token in, token out) | render (the chat
+    template re-rendered over the messages so far, as many agent loops do; safe only with a prefix-preserving template)."""
+
     # --- plug points (module:function); each is called as flatline.trainer.plugins.PLUG_POINTS[key] says ---
     reward: str = ""
     """Your reward instead of the task's: TRL's reward-function form, a list of floats (None: unscorable) or a dict of components."""
@@ -277,6 +304,8 @@ CHOICES = {
     "vllm_logprobs": VLLM_LOGPROBS,
     "vllm_dtype": VLLM_DTYPES,
     "probes": PROBE_LEVELS,
+    "infra_failure": INFRA_FAILURE,
+    "episode_prompts": EPISODE_PROMPTS,
 }
 RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(Config) if "range" in f.metadata}
 INTEGER_FIELDS = frozenset(f.name for f in dataclasses.fields(Config) if f.type in ("int", int))

@@ -28,6 +28,7 @@ from flatline.common.errors import DataError
 from flatline.common.listeners import merged_calls, wants_pre_step_weights
 from flatline.common.record import StepRecord
 from flatline.trainer.algorithm import masked_mean
+from flatline.trainer.episodes import runner as episodes
 from flatline.trainer.limits import check_bandit_arms, check_context
 from flatline.trainer.logprobs import model_device, rollout_logprobs
 from flatline.trainer.models import (
@@ -201,6 +202,8 @@ class Trainer:
         G = cfg.num_generations
         clock = clock or PhaseClock(self.device)
         examples = self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps)
+        if getattr(self.task, "is_environment", False):  # multi-turn episodes against a tool environment
+            return episodes.with_logprobs(self, episodes.episode_rollout(self, examples))
         samples = self.generate(examples, G, cfg.temperature)
         clock.mark("sample")
         completions, components, errors, weights = self.score(examples, samples, G)
@@ -293,6 +296,7 @@ class Trainer:
             step=self.step_count, iteration=self._iteration - 1,
             prompt_ids=samples.prompt_ids, prompt_mask=samples.prompt_mask, completion_ids=samples.completion_ids,
             completion_mask=rollout.completion_mask, prompt_loss_mask=rollout.prompt_loss_mask,
+            env_mask=rollout.env_mask, episodes=rollout.episodes,
             completion_lengths=rollout.completion_lengths, truncated=samples.truncated,
             group_ids=[e.id for e in owners], prompts=[self.prompt_text(e) for e in owners],
             completions=rollout.completions, rewards=rollout.rewards, reward_components=rollout.reward_components,
@@ -336,6 +340,8 @@ class Trainer:
         """Score one completion per held-out prompt (greedy unless eval_temperature > 0): eval/<metric>."""
         if not self.eval_examples:
             return {}
+        if getattr(self.task, "is_environment", False):
+            return episodes.evaluate_episodes(self)
         samples = self.generate(self.eval_examples, 1, self.cfg.eval_temperature)
         _, components, _, weights = self.score(self.eval_examples, samples, 1)
         rewards = combine_rewards(components, weights)

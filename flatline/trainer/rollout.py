@@ -41,6 +41,8 @@ class Rollout:
     # [N, L] prompt tokens a full-sequence mask_fn put in the loss (None: none, the norm); when set, the logprob
     # tensors above are [N, L+T], prompt positions first
     prompt_loss_mask: torch.Tensor | None = None
+    env_mask: torch.Tensor | None = None  # [N, T] True on environment (tool) tokens of multi-turn episodes
+    episodes: list[dict] | None = None  # [N] each episode's summary (flatline.trainer.episodes), multi-turn only
 
     @property
     def loss_mask(self) -> torch.Tensor:

@@ -132,6 +132,7 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
         metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
         bar = _progress_bar(cfg, name)
         rows: list[dict] = []
+        trajectories, last_episodes = None, None
         outcome = Outcome("failed", 0, cfg.max_steps, "stopped before the first step")
         try:
             if on_start is not None:
@@ -144,6 +145,12 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                 rows.append(row)  # right after its line is written: summary.json counts exactly the rows written
                 for sample in trainer.logged_samples(cfg.log_completions):
                     samples.write(sample)
+                fresh = trainer.last_rollout
+                if fresh is not None and fresh.episodes and fresh is not last_episodes:  # multi-turn: every trajectory
+                    trajectories = trajectories or JsonlWriter(run_dir / "trajectories.jsonl")
+                    for episode in fresh.episodes:
+                        trajectories.write({"step": row["step"], **episode})
+                    last_episodes = fresh
                 tracker.log(row, row["step"])
                 if bar is not None:
                     bar.update(1)
@@ -158,6 +165,8 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
         finally:
             metrics.close()
             samples.close()
+            if trajectories is not None:
+                trajectories.close()
             if bar is not None:
                 bar.close()
             summary = run_summary(rows, outcome, run_dir.name, started_at, time.perf_counter() - started,

@@ -3,6 +3,7 @@ from flatline.diagnostics.hypotheses import (  # noqa: F401
     advantage,
     control,
     entropy,
+    episodes,
     gradients,
     kl,
     length,

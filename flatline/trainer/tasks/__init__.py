@@ -6,7 +6,7 @@
     components = task.score(completion, example, completion_ids); reward = task.total(components)
 
 bandit (one-token probe), arithmetic (generated sums, the control task), gsm8k (JSONL or hub), musique (JSONL,
-hub, or generated offline). Each example's `reference` (and the bandit's `reference_ids`) scores the maximum
+hub, or generated offline), tools (multi-turn key-value lookup through a tool; flatline.trainer.episodes). Each example's `reference` (and the bandit's `reference_ids`) scores the maximum
 total, so a reward self-check can run before training.
 """
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import difflib
 
 from flatline.common.errors import ConfigError
-from flatline.trainer.tasks import arithmetic, bandit, gsm8k, musique
+from flatline.trainer.tasks import arithmetic, bandit, gsm8k, musique, tools
 from flatline.trainer.tasks.base import Example, Task
 
-TASK_NAMES = ("bandit", "arithmetic", "gsm8k", "musique")
+TASK_NAMES = ("bandit", "arithmetic", "gsm8k", "musique", "tools")
 _BUILDERS = {"bandit": bandit.from_config, "arithmetic": arithmetic.from_config,
-             "gsm8k": gsm8k.from_config, "musique": musique.from_config}
+             "gsm8k": gsm8k.from_config, "musique": musique.from_config,
+             "tools": tools.from_config}
 
 __all__ = ["TASK_NAMES", "Example", "Task", "build_task"]
 

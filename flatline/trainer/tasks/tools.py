@@ -1,0 +1,104 @@
+"""tools: a multi-turn tool-use task. Each example is a small key-value store the model cannot see; it must call the
+`lookup` tool with a Hermes-style JSON tool call, read the tool's answer, and reply with the value.
+
+    system: the tools and the call format, with one worked example
+    user:   What is the value stored under the key "pear"?
+    model:  <tool_call>{"name": "lookup", "arguments": {"key": "pear"}}</tool_call>
+    tool:   <tool_response>57</tool_response>
+    model:  57
+
+Episodes run in flatline.trainer.episodes (the environment is flatline.trainer.episodes.env.KeyValueEnv). Reward
+components: `outcome` (1 when the final answer's last number is the value; graded once per episode, with a deadline)
+and `tool_calls` (+1 per call that ran, -1 per malformed or failed call, clipped to [-cap, cap] by
+tool_call_reward_cap, 0: uncapped). `score` replays a transcript (the model's turns joined by newlines) against a
+fresh environment, so the reward self-check and preflight can score the reference offline.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from flatline.common.errors import ConfigError
+from flatline.trainer.episodes.env import KeyValueEnv, StepBudget
+from flatline.trainer.episodes.toolcall import format_call, parse_turn
+from flatline.trainer.tasks.base import Example, Task, resolve_weights
+
+DEFAULT_WEIGHTS = {"outcome": 1.0, "tool_calls": 0.2}
+# Per-call reward components (the rest are outcome terms): the episodes probe splits the reward by this.
+PER_CALL_COMPONENTS = ("tool_calls",)
+KEYS = ("apple", "pear", "plum", "fig", "kiwi", "lime", "mango", "peach", "grape", "lemon", "melon", "cherry",
+        "olive", "date", "guava", "papaya")
+SYSTEM = ("You can call a tool named lookup that returns the value stored under a key. Call it with "
+          '<tool_call>{"name": "lookup", "arguments": {"key": "KEY"}}</tool_call>, then reply with just the value.')
+# One worked episode before the question: a 135M model copies a format it has seen far more readily than one described.
+SHOT = [{"role": "user", "content": 'What is the value stored under the key "quince"?'},
+        {"role": "assistant", "content": '<tool_call>{"name": "lookup", "arguments": {"key": "quince"}}</tool_call>'},
+        {"role": "user", "content": "<tool_response>31</tool_response>"},
+        {"role": "assistant", "content": "31"}]
+NUMBER = re.compile(r"-?\d+")
+
+
+def final_answer_correct(answer: str, value: int) -> float:
+    """1.0 when the answer's last integer is the value (the text after the last tool call), else 0.0."""
+    numbers = NUMBER.findall(answer)
+    return float(bool(numbers) and int(numbers[-1]) == value)
+
+
+def clip_calls(total: float, cap: float) -> float:
+    return total if cap <= 0 else max(-cap, min(cap, total))
+
+
+class ToolsTask(Task):
+    """Key-value lookup through a tool; an environment task (the trainer runs it as multi-turn episodes)."""
+
+    name = "tools"
+    components = ("outcome", "tool_calls")
+    per_call_components = PER_CALL_COMPONENTS
+    is_environment = True
+
+    def __init__(self, train, eval, weights, call_cap: float):
+        super().__init__(train, eval, weights)
+        self.call_cap = call_cap
+
+    def make_env(self, example: Example, budget: StepBudget) -> KeyValueEnv:
+        return KeyValueEnv(example.row["store"], budget)
+
+    def grade(self, answer: str, example: Example) -> float:
+        """The outcome term of a finished episode from its final answer."""
+        return final_answer_correct(answer, example.row["value"])
+
+    def score(self, completion: str, example: Example, completion_ids: list[int]) -> dict[str, float | None]:
+        """Replay a transcript's tool calls against a fresh environment; grade the text after the last call."""
+        env = self.make_env(example, StepBudget(0))
+        calls = 0.0
+        turn = parse_turn(completion)
+        for call in turn.calls:
+            calls += env.step(call).reward
+        calls -= len(turn.errors)
+        answer = completion.rsplit("</tool_call>", 1)[-1]
+        return {"outcome": self.grade(answer, example), "tool_calls": clip_calls(calls, self.call_cap)}
+
+
+def make_example(index: int, rng: random.Random, num_keys: int, split: str) -> Example:
+    keys = rng.sample(KEYS, num_keys)
+    store = {key: rng.randint(10, 99) for key in keys}
+    key = rng.choice(keys)
+    question = f'What is the value stored under the key "{key}"?'
+    reference = f"{format_call('lookup', {'key': key})}\n{store[key]}"
+    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM}, *SHOT,
+                                                           {"role": "user", "content": question}],
+                   row={"store": store, "key": key, "value": store[key], "question": question}, reference=reference)
+
+
+def from_config(config) -> ToolsTask:
+    """Generate train_size + eval_size stores (seeded); tools_num_keys keys each."""
+    if config.data or config.eval_data:
+        raise ConfigError("data: task tools generates its own stores; leave data and eval_data empty")
+    if not 1 <= config.tools_num_keys <= len(KEYS):
+        raise ConfigError(f"tools_num_keys: must be in [1, {len(KEYS)}], got {config.tools_num_keys}")
+    weights = resolve_weights("tools", DEFAULT_WEIGHTS, config.reward_weights)
+    rng = random.Random(config.seed)
+    train_size = config.train_size or 256
+    train = [make_example(i, rng, config.tools_num_keys, "train") for i in range(train_size)]
+    held = [make_example(i, rng, config.tools_num_keys, "eval") for i in range(config.eval_size)]
+    return ToolsTask(train, held, weights, config.tool_call_reward_cap)
