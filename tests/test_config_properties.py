@@ -115,8 +115,10 @@ CHEAP = {
     "bandit_arms": st.sampled_from([2, 4, 49152]),
     "lora_target_modules": st.sampled_from([["q_proj"], ["q_proj", "v_proj"], ["all-linear"]]),
     "probes": st.sampled_from(["none", "cheap", "full"]),
+    "gradient_checkpointing": st.booleans(),
+    "env_budget_shared": st.booleans(),
 }
-FIXED = {"model": "tiny-random", "report_to": "none", "progress_bar": False, "data": "", "eval_data": "",
+FIXED = {"model": "tiny-random", "device": "cpu", "report_to": "none", "progress_bar": False, "data": "", "eval_data": "",
          "reward": "", "advantage_fn": "", "mask_fn": "", "loss_fn": "", "output_dir": "", "log_book": "",
          "report_dir": ""}
 PERTURBABLE = sorted(set(RANGES) | {"run_name", "wandb_project", "exp_major", "exp_minor"})

@@ -126,6 +126,7 @@ def _tasks():
         build_task(cfg(task="arithmetic")),
         build_task(cfg(task="gsm8k", data=str(GSM8K_DIR / "test.jsonl"), eval_size=50)),
         build_task(cfg(task="musique", train_size=32, eval_size=8)),
+        build_task(cfg(task="tools", train_size=8, eval_size=4)),
     ]
 
 

@@ -75,6 +75,9 @@ class StaleWeightsProbe(Probe):
         temperature = self.context.temperature if self.context else 1.0
         args = (record.prompt_ids, record.prompt_mask, record.completion_ids, temperature)
         was_training = model.training
+        # peft's disable_adapter re-enables grads of the active adapter on exit (set_adapter does requires_grad_):
+        # a frozen adapter would come back trainable. A probe changes nothing, so the flags are put back.
+        grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         model.eval()
         try:
             if hasattr(model, "disable_adapter"):
@@ -85,3 +88,5 @@ class StaleWeightsProbe(Probe):
             return rescored_logprobs(model, *args, params=self._initial)[0]
         finally:
             model.train(was_training)
+            for parameter, flag in grad_flags:
+                parameter.requires_grad_(flag)

@@ -258,7 +258,7 @@ class Config:
     """One env_step_budget shared by the num_generations rollouts of a prompt (they compete for it), instead of one each."""
     tool_call_reward_cap: float = ranged(1.0, 0.0, 1000.0, "0: uncapped")
     """The per-call reward term (+1 per call that ran, -1 per failed call) is clipped to [-cap, cap]; 0: uncapped."""
-    tools_num_keys: int = ranged(4, 1, 16, "keys per generated store")
+    tools_store_size: int = ranged(4, 1, 16, "keys per generated store")
     """tools: keys in each example's key-value store."""
     infra_failure: str = "exclude"
     """A grader or environment failure (grader_error, tool_error, timeout): exclude (no reward, advantage 0) | zero

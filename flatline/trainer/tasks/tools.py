@@ -91,14 +91,14 @@ def make_example(index: int, rng: random.Random, num_keys: int, split: str) -> E
 
 
 def from_config(config) -> ToolsTask:
-    """Generate train_size + eval_size stores (seeded); tools_num_keys keys each."""
+    """Generate train_size + eval_size stores (seeded); tools_store_size keys each."""
     if config.data or config.eval_data:
         raise ConfigError("data: task tools generates its own stores; leave data and eval_data empty")
-    if not 1 <= config.tools_num_keys <= len(KEYS):
-        raise ConfigError(f"tools_num_keys: must be in [1, {len(KEYS)}], got {config.tools_num_keys}")
+    if not 1 <= config.tools_store_size <= len(KEYS):
+        raise ConfigError(f"tools_store_size: must be in [1, {len(KEYS)}], got {config.tools_store_size}")
     weights = resolve_weights("tools", DEFAULT_WEIGHTS, config.reward_weights)
     rng = random.Random(config.seed)
     train_size = config.train_size or 256
-    train = [make_example(i, rng, config.tools_num_keys, "train") for i in range(train_size)]
-    held = [make_example(i, rng, config.tools_num_keys, "eval") for i in range(config.eval_size)]
+    train = [make_example(i, rng, config.tools_store_size, "train") for i in range(train_size)]
+    held = [make_example(i, rng, config.tools_store_size, "eval") for i in range(config.eval_size)]
     return ToolsTask(train, held, weights, config.tool_call_reward_cap)
