@@ -313,8 +313,9 @@ def section_learn(args, root: Path, report: dict) -> None:
         rewards = [row["reward"] for row in rows]
         first, last = statistics.mean(rewards[:5]), statistics.mean(rewards[-5:])
         evals = [row["eval/reward"] for row in rows if "eval/reward" in row]
+        held_out = f"; held-out reward {evals[0]:.3f} -> {evals[-1]:.3f}" if evals else ""
         lines.append(f"  {config}: {len(rows)} steps in {seconds:.0f} s; reward first 5 steps {first:.3f}, last 5 "
-                     f"{last:.3f}; held-out reward {evals[0]:.3f} -> {evals[-1]:.3f}" if evals else "")
+                     f"{last:.3f}{held_out}")
         report.setdefault("learn", {})[config] = {"first5": first, "last5": last, "rewards": rewards, "evals": evals,
                                                   "seconds": seconds}
         empty_cache()

@@ -134,13 +134,8 @@ class Trainer:
         self.device = model_device(model)
         self.listeners = list(listeners)
         self.eos_token_ids = eos_token_ids(self.tokenizer, model)
-        if cfg.sampler == "vllm":  # in-process vLLM, weights pushed every sync_every steps
-            from flatline.trainer.samplers.vllm import VLLMSampler
-
-            self.sampler = VLLMSampler(cfg, model, self.tokenizer, prepared.source, self.eos_token_ids,
-                                       max(len(ids) for ids in prepared.prompt_ids.values()))
-        else:
-            self.sampler = build_sampler(cfg, model, self.tokenizer.pad_token_id, self.eos_token_ids)
+        self.sampler = build_sampler(cfg, model, self.tokenizer, prepared.source, self.eos_token_ids,
+                                     max(len(ids) for ids in prepared.prompt_ids.values()))
         self.scorer = RewardScorer(self.task, self.plugins.reward, cfg.reward_weights, self.prompt_text)
         self.trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in self.trainable]
@@ -203,7 +198,9 @@ class Trainer:
         clock = clock or PhaseClock(self.device)
         examples = self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps)
         if getattr(self.task, "is_environment", False):  # multi-turn episodes against a tool environment
-            return episodes.with_logprobs(self, episodes.episode_rollout(self, examples))
+            played = episodes.episode_rollout(self, examples)
+            clock.mark("sample")
+            return episodes.with_logprobs(self, played)
         samples = self.generate(examples, G, cfg.temperature)
         clock.mark("sample")
         completions, components, errors, weights = self.score(examples, samples, G)

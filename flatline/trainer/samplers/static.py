@@ -264,8 +264,6 @@ class StaticSampler:
         """Run the step twice on a side stream (allocations settle), then capture it. Falls back to eager steps,
         with a warning, if the model does something a graph cannot hold (a host sync, a new allocation pattern)."""
         state.graph = None
-        if state.implementation not in MASKABLE:
-            return
         state.cache.position.fill_(state.settings.prompt_width)
         state.step.zero_()
         try:
