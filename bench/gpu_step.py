@@ -258,6 +258,46 @@ def section_probes(args, root: Path, report: dict) -> None:
     for level in levels:
         print(f"  {level:5s}: median {medians[level]:.3f} s ({medians[level] / medians['none']:.3f}x of none); "
               f"steps {' '.join(f'{t:.3f}' for t in times[level])}")
+    timed = TimedProbes(build_probes("full", context, cfg.max_grad_norm).probes)
+    timed_steps(trainer, rounds, lambda i: [timed])
+    report["probes"]["per_probe"] = timed.medians()
+    print(f"  per probe ({rounds} full-level steps, each hook timed alone after the GPU's queue drained; median s):")
+    for name, seconds in sorted(timed.medians().items(), key=lambda item: -item[1]):
+        print(f"    {name:32s} {seconds:.4f}")
+
+
+class TimedProbes:
+    """A ProbeSet's listener interface around probes, timing each hook of each probe on its own."""
+
+    def __init__(self, probes):
+        self.probes = probes
+        self.times: dict[str, list[float]] = {}
+        self.wants_pre_step_weights = any(p.wants_pre_step_weights for p in probes)
+
+    def _timed(self, label: str, call):
+        synchronize()
+        started = time.perf_counter()
+        values = call() or {}
+        synchronize()
+        self.times.setdefault(label, []).append(time.perf_counter() - started)
+        return values
+
+    def on_gradients(self, model, optimizer, step: int) -> dict:
+        row = {}
+        for probe in self.probes:
+            values = self._timed(f"{type(probe).__name__}.on_gradients", lambda: probe.on_gradients(model, optimizer))
+            row.update({f"{probe.family}/{k}": v for k, v in values.items()})
+        return row
+
+    def on_step(self, record) -> dict:
+        row = {}
+        for probe in self.probes:
+            values = self._timed(f"{type(probe).__name__}.on_step", lambda: probe.on_step(record))
+            row.update({f"{probe.family}/{k}": v for k, v in values.items()})
+        return row
+
+    def medians(self) -> dict[str, float]:
+        return {label: statistics.median(values[1:] or values) for label, values in self.times.items()}
 
 
 class MergeRoundTrip:

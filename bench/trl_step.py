@@ -14,13 +14,11 @@ def _dataset(prompts: list):
     """The prompts as a datasets.Dataset. datasets names a dataset's cache by hashing its state with dill; on
     Python 3.12 with pyarrow 26 that pickling fails (pyarrow's MonthDayNano, seen on the GPU machine). The bench
     needs no cache, so there every fingerprint is a random one instead."""
-    import pickle
-
     from datasets import Dataset
 
     try:
         return Dataset.from_dict({"prompt": prompts})
-    except pickle.PicklingError:
+    except Exception:  # pickle.PicklingError or a TypeError from dill, depending on versions
         from datasets import fingerprint
 
         fingerprint.Hasher.hash = classmethod(lambda cls, value: fingerprint.generate_random_fingerprint())

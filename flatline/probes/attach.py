@@ -26,6 +26,7 @@ import torch
 
 from flatline.common.listeners import warn_disabled
 from flatline.common.record import StepRecord
+from flatline.common.snapshot import pre_step_weights
 from flatline.probes.base import ProbeSet
 from flatline.probes.gradients import (
     GradientProbe,
@@ -126,7 +127,7 @@ class Monitor:
             return
         self._pending = self.probes.on_gradients(self.model, self.optimizer, self.step)
         if any(p.wants_pre_step_weights for p in due):
-            self._before = {name: p.detach().clone() for name, p in trainable(self.model)}
+            self._before = pre_step_weights(trainable(self.model))
 
     def _post(self) -> None:
         self.gradients.clear()

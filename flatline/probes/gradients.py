@@ -11,7 +11,8 @@ is pre-clip (TRL's and verl's logged grad_norm is pre-clip too, verl#2282). Repo
   trainable tensors whose .grad is None (detached loss, unused module). Serve gradients.no_flow.
 - `nonfinite`: gradient elements that are NaN or inf. Serves gradients.non_finite.
 
-Norms are accumulated in float64 from float32 squares; nothing is written back. The functions below are pure
+Norms are torch's multi-tensor norms, as clip_grad_norm_ takes them, squared and summed in float64; nothing is
+written back. The functions below are pure
 over (name, parameter) pairs, so attach() and other loops reuse them.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 import torch
 
 from flatline.probes.base import Probe
+from flatline.probes.pieces import flat_pieces
 
 # Per-group metrics are kept to a handful so metrics.jsonl stays readable: a Llama full fine-tune has 12
 # module kinds, LoRA on all linear layers 14 (7 projections x A/B); kinds beyond the first MAX_GROUPS - 1 are
@@ -75,10 +77,22 @@ def trainable(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
+@torch.no_grad()
 def squared_grad_norms(named_params: NamedParams) -> dict[str, torch.Tensor]:
-    """name -> sum of squared gradient elements (a 0-d float64 tensor on the gradient's device); None grads skipped."""
-    return {name: p.grad.detach().float().pow(2).sum(dtype=torch.float64)
-            for name, p in named_params if p.grad is not None}
+    """name -> sum of squared gradient elements (a 0-d float64 tensor on the gradient's device); None grads skipped.
+
+    One multi-tensor norm per device and dtype, as clip_grad_norm_ does (a norm per tensor would cost launches
+    per tensor, hundreds of them with LoRA).
+    """
+    grads: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for name, p in named_params:
+        if p.grad is not None:
+            grads.setdefault((p.grad.device, p.grad.dtype), []).append((name, p.grad.detach()))
+    squares = {}
+    for members in grads.values():
+        norms = torch._foreach_norm([g for _, g in members], 2, dtype=torch.float64)
+        squares.update(zip((name for name, _ in members), torch._foreach_mul(norms, norms)))
+    return squares
 
 
 def norm_metrics(squares: dict[str, float], groups: dict[str, str]) -> dict:
@@ -104,19 +118,20 @@ def clip_coefficient(global_norm: float, max_grad_norm: float | None) -> float |
     return 1.0 if global_norm <= max_grad_norm else max_grad_norm / global_norm
 
 
+@torch.no_grad()
 def grad_flow(named_params: NamedParams) -> dict:
     """zero_grad_frac (elements with grad exactly 0 or None; NaN when nothing is trainable), params_without_grad
     (tensors), nonfinite (elements)."""
-    total, without, missing, counts = 0, 0, 0, []
+    total, without, missing, grads = 0, 0, 0, []
     for _, p in named_params:
         total += p.numel()
         if p.grad is None:
             without += 1
             missing += p.numel()
-            continue
-        g = p.grad.detach()
-        counts.append(torch.stack([(g == 0).sum(), (~torch.isfinite(g)).sum()]))  # [2] on the grad's device
-    zero, nonfinite = stacked_sum(counts, width=2)
+        else:
+            grads.append(p.grad)
+    counts = [torch.stack([(g == 0).sum(), (~torch.isfinite(g)).sum()]) for (g,) in flat_pieces(grads, dtype=None)]
+    zero, nonfinite = stacked_sum(counts, width=2) if counts else (0, 0)
     return {"zero_grad_frac": (zero + missing) / total if total else math.nan, "params_without_grad": without,
             "nonfinite": int(nonfinite)}
 

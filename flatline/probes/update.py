@@ -32,17 +32,7 @@ import torch
 
 from flatline.probes.base import Probe
 from flatline.probes.gradients import group_names, stacked_sum, to_numbers
-
-# Elements converted to float64 at once: 2**24 elements are 128 MiB of float64, so a 500M-element embedding is
-# read in pieces instead of copied whole.
-CHUNK_ELEMENTS = 1 << 24
-
-
-def flat_chunks(*tensors: torch.Tensor):
-    """Aligned float64 pieces of same-sized tensors, CHUNK_ELEMENTS at a time."""
-    flat = [t.detach().reshape(-1) for t in tensors]
-    for start in range(0, flat[0].numel(), CHUNK_ELEMENTS):
-        yield tuple(f[start:start + CHUNK_ELEMENTS].double() for f in flat)
+from flatline.probes.pieces import flat_pieces
 
 
 def ratio(numerator_sq: float, denominator_sq: float) -> float:
@@ -54,28 +44,28 @@ def ratio(numerator_sq: float, denominator_sq: float) -> float:
 
 # --- how far the trainable weights moved ---
 
+@torch.no_grad()
 def update_sizes(named_params: list[tuple[str, torch.Tensor]], before: dict[str, torch.Tensor]) -> dict:
     """rel_update (all), rel_update/<group>, changed_frac over the parameters that have a pre-step value."""
-    named = [(name, p) for name, p in named_params if name in before]
-    if not named:
+    params = {name: p for name, p in named_params if name in before}
+    if not params:
         return {}
-    rows = []  # per parameter: [||dW||^2, ||W_before||^2, changed elements]
-    for name, p in named:
-        row = torch.zeros(3, dtype=torch.float64, device=p.device)
-        for old, new in flat_chunks(before[name].to(p.device), p):
-            row += torch.stack([(new - old).pow(2).sum(), old.pow(2).sum(), (new != old).sum().double()])
-        rows.append(row)
-    groups = group_names(name for name, _ in named)
-    per_param = to_numbers(dict(zip((name for name, _ in named), rows)))
-    totals: dict[str, list[float]] = {}
-    for name, group in groups.items():
-        totals.setdefault(group, [0.0, 0.0])
-        totals[group][0] += per_param[name][0]
-        totals[group][1] += per_param[name][1]
-    delta_sq, weight_sq, changed = stacked_sum(rows, width=3)
+    members: dict[str, list[str]] = {}
+    for name, group in group_names(params).items():
+        members.setdefault(group, []).append(name)
+    rows = {}  # per group: [||dW||^2, ||W_before||^2, changed elements]
+    for group, names in members.items():
+        row = torch.zeros(3, dtype=torch.float64, device=params[names[0]].device)
+        for old, new in flat_pieces([before[n] for n in names], [params[n] for n in names]):
+            delta = new - old
+            row += torch.stack([torch.dot(delta, delta), torch.dot(old, old),
+                                (new != old).sum(dtype=torch.float64)]).to(row.device)
+        rows[group] = row
+    totals = to_numbers(rows)
+    delta_sq, weight_sq, changed = (sum(values) for values in zip(*totals.values()))
     out = {"rel_update": ratio(delta_sq, weight_sq)}
-    out.update({f"rel_update/{group}": ratio(d, w) for group, (d, w) in totals.items()})
-    out["changed_frac"] = changed / sum(p.numel() for _, p in named)
+    out.update({f"rel_update/{group}": ratio(d, w) for group, (d, w, _) in totals.items()})
+    out["changed_frac"] = changed / sum(p.numel() for p in params.values())
     return out
 
 
@@ -95,14 +85,13 @@ def optimizer_coverage(model: torch.nn.Module, optimizer: torch.optim.Optimizer)
 
 # --- did frozen weights move? ---
 
+@torch.no_grad()
 def checksums(named_tensors: list[tuple[str, torch.Tensor]]) -> dict[str, tuple[float, float]]:
     """name -> (float64 sum, float64 sum of squares), one read of each tensor."""
     totals = {}
     for name, t in named_tensors:
-        total = torch.zeros(2, dtype=torch.float64, device=t.device)
-        for (piece,) in flat_chunks(t):
-            total += torch.stack([piece.sum(), piece.pow(2).sum()])
-        totals[name] = total
+        pairs = [torch.stack([piece.sum(), torch.dot(piece, piece)]) for (piece,) in flat_pieces([t])]
+        totals[name] = sum(pairs[1:], pairs[0]) if pairs else torch.zeros(2, dtype=torch.float64, device=t.device)
     return {name: tuple(pair) for name, pair in to_numbers(totals).items()}
 
 
@@ -156,6 +145,16 @@ def adam_intended(before: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch
     return update
 
 
+def step_counts(steps: list) -> list[float]:
+    """Adam's per-parameter step counts as floats, read in one transfer (fused and capturable Adam keep them on the
+    GPU, where reading each alone waits for the GPU once per parameter)."""
+    tensors = [s for s in steps if isinstance(s, torch.Tensor)]
+    if len(tensors) == len(steps) and steps and len({t.device for t in tensors}) == 1:
+        return [float(step) for step in torch.stack(tensors).reshape(-1).tolist()]
+    return [float(s) for s in steps]
+
+
+@torch.no_grad()
 def update_precision(named_params: list[tuple[str, torch.Tensor]], before: dict[str, torch.Tensor],
                      optimizer: torch.optim.Optimizer, pre: PreStep | None = None) -> dict:
     """precision_kept = ||actual|| / ||intended||, swallowed_frac; {} for optimizers other than Adam/AdamW.
@@ -168,24 +167,29 @@ def update_precision(named_params: list[tuple[str, torch.Tensor]], before: dict[
     if pre is not None and pre.optimizer_id != id(optimizer):
         pre = None
     names = {id(p): name for name, p in named_params if name in before}
-    rows = []  # per parameter: [||actual||^2, ||intended||^2, swallowed, intended non-zero]
+    rows = []  # per run of parameters sharing hyperparameters: [||actual||^2, ||intended||^2, swallowed, moving]
     for index, group in enumerate(optimizer.param_groups):
         lr = pre.lrs[index] if pre is not None else float(group["lr"])
         beta1, beta2 = (float(b) for b in group["betas"])
         decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
         second = "max_exp_avg_sq" if group.get("amsgrad", False) else "exp_avg_sq"
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            if id(p) not in names or (pre is not None and id(p) not in pre.stepped) or second not in state:
-                continue
-            step = float(state["step"])
-            row = torch.zeros(4, dtype=torch.float64, device=p.device)
-            for old, new, m, v in flat_chunks(before[names[id(p)]].to(p.device), p, state["exp_avg"], state[second]):
+        stepped = [p for p in group["params"] if id(p) in names and (pre is None or id(p) in pre.stepped)
+                   and second in optimizer.state.get(p, {})]
+        by_step: dict[float, list[torch.Tensor]] = {}  # Adam's step count, per parameter (equal within a run)
+        for p, step in zip(stepped, step_counts([optimizer.state[p]["step"] for p in stepped])):
+            by_step.setdefault(step, []).append(p)
+        for step, params in by_step.items():
+            states = [optimizer.state[p] for p in params]
+            row = torch.zeros(4, dtype=torch.float64, device=params[0].device)
+            for old, new, m, v in flat_pieces([before[names[id(p)]] for p in params], params,
+                                              [s["exp_avg"] for s in states], [s[second] for s in states]):
                 intended = adam_intended(old, m, v, step, lr, beta1, beta2, float(group["eps"]),
                                          float(group["weight_decay"]), decoupled)
                 actual = new - old
-                row += torch.stack([actual.pow(2).sum(), intended.pow(2).sum(),
-                                    ((intended != 0) & (actual == 0)).sum().double(), (intended != 0).sum().double()])
+                moving = intended != 0
+                row += torch.stack([torch.dot(actual, actual), torch.dot(intended, intended),
+                                    (moving & (actual == 0)).sum(dtype=torch.float64),
+                                    moving.sum(dtype=torch.float64)]).to(row.device)
             rows.append(row)
     if not rows:
         return {}
@@ -210,35 +214,42 @@ def lora_pairs(model: torch.nn.Module):
                 yield module_name, module, f"lora_embedding_A.{adapter}", f"lora_embedding_B.{adapter}", adapter
 
 
-def lora_delta_sq(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor) -> float:
-    """||B1 @ A1 - B0 @ A0||^2 without forming the [out, in] product. A: [r, in], B: [out, r], float64.
+def lora_delta_squares(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+    """||B1 @ A1 - B0 @ A0||^2 per leading index, without forming the [out, in] products. A: [..., r, in],
+    B: [..., out, r], float64.
 
     B1 A1 - B0 A0 = dB A1 + B0 dA = L @ R with L = [dB, B0] ([out, 2r]) and R = [A1; dA] ([2r, in]);
     ||L R||^2 = sum((L^T L) * (R R^T)), two [2r, 2r] Gram matrices, and no cancellation of large terms.
     """
-    left = torch.cat([b1 - b0, b0], dim=1)  # [out, 2r]
-    right = torch.cat([a1, a1 - a0], dim=0)  # [2r, in]
-    return max(0.0, float(((left.T @ left) * (right @ right.T)).sum()))
+    left = torch.cat([b1 - b0, b0], dim=-1)  # [..., out, 2r]
+    right = torch.cat([a1, a1 - a0], dim=-2)  # [..., 2r, in]
+    return ((left.mT @ left) * (right @ right.mT)).sum(dim=(-2, -1)).clamp(min=0)
 
 
+def lora_delta_sq(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor) -> float:
+    """lora_delta_squares of one adapter pair, as a number."""
+    return float(lora_delta_squares(a0, a1, b0, b1))
+
+
+@torch.no_grad()
 def lora_effective_update(model: torch.nn.Module, before: dict[str, torch.Tensor],
                           base_squares: dict[str, tuple[float, float]] | None = None) -> dict:
     """lora_effective_rel_update: mean over adapted modules of ||delta(scale * B @ A)|| / ||W_base||.
 
-    base_squares (name -> (sum, sum of squares), as `checksums`) saves re-reading the base weights.
+    base_squares (name -> (sum, sum of squares), as `checksums`) saves re-reading the base weights. Adapters of one
+    shape (a projection's across layers) are stacked and reduced together.
     """
     params = dict(model.named_parameters())
     names = {id(p): name for name, p in params.items()}
-    ratios = []
+    adapters = []  # (A before, A after, B before, B after, scale, ||W_base||^2)
     for module_name, module, a_key, b_key, adapter in lora_pairs(model):
         a_name, b_name = f"{module_name}.{a_key}", f"{module_name}.{b_key}"
         if a_name not in params or b_name not in params:
             continue
-        a1, b1 = params[a_name].detach(), params[b_name].detach()
+        a1, b1 = params[a_name], params[b_name]
         a0, b0 = before.get(a_name, a1).to(a1.device), before.get(b_name, b1).to(b1.device)
         # Linear: A [r, in], B [out, r]; conv: A [r, in, k, k], B [out, r, 1, 1]; embedding: A [r, vocab], B [dim, r]
-        a0, a1, b0, b1 = (t.double().flatten(1) for t in (a0, a1, b0, b1))
-        if b1.size(1) != a1.size(0):
+        if b1.flatten(1).size(1) != a1.size(0):
             continue
         base = module.get_base_layer().weight
         base_name = names.get(id(base))
@@ -246,11 +257,25 @@ def lora_effective_update(model: torch.nn.Module, before: dict[str, torch.Tensor
             base_sq = base_squares[base_name][1]
         else:
             base_sq = float(base.detach().double().pow(2).sum())
-        if base_sq <= 0:
-            continue
-        scale = float(module.scaling[adapter])
-        ratios.append(abs(scale) * math.sqrt(lora_delta_sq(a0, a1, b0, b1) / base_sq))
-    return {"lora_effective_rel_update": sum(ratios) / len(ratios)} if ratios else {}
+        if base_sq > 0:
+            adapters.append((a0, a1, b0, b1, abs(float(module.scaling[adapter])), base_sq))
+    if not adapters:
+        return {}
+    by_shape: dict[tuple, list[int]] = {}
+    for index, (_, a1, _, b1, _, _) in enumerate(adapters):
+        by_shape.setdefault((a1.shape, b1.shape, a1.device), []).append(index)
+    squares = {}
+    for key, indices in by_shape.items():
+        a0, a1, b0, b1 = (torch.stack([adapters[i][k] for i in indices]).double().flatten(2) for k in range(4))
+        squares[key] = lora_delta_squares(a0, a1, b0, b1)
+    delta_sq = [0.0] * len(adapters)
+    for device in {key[2] for key in squares}:  # one transfer per device
+        keys = [key for key in squares if key[2] == device]
+        values = torch.cat([squares[key] for key in keys]).tolist()
+        for index, value in zip((i for key in keys for i in by_shape[key]), values):
+            delta_sq[index] = value
+    ratios = [scale * math.sqrt(sq / base_sq) for (*_, scale, base_sq), sq in zip(adapters, delta_sq)]
+    return {"lora_effective_rel_update": sum(ratios) / len(ratios)}
 
 
 class UpdateProbe(Probe):

@@ -27,6 +27,7 @@ import torch
 from flatline.common.errors import DataError
 from flatline.common.listeners import merged_calls, wants_pre_step_weights
 from flatline.common.record import StepRecord
+from flatline.common.snapshot import pre_step_weights
 from flatline.trainer.algorithm import masked_mean
 from flatline.trainer.episodes import runner as episodes
 from flatline.trainer.limits import check_bandit_arms, check_context
@@ -255,7 +256,7 @@ class Trainer:
         params = [p for _, p in self.trainable]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
         clock.mark("optimizer")
-        pre_step = {name: p.detach().clone() for name, p in self.trainable} if wants_pre_step_weights(self.listeners) else None
+        pre_step = pre_step_weights(self.trainable) if wants_pre_step_weights(self.listeners) else None
         clock.mark("probes")
         learning_rate = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
