@@ -2,7 +2,8 @@
 then the flagged hypotheses and the sync verdicts. Needs .venv-vllm (make test-vllm).
 
     PYTHONPATH=. .venv-vllm/bin/python bench/vllm_faults.py vllm_default /tmp/vllm-runs
-    (cases: vllm_default, vllm_sync_every_1000, vllm_lora_id_reused, vllm_bf16_merged, vllm_raw_logprobs)
+    (cases: vllm_default, vllm_sync_every_1000, vllm_lora_id_reused, vllm_bf16_merged, vllm_bf16_merged_small_updates,
+    vllm_raw_logprobs)
 """
 import sys, time, dataclasses, json, warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ trainer = build_trainer(cfg); trainer.listeners.extend(for_trainer(trainer))
 if fault.mutate: fault.mutate(trainer)
 print("built", round(time.time() - t0), flush=True)
 rows = []
-keys = ("reward", "step_time", "sampler/weights_lag", "sync/logprob_diff_mean", "sync/logprob_diff_max", "sync/probs_diff_mean", "sync/log_ratio_mean", "sync/is_weight_mean", "sync/ess", "sync/tracking", "sync/tracking_se", "sync/policy_drift")
+keys = ("reward", "step_time", "sampler/weights_lag", "sync/logprob_diff_mean", "sync/logprob_diff_max", "sync/probs_diff_mean", "sync/log_ratio_mean", "sync/is_weight_mean", "sync/ess", "sync/tracking", "sync/tracking_se", "sync/policy_drift", "sync/merged_update_kept", "sync/merged_update_changed", "sync/merged_total_kept", "sync/merged_total_changed")
 for _ in range(cfg.max_steps):
     rows.append(trainer.step())
     print(rows[-1]["step"], {k: round(rows[-1][k], 6) for k in keys if k in rows[-1]}, flush=True)

@@ -265,6 +265,35 @@ def test_growing_logprob_gap_says_the_sampler_keeps_old_weights():
     assert v.status == "fail" and "keeps old weights" in v.reason
 
 
+def test_merged_sync_that_keeps_little_of_the_update_is_stale_even_when_tracking_cannot_tell():
+    # lr 1e-5 into a bf16 engine: the policy moved too little for sync/tracking to read (drift below its floor)
+    h = healthy(config={"vllm_dtype": "bfloat16"}, **{"sync/policy_drift": 1e-4, "sync/merged_total_kept": 0.04,
+                                                      "sync/merged_total_changed": 0.01, "sync/merged_update_kept": 0.06})
+    v = verdict("sync.stale_weights", h)
+    assert v.status == "fail", v.message()
+    assert v.evidence["merged_total_kept_median"] == pytest.approx(0.04) and v.evidence["merged_syncs"] == N
+    assert "keeps 4% of the update" in v.reason and "bfloat16" in v.reason
+    assert "vllm_dtype = \"float32\"" in v.prescription and "tracking_median" not in v.evidence
+
+
+def test_tracking_within_the_forward_noise_of_a_bf16_base_is_not_read():
+    # a bf16 base: two forwards of the same weights differ by ~0.035 nats (step 1), and the policy moved no further
+    h = healthy(**{"sync/policy_drift": flat(0.035, noise=0.003, seed=70, lo=0.03), "sync/tracking": 0.35,
+                   "sync/tracking_se": 0.04})
+    v = verdict("sync.stale_weights", h)
+    assert v.status == "inconclusive" and v.evidence["policy_drift_noise_floor"] > 0.03, v.message()
+    moved = healthy(**{"sync/policy_drift": [0.035] + [0.2] * (N - 1), "sync/tracking": 0.35, "sync/tracking_se": 0.04})
+    assert verdict("sync.stale_weights", moved).status == "fail"  # well beyond the noise: read, and stale
+
+
+def test_merged_sync_that_keeps_the_update_passes_with_its_numbers():
+    # an off-grid (float32) base: whole-unit jumps, more than the update in its direction (kept > 1) is fine
+    for kept in (0.9, 1.8):
+        v = verdict("sync.stale_weights", healthy(**{"sync/merged_total_kept": kept}))
+        assert v.status == "pass", v.message()
+        assert v.evidence["merged_total_kept_median"] == pytest.approx(kept) and "tracking_median" in v.evidence
+
+
 def test_collapsed_effective_sample_size_fails():
     v = verdict("sync.importance_weights", healthy(**{"sync/ess": 0.1}))
     assert v.status == "fail" and v.evidence["ess_median"] == 0.1 and "0.10 of the batch" in v.reason
