@@ -2,6 +2,8 @@
 then the flagged hypotheses and the sync verdicts. Needs .venv-vllm (make test-vllm).
 
     PYTHONPATH=. .venv-vllm/bin/python bench/vllm_faults.py vllm_default /tmp/vllm-runs
+    PYTHONPATH=. .venv/bin/python bench/vllm_faults.py vllm_default /tmp/vllm-runs/vllm_default-seed0 --judge
+    (--judge: no training, judge a run this script saved, with the judges as they are now)
     (cases: vllm_default, vllm_sync_every_1000, vllm_lora_id_reused, vllm_bf16_merged, vllm_bf16_merged_small_updates,
     vllm_raw_logprobs)
 """
@@ -17,6 +19,16 @@ warnings.simplefilter("ignore")
 name, out, steps = sys.argv[1], Path(sys.argv[2]), None
 fault = next(c for c in VLLM_HEALTHY + VLLM_FAULTS if c.name == name)
 cfg = case_config(fault, 0, steps)
+if "--judge" in sys.argv:
+    from flatline.diagnostics.history import load_history
+    saved = load_history(out)
+    d = judge(saved)
+    flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
+    print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", sorted(set(flagged) - set(fault.allowed)))
+    for v in d.verdicts:
+        if v.id.startswith("sync.") or v.status in ("fail", "warn"):
+            print("VERDICT", v.message().replace("\n", " | ")[:1200])
+    sys.exit(0)
 t0 = time.time()
 trainer = build_trainer(cfg); trainer.listeners.extend(for_trainer(trainer))
 if fault.mutate: fault.mutate(trainer)
@@ -32,5 +44,5 @@ flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
 print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", sorted(set(flagged) - set(fault.allowed)), flush=True)
 for v in d.verdicts:
     if v.id.startswith("sync.") or v.status in ("fail", "warn"):
-        print("VERDICT", v.message().replace("\n", " | ")[:900], flush=True)
+        print("VERDICT", v.message().replace("\n", " | ")[:1200], flush=True)
 print("evidence", json.dumps({v.id: v.evidence for v in d.verdicts if v.id.startswith("sync.")}, default=str), flush=True)
