@@ -22,14 +22,24 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
+def active_adapter(model) -> str:
+    return model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+
+
+def lora_layers(model) -> dict:
+    """HF weight name -> the peft layer that carries the active adapter; {} without peft."""
+    if not is_peft(model):
+        return {}
+    adapter = active_adapter(model)
+    return {f"{name}.weight": module for name, module in model.get_base_model().named_modules()
+            if hasattr(module, "base_layer") and adapter in getattr(module, "lora_A", {})}
+
+
 @torch.no_grad()
 def lora_deltas(model) -> dict[str, torch.Tensor]:
     """HF weight name -> the active adapter's delta (peft's get_delta_weight) of every LoRA layer; {} without peft."""
-    if not is_peft(model):
-        return {}
-    adapter = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
-    return {f"{name}.weight": module.get_delta_weight(adapter) for name, module in model.get_base_model().named_modules()
-            if hasattr(module, "base_layer") and adapter in getattr(module, "lora_A", {})}
+    adapter = active_adapter(model) if is_peft(model) else None
+    return {name: module.get_delta_weight(adapter) for name, module in lora_layers(model).items()}
 
 
 @torch.no_grad()
@@ -56,7 +66,7 @@ def synced_layers(model, state: list[tuple[str, torch.Tensor]]) -> dict[str, tor
     """The weights a merged sync moves, in full precision: the LoRA layers (W + delta), or under full fine-tuning the
     trainable parameters."""
     if is_peft(model):
-        names = set(lora_deltas(model))
+        names = set(lora_layers(model))
     else:
         names = {name for name, p in model.named_parameters() if p.requires_grad}
     return {name: tensor.float() for name, tensor in state if name in names}
