@@ -24,7 +24,8 @@ if "--judge" in sys.argv:
     saved = load_history(out)
     d = judge(saved)
     flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
-    print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", sorted(set(flagged) - set(fault.allowed)))
+    false_alarms = sorted(set(flagged) - set(fault.allowed))
+    print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", false_alarms)
     for v in d.verdicts:
         if v.id.startswith("sync.") or v.status in ("fail", "warn"):
             print("VERDICT", v.message().replace("\n", " | ")[:1200])

@@ -255,7 +255,7 @@ def _drift_noise_floor(drift) -> float:
 
 
 def _merged_finding(h, kept, evidence: dict) -> str:
-    """Adds the merged sync's numbers to evidence; the finding when the engine kept under MERGED_KEPT_LOW of the update."""
+    """Adds the merged sync's numbers to evidence; the finding when the engine kept under MERGED_KEPT_LOW of it."""
     if not len(kept):
         return ""
     median, last = kept.median(), float(kept.values[-1])
@@ -273,8 +273,8 @@ def _merged_finding(h, kept, evidence: dict) -> str:
     dtype = dtype or "narrow-dtype"
     touched = f"; {changed.median():.1%} of the updated weights moved at all" if len(changed) else ""
     return (f"the merged sync into a {dtype} engine keeps {median:.0%} of the update trained since the start (median "
-            f"over {len(kept)} syncs, {last:.0%} at the last{touched}): deltas below half a unit of W round back to W, so "
-            "the engine serves (nearly) the starting weights")
+            f"over {len(kept)} syncs, {last:.0%} at the last{touched}): deltas below half a unit of W round back to W, "
+            "so the engine serves (nearly) the starting weights")
 
 
 def _gap_by_lag(lag, gap):
