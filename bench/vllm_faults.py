@@ -2,7 +2,10 @@
 then the flagged hypotheses and the sync verdicts. Needs .venv-vllm (make test-vllm).
 
     PYTHONPATH=. .venv-vllm/bin/python bench/vllm_faults.py vllm_default /tmp/vllm-runs
-    (cases: vllm_default, vllm_sync_every_1000, vllm_lora_id_reused, vllm_bf16_merged, vllm_raw_logprobs)
+    PYTHONPATH=. .venv/bin/python bench/vllm_faults.py vllm_default /tmp/vllm-runs/vllm_default-seed0 --judge
+    (--judge: no training, judge a run this script saved, with the judges as they are now)
+    (cases: vllm_default, vllm_sync_every_1000, vllm_lora_id_reused, vllm_bf16_merged, vllm_bf16_merged_small_updates,
+    vllm_raw_logprobs)
 """
 import sys, time, dataclasses, json, warnings
 from pathlib import Path
@@ -16,12 +19,23 @@ warnings.simplefilter("ignore")
 name, out, steps = sys.argv[1], Path(sys.argv[2]), None
 fault = next(c for c in VLLM_HEALTHY + VLLM_FAULTS if c.name == name)
 cfg = case_config(fault, 0, steps)
+if "--judge" in sys.argv:
+    from flatline.diagnostics.history import load_history
+    saved = load_history(out)
+    d = judge(saved)
+    flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
+    false_alarms = sorted(set(flagged) - set(fault.allowed))
+    print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", false_alarms)
+    for v in d.verdicts:
+        if v.id.startswith("sync.") or v.status in ("fail", "warn"):
+            print("VERDICT", v.message().replace("\n", " | ")[:1200])
+    sys.exit(0)
 t0 = time.time()
 trainer = build_trainer(cfg); trainer.listeners.extend(for_trainer(trainer))
 if fault.mutate: fault.mutate(trainer)
 print("built", round(time.time() - t0), flush=True)
 rows = []
-keys = ("reward", "step_time", "sampler/weights_lag", "sync/logprob_diff_mean", "sync/logprob_diff_max", "sync/probs_diff_mean", "sync/log_ratio_mean", "sync/is_weight_mean", "sync/ess", "sync/tracking", "sync/tracking_se", "sync/policy_drift")
+keys = ("reward", "step_time", "sampler/weights_lag", "sync/logprob_diff_mean", "sync/logprob_diff_max", "sync/probs_diff_mean", "sync/log_ratio_mean", "sync/is_weight_mean", "sync/ess", "sync/tracking", "sync/tracking_se", "sync/policy_drift", "sync/merged_update_kept", "sync/merged_update_changed", "sync/merged_total_kept", "sync/merged_total_changed")
 for _ in range(cfg.max_steps):
     rows.append(trainer.step())
     print(rows[-1]["step"], {k: round(rows[-1][k], 6) for k in keys if k in rows[-1]}, flush=True)
@@ -31,5 +45,5 @@ flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
 print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", sorted(set(flagged) - set(fault.allowed)), flush=True)
 for v in d.verdicts:
     if v.id.startswith("sync.") or v.status in ("fail", "warn"):
-        print("VERDICT", v.message().replace("\n", " | ")[:900], flush=True)
+        print("VERDICT", v.message().replace("\n", " | ")[:1200], flush=True)
 print("evidence", json.dumps({v.id: v.evidence for v in d.verdicts if v.id.startswith("sync.")}, default=str), flush=True)

@@ -95,7 +95,7 @@ def healthy_series(n: int = N) -> dict:
         "update/trainable_not_in_optimizer": 0, "update/base_drift_tensors": 0, "update/base_drift_max_rel": 0.0,
         "clip_ratio/region_mean": 0.0,
         "sync/probs_diff_mean": 0.0, "sync/logprob_diff_mean": 0.0, "sync/ess": 0.98, "sync/is_weight_mean": 1.0,
-        "sync/tracking": 1.0, "sync/tracking_se": 0.01, "sync/policy_drift": 0.05,
+        "sync/tracking": 1.0, "sync/tracking_se": 0.01, "sync/policy_drift": [1e-5] + [0.05] * (n - 1),
         "completions/clipped_ratio": flat(0.05, n, 0.01, seed=6, lo=0.0), "length/truncated_reward_mean": 0.3,
         "length/terminated_reward_mean": 0.45, "length/context_overflow_frac": 0.0, "length/prompt_limit_frac": 0.6,
         "completions/mean_length": flat(120, n, 5, seed=7),

@@ -34,6 +34,17 @@ def test_logits_and_labels_shifted_fail_prompt_in_loss():
     assert "differs from the trained logprobs by 2 nats" in v.reason and "prompt_len - 1" in v.prescription
 
 
+def test_bf16_rescoring_noise_far_below_the_off_by_one_gap_is_not_a_shift():
+    # measured on SmolLM2 with dtype = "bfloat16": aligned re-score 0.2 nats off, off-by-one 15 nats off
+    noise = healthy(**{"masks/alignment_max_diff": 0.2, "masks/alignment_shifted_diff": 15.0})
+    v = verdict("masking.prompt_in_loss", noise)
+    assert v.status == "pass" and "precision noise" in v.reason, v.message()
+    assert v.evidence["alignment_shifted_diff_at_max"] == 15.0
+    # a gap of whole nats is a shift even when the off-by-one re-score is further still
+    shifted = healthy(**{"masks/alignment_max_diff": 2.0, "masks/alignment_shifted_diff": 15.0})
+    assert verdict("masking.prompt_in_loss", shifted).status == "fail"
+
+
 def test_pad_in_one_step_is_enough():
     v = verdict("masking.padding_in_loss", healthy(**{"masks/pad_frac": [0.0] * (N - 1) + [0.02]}))
     assert v.status == "fail" and v.evidence["pad_frac_max"] == 0.02
@@ -263,6 +274,36 @@ def test_growing_logprob_gap_says_the_sampler_keeps_old_weights():
     h = history(series={"sampling/sampling_logp_difference/mean": ramp(0.0, 0.3, noise=0.005, seed=68, lo=0.0)})
     v = verdict("sync.sampler_mismatch", h)
     assert v.status == "fail" and "keeps old weights" in v.reason
+
+
+def test_merged_sync_that_keeps_little_of_the_update_is_stale_even_when_tracking_cannot_tell():
+    # lr 1e-5 into a bf16 engine: the policy moved too little for sync/tracking to read (drift below its floor)
+    h = healthy(config={"vllm_dtype": "bfloat16"},
+                **{"sync/policy_drift": 1e-4, "sync/merged_total_kept": 0.04, "sync/merged_total_changed": 0.01,
+                   "sync/merged_update_kept": 0.06})
+    v = verdict("sync.stale_weights", h)
+    assert v.status == "fail", v.message()
+    assert v.evidence["merged_total_kept_median"] == pytest.approx(0.04) and v.evidence["merged_syncs"] == N
+    assert "keeps 4% of the update" in v.reason and "bfloat16" in v.reason
+    assert "vllm_dtype = \"float32\"" in v.prescription and "tracking_median" not in v.evidence
+
+
+def test_tracking_within_the_forward_noise_of_a_bf16_base_is_not_read():
+    # a bf16 base: two forwards of the same weights differ by ~0.035 nats (step 1), and the policy moved no further
+    h = healthy(**{"sync/policy_drift": flat(0.035, noise=0.003, seed=70, lo=0.03), "sync/tracking": 0.35,
+                   "sync/tracking_se": 0.04})
+    v = verdict("sync.stale_weights", h)
+    assert v.status == "inconclusive" and v.evidence["policy_drift_noise_floor"] > 0.03, v.message()
+    moved = healthy(**{"sync/policy_drift": [0.035] + [0.2] * (N - 1), "sync/tracking": 0.35, "sync/tracking_se": 0.04})
+    assert verdict("sync.stale_weights", moved).status == "fail"  # well beyond the noise: read, and stale
+
+
+def test_merged_sync_that_keeps_the_update_passes_with_its_numbers():
+    # an off-grid (float32) base: whole-unit jumps, more than the update in its direction (kept > 1) is fine
+    for kept in (0.9, 1.8):
+        v = verdict("sync.stale_weights", healthy(**{"sync/merged_total_kept": kept}))
+        assert v.status == "pass", v.message()
+        assert v.evidence["merged_total_kept_median"] == pytest.approx(kept) and "tracking_median" in v.evidence
 
 
 def test_collapsed_effective_sample_size_fails():

@@ -74,6 +74,7 @@ def test_synced_engine_scores_like_the_trainer_and_follows_it(mode):
     assert all(abs(t - 1) < 0.01 for t, d in zip(tracking, drift) if d > 1e-3), tracking
     assert result["verdicts"]["sync.stale_weights"] == "pass", result["evidence"]
     assert result["verdicts"]["sync.sampler_mismatch"] == "pass"
+    assert not column(result, "sync/merged_total_kept")  # a float32 engine casts nothing away: nothing measured
 
 
 @pytest.mark.vllm
@@ -100,3 +101,16 @@ def test_a_reused_lora_id_keeps_the_first_adapter_and_is_flagged():
     assert column(result, "sync/logprob_diff_max")[1] < 1e-3  # step 2 samples with the first adapter: it loaded
     assert max(column(result, "sync/logprob_diff_mean")[2:]) > 0.1  # ... and later adapters never do
     assert result["verdicts"]["sync.sampler_mismatch"] == "fail", result["evidence"]
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_small_updates_merged_into_a_bf16_engine_from_a_bf16_base_are_rounded_away_and_flagged():
+    # dtype = bfloat16 puts the base on the bf16 grid; at lr 1e-5 each delta is below half a unit of its weight
+    result = train(*TINY, "lora_r=8", "lora_alpha=16", "learning_rate=1e-5", "dtype=bfloat16",
+                   "vllm_sync_mode=merged", "max_steps=4")
+    kept = column(result, "sync/merged_total_kept")  # measured: 0.08, 0.14, 0.18, 0.23 (the deltas add up)
+    assert len(kept) == 4 and max(kept) < 0.5, kept
+    assert result["verdicts"]["sync.stale_weights"] == "fail", result["evidence"]
+    assert result["evidence"]["sync.stale_weights"]["merged_total_kept_median"] < 0.5
+

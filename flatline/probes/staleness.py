@@ -10,7 +10,10 @@ b = s - r (how far the sampler has):
                     (never synced, a sync that loaded nothing, an update rounded away in the engine's dtype).
     tracking_se     its standard error from the residuals b - tracking * a: precision noise (a bf16 engine) is
                     independent of the policy's movement and only widens it.
-    policy_drift    mean |a|; sampler_drift  mean |b|.
+    policy_drift    mean |a|; sampler_drift  mean |b|. At the first step the policy has not moved, so policy_drift there
+                    is the forward's own noise (~1e-5 in float32, a few hundredths with a bf16 base): sync.stale_weights
+                    reads tracking only on steps that moved well beyond it. Updates rounded away by a merged sync into
+                    a bf16 engine are measured on the weights themselves (sync/merged_*, the vLLM sampler).
 
 Nothing is reported while the policy has not moved (sum a^2 = 0, e.g. step 1), or while dropout is active in the
 trainer's forward (its logprobs are then those of a random sub-network: policy.nondeterministic_forward's finding).

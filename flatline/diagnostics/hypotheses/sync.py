@@ -170,12 +170,24 @@ TRACKING_SE_MAX = 0.15
 # ... and the policy has moved at least this far (mean |trainer - initial| nats per token): 100 times the float32 noise
 # between two forwards of the same weights (~1e-5), so step 1, where the policy has not moved, is never read.
 POLICY_DRIFT_MIN = 1e-3
+# ... and beyond the forward's own noise, read from the first step: its trainer logprobs come from the starting weights
+# (a LoRA adapter is the identity before the first optimizer step), so its drift is what two forwards of the same
+# weights disagree by: ~1e-5 nats in float32, a few hundredths with a bf16 base (measured 0.035 on SmolLM2: batch
+# shapes change the rounding). Below DRIFT_OVER_NOISE times that, tracking correlates noise with noise.
+DRIFT_OVER_NOISE = 3.0
 TRACKING_LOW = 0.5
 TRACKING_MIN_STEPS = 3
 # A sampler that syncs every k steps serves weights up to k - 1 steps old (sampler/weights_lag). It is stale when its
 # log-prob gap on lagged steps is above what verl and TRL call a problem (LOGP_DIFF_BAD) and LAG_RATIO times the gap
 # right after a sync: the lag, not precision, opens the gap.
 LAG_RATIO = 3.0
+# sync/merged_total_kept (flatline.trainer.samplers.merge_precision): after a merged sync into a bf16/fp16 engine, the
+# share of the update trained since the start that the engine's weights show (a projection, like sync/tracking). It is
+# measured on the weights themselves, so it reads where sync/tracking cannot: updates too small to move the logprobs
+# beyond the engine's precision noise. Below MERGED_KEPT_LOW (as TRACKING_LOW: less than half of what training did,
+# median over the syncs) the engine serves (nearly) the starting weights. Above 1 is fine: a base off the bf16 grid
+# turns small updates into whole-unit jumps, more movement along the update than it asked for, plus noise.
+MERGED_KEPT_LOW = 0.5
 
 
 @hypothesis("sync.stale_weights", "does the sampler serve old weights (the initial or a previous policy) instead of the "
@@ -184,12 +196,16 @@ def stale_weights(h, v):
     tracking, se = h.series("sync/tracking"), h.series("sync/tracking_se")
     drift = h.series("sync/policy_drift")
     lag, gap = h.series("sampler/weights_lag"), h.series("sync/logprob_diff_mean")
+    noise = _drift_noise_floor(drift)
+    moved_enough = max(POLICY_DRIFT_MIN, DRIFT_OVER_NOISE * noise)
     readable = [(t, e) for t, e, d in zip(tracking.values, se.values, drift.values)
-                if math.isfinite(t) and 0 <= e <= TRACKING_SE_MAX and d >= POLICY_DRIFT_MIN]
+                if math.isfinite(t) and 0 <= e <= TRACKING_SE_MAX and d >= moved_enough]
     lagged = _gap_by_lag(lag, gap)
-    if not readable and lagged is None and not len(tracking.finite()):
+    merged = h.series("sync/merged_total_kept").finite()
+    if not readable and lagged is None and not len(tracking.finite()) and not len(merged):
         return v.skipped("needs sync/tracking (flatline's full probes: the sampler's logprobs against the initial "
-                         "policy's) or sampler/weights_lag with sync/logprob_diff_mean")
+                         "policy's), sampler/weights_lag with sync/logprob_diff_mean, or sync/merged_total_kept (a "
+                         "merged sync into a bf16/fp16 vLLM engine)")
     log_ratio = h.series("sync/log_ratio_mean").finite()
     if len(log_ratio) and log_ratio.median() > LOG_RATIO_HIGH:  # tracking compares logprobs at one temperature
         return v.inconclusive("the sampler reports logprobs of another distribution than the trainer scores "
@@ -214,12 +230,51 @@ def stale_weights(h, v):
         if behind > LOGP_DIFF_BAD and behind > LAG_RATIO * at_sync:
             findings.append(f"on steps that sample with weights up to {max_lag} steps old the log-prob gap is "
                             f"{behind:.3g} nats per token against {at_sync:.3g} right after a sync")
+    if noise > POLICY_DRIFT_MIN / DRIFT_OVER_NOISE:
+        evidence["policy_drift_noise_floor"] = noise
+    rounded_away = _merged_finding(h, merged, evidence)
+    if rounded_away:
+        findings.append(rounded_away)
+        prescription = ("keep the merged weights in float32 in the engine (vllm_dtype = \"float32\"), or sync the "
+                        "adapter instead of merging it (vllm_sync_mode = \"lora\": the engine applies A and B on their "
+                        "own scale, so no delta is added to a large weight); a larger learning_rate only shrinks the "
+                        f"share rounded away. Otherwise: {prescription}")
     if findings:
-        return v.fail("; ".join(findings), evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
-    if not evidence:
+        return v.fail("; ".join(findings), evidence, prescription,
+                      refs("sync_lora", "sync_sleep", "verl_rollout", *(("bf16_merge",) if rounded_away else ())))
+    if not evidence.keys() - {"policy_drift_noise_floor"}:
         return v.inconclusive("the policy has not moved far enough beyond the sampler's precision noise to tell "
                               "which weights the sampler serves", evidence, "run more steps with the full probes")
     return v.passed("the sampler follows the trained policy", evidence, refs("verl_rollout"))
+
+
+def _drift_noise_floor(drift) -> float:
+    """sync/policy_drift at the run's first step (the policy has not moved yet), else 0."""
+    finite = drift.finite()
+    return float(finite.values[0]) if len(finite) and finite.steps[0] == 1 else 0.0
+
+
+def _merged_finding(h, kept, evidence: dict) -> str:
+    """Adds the merged sync's numbers to evidence; the finding when the engine kept under MERGED_KEPT_LOW of it."""
+    if not len(kept):
+        return ""
+    median, last = kept.median(), float(kept.values[-1])
+    evidence.update(merged_total_kept_median=median, merged_total_kept_last=last, merged_syncs=len(kept))
+    changed = h.series("sync/merged_total_changed").finite()
+    if len(changed):
+        evidence["merged_total_changed_median"] = changed.median()
+    step = h.series("sync/merged_update_kept").finite()
+    if len(step):
+        evidence["merged_update_kept_median"] = step.median()
+    if median >= MERGED_KEPT_LOW:
+        return ""
+    dtype = h.setting("vllm_dtype")
+    dtype = h.setting("dtype") if dtype == "auto" else dtype
+    dtype = dtype or "narrow-dtype"
+    touched = f"; {changed.median():.1%} of the updated weights moved at all" if len(changed) else ""
+    return (f"the merged sync into a {dtype} engine keeps {median:.0%} of the update trained since the start (median "
+            f"over {len(kept)} syncs, {last:.0%} at the last{touched}): deltas below half a unit of W round back to W, "
+            "so the engine serves (nearly) the starting weights")
 
 
 def _gap_by_lag(lag, gap):

@@ -9,7 +9,9 @@ The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so a script 
 engine's own: processed (after temperature, the quantity the trainer scores) unless vllm_logprobs = "raw".
 Every `sync_every` optimizer steps the trainer's weights are pushed (flatline.trainer.samplers.sync) and the
 prefix cache reset. `step_metrics()` reports `sampler/weights_lag`: optimizer steps between the weights that
-sampled the last batch and the policy that trains on it.
+sampled the last batch and the policy that trains on it, and after a merged sync into a bf16/fp16 engine
+`sync/merged_{update,total}_{kept,changed}`: how much of the trained update survived the engine's cast
+(flatline.trainer.samplers.merge_precision).
 """
 from __future__ import annotations
 
@@ -17,13 +19,16 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.samplers.base import SampleBatch, left_pad
-from flatline.trainer.samplers.sync import AdapterFolders, is_peft, merged_state, push_merged
+from flatline.trainer.samplers.merge_precision import MergedSyncMeter
+from flatline.trainer.samplers.sync import (AdapterFolders, is_peft, merged_state, push_merged,
+                                            synced_layers)
 from flatline.trainer.samplers.vllm_checks import GIB, engine_dtype
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -84,6 +89,9 @@ class VLLMSampler:
         self.syncs = 0
         self._lora_id = 0
         self._metrics: dict = {}
+        self.merge_meter = MergedSyncMeter(getattr(torch, engine_dtype(cfg)))
+        if self.mode == "merged":
+            self._measure_merge(model, merged_state(model, full_precision=True), begin=True)
 
     # --- weight sync ---
     def next_lora_id(self) -> int:
@@ -104,10 +112,25 @@ class VLLMSampler:
             path = self.adapters.save(model, self.steps)
             self.lora_request = LoRARequest(f"policy-{number}", number, str(path))
         else:
-            push_merged(self.llm, model)
+            self._measure_merge(model, push_merged(self.llm, model))
         self.llm.reset_prefix_cache()
         self.synced_step, self.syncs = self.steps, self.syncs + 1
         self._metrics["time/sync"] = time.perf_counter() - started
+
+    def _measure_merge(self, model, state, begin: bool = False) -> None:
+        """sync/merged_*: what the engine's cast kept of the update. A measurement never stops training: on an error it
+        is switched off with one warning."""
+        if not self.merge_meter.active:
+            return
+        try:
+            layers = synced_layers(model, state)
+            if begin:
+                self.merge_meter.begin(layers)
+            else:
+                self._metrics.update(self.merge_meter.measure(layers))
+        except Exception as error:  # noqa: BLE001 - a measurement must not end the run
+            warnings.warn(f"sync/merged_* switched off: {type(error).__name__}: {error}")
+            self.merge_meter = MergedSyncMeter(torch.float32)
 
     def step_metrics(self) -> dict:
         """sampler/* and time/sync for the step's metrics row."""
