@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 
-
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
