@@ -151,3 +151,37 @@ def test_merge_rollouts_pads_prompts_left_and_completions_right_to_the_widest_ra
     assert whole.ref_logprobs.tolist()[0] == [0.5, 0.5, 0.0, 0.0]
     assert whole.reward_components == {"r": [0.5, None, 0.25, None]}
     assert whole.reward_errors == 2 and whole.examples == ["e", "e"] and whole.advantages.numel() == 4
+
+
+# --- DeepSpeed ZeRO-3 (CPU path), when deepspeed is installed ---
+
+DEEPSPEED_WORKER = Path(__file__).with_name("deepspeed_worker.py")
+
+
+def zero3_available() -> bool:
+    try:
+        import deepspeed  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not zero3_available(), reason="needs deepspeed (pip install deepspeed)")
+def test_zero3_sharded_lora_probes_equal_one_process_on_the_same_batch(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, str(DEEPSPEED_WORKER), str(tmp_path / "one.json")], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(DEEPSPEED_WORKER), str(tmp_path / "two.json")], env=env, capture_output=True, text=True,
+                         timeout=400)
+    assert two.returncode == 0, two.stderr[-3000:]
+    single, sharded = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    for a, b in zip(single, sharded):
+        assert b["sharded"] == 1  # the parameters really were ZeRO-3 shards
+        shared = [k for k in b if k != "sharded"]
+        assert {"gradients/global_norm", "gradients/norm/fc1.lora_A", "update/rel_update/fc2.lora_B",
+                "update/changed_frac", "update/trainable_params"} <= set(shared)
+        for k in shared:  # DeepSpeed reduces in float32 in another order: 1e-6 of each number
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-12), k
