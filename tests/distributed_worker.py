@@ -26,7 +26,9 @@ MAX_NEW_TOKENS = 6
 
 
 class ScriptedSampler:
-    """Completions drawn from a generator seeded by (prompt tokens, generation index, batch number); lengths vary."""
+    """Completions drawn from a generator seeded by (prompt tokens, the prompt's place in the global batch, generation
+    index, batch number); lengths vary. The place is RANK x the prompts of a rank + the index: the bandit's prompts
+    are all alike, and each rank must still draw what one process draws for those rows."""
 
     def __init__(self, pad_token_id: int, eos_token_ids: tuple[int, ...], vocab_size: int):
         self.pad_token_id, self.eos, self.vocab = pad_token_id, eos_token_ids[0], vocab_size
@@ -35,9 +37,10 @@ class ScriptedSampler:
     def sample(self, prompts, num_generations, max_new_tokens, temperature, top_p=1.0, top_k=0) -> SampleBatch:
         self.batches += 1
         rows = []
-        for prompt in prompts:
+        first = int(os.environ.get("RANK", "0")) * len(prompts)  # this rank's first prompt in the global batch
+        for index, prompt in enumerate(prompts, start=first):
             for g in range(num_generations):
-                seed = (sum(prompt) * 7919 + len(prompt) * 104729 + g * 31 + self.batches * 1000003) % (2 ** 31)
+                seed = (sum(prompt) * 7919 + index * 104729 + g * 31 + self.batches * 1000003) % (2 ** 31)
                 rng = torch.Generator().manual_seed(seed)
                 length = int(torch.randint(1, max_new_tokens + 1, (1,), generator=rng))
                 tokens = torch.randint(3, self.vocab, (length,), generator=rng).tolist()
@@ -73,6 +76,20 @@ def failing_step(step, fail_rank: int):
     return run
 
 
+def per_rank_log(sum_gradients, directory: Path):
+    """loop.sum_gradients that also appends this rank's gradient norm before and after the all-reduce, and its
+    rows' reward mean, to DIRECTORY/rank<R>.jsonl (the bench's per-rank numbers)."""
+    import json
+
+    def run(params, world):
+        before = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None) ** 0.5
+        sum_gradients(params, world)
+        after = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None) ** 0.5
+        with open(directory / f"rank{world.rank}.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps({"rank": world.rank, "local_grad_norm": before, "reduced_grad_norm": after}) + "\n")
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -81,6 +98,7 @@ def main() -> int:
     parser.add_argument("--probes", default="full")
     parser.add_argument("--fail-rank", type=int, default=-1)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--per-rank", help="a folder for each rank's gradient norms before and after the all-reduce")
     args = parser.parse_args()
 
     import flatline.trainer.loop as loop
@@ -88,6 +106,8 @@ def main() -> int:
     from flatline.trainer.config import load_config, to_toml
 
     loop.build_sampler = scripted_build_sampler
+    if args.per_rank:
+        loop.sum_gradients = per_rank_log(loop.sum_gradients, Path(args.per_rank))
     if args.fail_rank >= 0:
         loop.Trainer.step = failing_step(loop.Trainer.step, args.fail_rank)
     torch.set_num_threads(1)
