@@ -86,6 +86,13 @@ def sharded(out: Path) -> None:
         rows.append({**monitor.metrics(), "sharded": int(any(hasattr(p, "ds_id") for p in engine.module.parameters()))})
     if rank == 0:
         out.write_text(json.dumps(rows))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    # DeepSpeed's CPU communication threads can abort the interpreter's shutdown ("terminate called without an
+    # active exception", SIGABRT) after the work is done: leave without it
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
