@@ -1,5 +1,6 @@
 """Run by tests/test_trl_callback.py under `torch.distributed.run --nproc_per_node 2` (gloo, CPU): the tiny TRL run
-with FlatlineCallback; each rank also writes the batch probes' local numbers of its last step to OUT/rank<R>.json."""
+with FlatlineCallback, 2 completions per process and 4 per group, so every group spans both processes; each rank
+writes what it saw to OUT/rank<R>.json."""
 import json
 import sys
 from pathlib import Path
@@ -13,22 +14,12 @@ from trl_runs import trl_trainer  # noqa: E402
 from flatline.integrations.trl import FlatlineCallback  # noqa: E402
 
 
-class KeepLocal(FlatlineCallback):
-    """FlatlineCallback that also keeps each rank's own numbers before they are averaged."""
-
-    local: dict = {}
-
-    def _reduced(self, row):
-        self.local = {**self.local, **row}
-        return super()._reduced(row)
-
-
 def main(out: Path) -> None:
-    callback = KeepLocal(run_dir=out / "run", probes="cheap", judge_every=2, log_book=str(out / "LOG.md"),
-                         log=lambda *a: None)
-    trl_trainer(out / "trl", callbacks=[callback], max_steps=2, per_device_train_batch_size=4).train()
+    callback = FlatlineCallback(run_dir=out / "run", probes="cheap", judge_every=2, log_book=str(out / "LOG.md"),
+                                log=lambda *a: None)
+    trl_trainer(out / "trl", callbacks=[callback], max_steps=2, per_device_train_batch_size=2).train()
     rank = torch.distributed.get_rank()
-    (out / f"rank{rank}.json").write_text(json.dumps({"local": callback.local, "run_dir": str(callback.run_dir),
+    (out / f"rank{rank}.json").write_text(json.dumps({"run_dir": str(callback.run_dir),
                                                       "world": torch.distributed.get_world_size()}))
 
 

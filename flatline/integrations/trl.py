@@ -22,8 +22,13 @@ Live verdicts: every `judge_every` optimizer steps the history so far is judged;
 heal (STRUCTURAL) is printed with the step and seconds it took, and with stop_on="fail" training stops cleanly
 (control.should_training_stop): the run directory and log book are completed as for any run.
 
-Several processes (accelerate launch): the batch probes' numbers are averaged over ranks (the rewards TRL gathers
-are global already); only the main process writes.
+Several processes (accelerate launch, DDP or DeepSpeed): TRL gathers the rewards of every process and slices the
+advantages by process (a group may span processes), so the callback gathers each step's batch tensors from every
+rank, in process order, and the main process runs the batch probes on the global batch (flatline.integrations.trl_parts
+.global_batch). Gradient and update probes: under DDP the optimizer hooks see the all-reduced gradients, the same on
+every rank; under DeepSpeed (ZeRO-3 shards included) the optimizer is DeepSpeed's, so the probes wrap the engine's
+step instead and gather whole gradients and LoRA weights (flatline.probes.sharded). The policy probe reads the last
+micro-batch of each rank and is averaged over ranks. Only the main process writes.
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ from flatline.common.jsonl import JsonlWriter
 from flatline.common.listeners import warn_disabled
 from flatline.common.record import StepRecord, tiers_of
 from flatline.integrations.trl_parts import (completion_extent, config_from_args, distributed, eos_ids, find_trainer,
-                                             group_ids, local_rows, trl_version)
+                                             global_batch, group_ids, local_rows, trl_version)
 from flatline.probes import ALL_PROBES, ProbeContext, ProbeSet, attach
 from flatline.probes.gradients import GradientProbe
 from flatline.probes.policy import PolicyProbe
@@ -103,8 +108,7 @@ class FlatlineCallback(TrainerCallback):
         self.started = time.perf_counter()
         self.max_steps = int(state.max_steps or args.max_steps or 0)
         if self.level != "none" and model is not None and optimizer is not None:
-            inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-            self.monitor = attach(model, inner, max_grad_norm=args.max_grad_norm)
+            self.monitor = self._model_monitor(model, optimizer, args)
         if self.level != "none" and self.trainer is not None:
             self._wrap_batch_methods(self.trainer, args, processing_class)
         elif self.level != "none":
@@ -112,6 +116,21 @@ class FlatlineCallback(TrainerCallback):
                           "(call FlatlineCallback(...).bind(trainer) to turn them on)")
         if self.main:
             self._open_run_dir(args)
+
+    def _model_monitor(self, model, optimizer, args):
+        """The gradient and update probes: on DeepSpeed's engine step (its optimizer is not torch's), else on the
+        torch optimizer's step hooks. One that cannot attach is a warning; training goes on without it."""
+        engine = getattr(self.trainer, "deepspeed", None) if getattr(self.trainer, "is_deepspeed_enabled", False) else None
+        try:
+            if engine is not None:
+                from flatline.probes.sharded import engine_monitor
+
+                return engine_monitor(engine, max_grad_norm=args.max_grad_norm)
+            inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+            return attach(model, inner, max_grad_norm=args.max_grad_norm)
+        except Exception as exc:
+            warn_disabled("monitor", "flatline gradient and update probes", exc)
+            return None
 
     def _wrap_batch_methods(self, trainer, args, processing_class) -> None:
         version = trl_version()
@@ -234,9 +253,12 @@ class FlatlineCallback(TrainerCallback):
         """The batch probes on this step's generation batch, and the policy probe on the loss's last micro-batch."""
         row = {}
         if self.batch is not None and "advantages" in self.batch and self.batch_probes is not None:
-            record = self._record(step)
-            row.update(self._reduced(self.batch_probes.on_step(record)))
+            if distributed():  # every rank's rows, in process order, on the main process (a collective)
+                pad = getattr(self.batch_probes.probes[0].context, "pad_token_id", None) if self.batch_probes.probes else None
+                self.batch = global_batch(self.batch, pad)
             if self.main:
+                record = self._record(step)
+                row.update(self.batch_probes.on_step(record))
                 self._write_samples(record)
         if self.loss_probes is not None and self.loss_inputs is not None and self.loss_logps is not None:
             row.update(self._reduced(self.loss_probes.on_step(self._loss_record(step))))

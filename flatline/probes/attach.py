@@ -18,7 +18,9 @@ parameter's squared gradient norm is also noted as backward finishes accumulatin
 (register_post_accumulate_grad_hook, torch >= 2.1), and those pre-clip norms are reported when the gradients the
 optimizer sees sit at the threshold (the loop clipped); otherwise the optimizer's gradients are the pre-clip ones.
 Left out: an fp16 GradScaler multiplies gradients during backward, so on clipped steps the noted norms are of
-the scaled gradients; sharded/distributed optimizers (DeepSpeed, FSDP) are not supported.
+the scaled gradients; under DDP the noted norms of a clipped step are this rank's, before the all-reduce (unclipped
+steps read the reduced gradients the optimizer sees); DeepSpeed's optimizer has no torch hooks: use
+flatline.probes.sharded.engine_monitor; FSDP is not supported.
 """
 from __future__ import annotations
 

@@ -118,35 +118,46 @@ def clip_coefficient(global_norm: float, max_grad_norm: float | None) -> float |
     return 1.0 if global_norm <= max_grad_norm else max_grad_norm / global_norm
 
 
+def full_numel(p: torch.Tensor) -> int:
+    """Elements of the whole parameter: a DeepSpeed ZeRO-3 shard's `ds_numel`, else numel()."""
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
 @torch.no_grad()
-def grad_flow(named_params: NamedParams) -> dict:
+def grad_flow(named_params: NamedParams, grads: dict[str, torch.Tensor | None] | None = None) -> dict:
     """zero_grad_frac (elements with grad exactly 0 or None; NaN when nothing is trainable), params_without_grad
-    (tensors), nonfinite (elements)."""
-    total, without, missing, grads = 0, 0, 0, []
-    for _, p in named_params:
-        total += p.numel()
-        if p.grad is None:
+    (tensors), nonfinite (elements). `grads` (name -> whole gradient or None) replaces .grad (sharded parameters)."""
+    total, without, missing, present = 0, 0, 0, []
+    for name, p in named_params:
+        grad = p.grad if grads is None else grads.get(name)
+        total += full_numel(p)
+        if grad is None:
             without += 1
-            missing += p.numel()
+            missing += full_numel(p)
         else:
-            grads.append(p.grad)
-    counts = [torch.stack([(g == 0).sum(), (~torch.isfinite(g)).sum()]) for (g,) in flat_pieces(grads, dtype=None)]
+            present.append(grad)
+    counts = [torch.stack([(g == 0).sum(), (~torch.isfinite(g)).sum()]) for (g,) in flat_pieces(present, dtype=None)]
     zero, nonfinite = stacked_sum(counts, width=2) if counts else (0, 0)
     return {"zero_grad_frac": (zero + missing) / total if total else math.nan, "params_without_grad": without,
             "nonfinite": int(nonfinite)}
 
 
 def gradient_metrics(named_params: NamedParams, max_grad_norm: float | None = None,
-                     squares: dict[str, float] | None = None) -> dict:
-    """Every gradient metric of one step; `squares` (name -> squared norm) overrides the norms read from .grad."""
+                     squares: dict[str, float] | None = None,
+                     grads: dict[str, torch.Tensor | None] | None = None) -> dict:
+    """Every gradient metric of one step; `squares` (name -> squared norm) overrides the norms read from .grad, and
+    `grads` (name -> whole gradient or None) replaces .grad (sharded parameters: flatline.probes.sharded)."""
     named_params = list(named_params)
+    if squares is None and grads is not None:
+        squares = to_numbers({name: g.detach().float().pow(2).sum(dtype=torch.float64)
+                              for name, g in grads.items() if g is not None})
     if squares is None:
         squares = to_numbers(squared_grad_norms(named_params))
     row = norm_metrics(squares, group_names(name for name, _ in named_params))
     coef = clip_coefficient(row["global_norm"], max_grad_norm)
     if coef is not None:
         row["clip_coef"] = coef
-    row.update(grad_flow(named_params))
+    row.update(grad_flow(named_params, grads))
     return row
 
 

@@ -7,7 +7,11 @@ Run it with `flatline train configs/default.toml`, or from Python:
     for _ in range(cfg.max_steps):
         row = trainer.step()                # one optimizer step; returns its metrics row
 
-What it leaves out: several devices, DeepSpeed, vLLM (a Sampler implements it), multi-turn tool use.
+Several processes (torchrun / accelerate launch; flatline.trainer.distributed): each rank samples its block of the
+global batch (W times the one-process batch), advantages are taken over the global rewards, every micro-batch's loss
+is normalised by the global batch and the gradients are summed before clipping, so all ranks take the step one
+process would take on the global batch. Rank 0 gathers the rollout and runs the listeners on the global step record.
+What it leaves out: sharded parameters (DeepSpeed ZeRO-3, FSDP): the weights are replicated on every rank.
 The model and every forward live on cfg.device; the rollout's tensors stay on the CPU, and each micro-batch's
 inputs go to the device when the loss needs them (so the probes read CPU tensors on any device).
 One generation batch holds per_device_train_batch_size * gradient_accumulation_steps completions; it is
@@ -29,6 +33,8 @@ from flatline.common.listeners import merged_calls, wants_pre_step_weights
 from flatline.common.record import StepRecord
 from flatline.common.snapshot import pre_step_weights
 from flatline.trainer.algorithm import masked_mean
+from flatline.trainer.distributed import (SINGLE, World, broadcast_trainable, gather_to_main, global_rows, global_sum,
+                                          join_world, local_share, sum_gradients)
 from flatline.trainer.episodes import runner as episodes
 from flatline.trainer.limits import check_bandit_arms, check_context
 from flatline.trainer.logprobs import model_device, rollout_logprobs
@@ -41,6 +47,7 @@ from flatline.trainer.models import (
     load_tokenizer,
     resolve_source,
 )
+from flatline.trainer.merged import StepTensors, merge_rollouts, merge_step_tensors
 from flatline.trainer.plugins import Plugins, call_mask_fn, load_plugins
 from flatline.trainer.rollout import (
     RewardScorer,
@@ -126,14 +133,17 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, prepared: Prepared, model, listeners=()):
+    def __init__(self, prepared: Prepared, model, listeners=(), world: World = SINGLE):
         cfg = self.cfg = prepared.cfg
+        self.world = world
         self.task, self.plugins, self.tokenizer = prepared.task, prepared.plugins, prepared.tokenizer
         self.prompt_ids = prepared.prompt_ids
         self._prompt_texts: dict[str, str] = {}
         self.model = model
         self.device = model_device(model)
         self.listeners = list(listeners)
+        # every rank starts from rank 0's weights, before the sampler copies them (no-op for one process)
+        broadcast_trainable([p for p in model.parameters() if p.requires_grad], world)
         self.eos_token_ids = eos_token_ids(self.tokenizer, model)
         self.sampler = build_sampler(cfg, model, self.tokenizer, prepared.source, self.eos_token_ids,
                                      max(len(ids) for ids in prepared.prompt_ids.values()))
@@ -153,7 +163,9 @@ class Trainer:
         self.eval_examples = prepared.task.examples("eval")[: cfg.eval_size]
         self._order: list[int] = []
         self._data_rng = random.Random(cfg.seed)
-        self._rollout: Rollout | None = None
+        self._rollout: Rollout | None = None  # this rank's part of the generation batch
+        self._rank_rollouts: list[Rollout] = []  # rank 0: every rank's part, in rank order (one process: [it])
+        self._global: Rollout | None = None  # rank 0: the global generation batch (one process: the rollout itself)
         self._iteration = 0
         self.step_count = 0
         self.num_tokens = 0
@@ -161,8 +173,8 @@ class Trainer:
 
     @property
     def last_rollout(self) -> Rollout | None:
-        """The generation batch the last step trained on."""
-        return self._rollout
+        """The generation batch the last step trained on (on rank 0 of several processes: the global one)."""
+        return self._global
 
     # --- data ---
     def next_examples(self, count: int) -> list[Example]:
@@ -197,7 +209,8 @@ class Trainer:
         cfg = self.cfg
         G = cfg.num_generations
         clock = clock or PhaseClock(self.device)
-        examples = self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps)
+        examples = local_share(self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps
+                                                  * self.world.size), self.world)
         if getattr(self.task, "is_environment", False):  # multi-turn episodes against a tool environment
             played = episodes.episode_rollout(self, examples)
             clock.mark("sample")
@@ -206,7 +219,7 @@ class Trainer:
         clock.mark("sample")
         completions, components, errors, weights = self.score(examples, samples, G)
         rewards = combine_rewards(components, weights)
-        advantages = self.plugins.advantage_fn(rewards, G, scale_rewards=cfg.scale_rewards, eps=cfg.advantage_eps)
+        advantages = self.advantages(rewards, G)
         loss_mask, prompt_loss_mask = call_mask_fn(self.plugins.mask_fn, samples.completion_ids, self.eos_token_ids,
                                                    samples.prompt_ids, samples.prompt_mask)
         rollout = Rollout(examples, samples, loss_mask, samples.completion_lengths, completions, rewards, components,
@@ -219,6 +232,27 @@ class Trainer:
         if cfg.num_iterations > 1 or cfg.beta > 0:
             clock.mark("logprobs")
         return rollout
+
+    def advantages(self, rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
+        """advantage_fn over the global batch's rewards (every rank's, in rank order), this rank's rows of it:
+        a batch-scaled or plug-in advantage sees what one process would. [n] -> [n]"""
+        cfg = self.cfg
+        everyone = global_rows(rewards, self.world)  # [W*n]
+        advantages = self.plugins.advantage_fn(everyone, num_generations, scale_rewards=cfg.scale_rewards,
+                                               eps=cfg.advantage_eps)
+        if not self.world.active:
+            return advantages
+        n = rewards.numel()
+        return advantages[self.world.rank * n:(self.world.rank + 1) * n]
+
+    def global_rollout(self, rollout: Rollout) -> Rollout | None:
+        """Rank 0: the global batch, merged from every rank's part (kept in _rank_rollouts); other ranks: None."""
+        parts = gather_to_main(rollout, self.world)
+        if parts is None:
+            self._rank_rollouts = []
+            return None
+        self._rank_rollouts = parts
+        return merge_rollouts(parts, self.tokenizer.pad_token_id)
 
     def logprobs(self, model, rollout: Rollout, rows: torch.Tensor, with_entropy: bool = False):
         return rollout_logprobs(model, rollout, rows, self.cfg.num_generations, self.cfg.temperature, with_entropy)
@@ -243,20 +277,23 @@ class Trainer:
         cfg = self.cfg
         clock = PhaseClock(self.device)
         started = time.perf_counter()
+        listeners = self.listeners if self.world.is_main else []  # several processes: rank 0 listens for all
         if self._rollout is None or self._iteration >= cfg.num_iterations:
             self._rollout, self._iteration = self.rollout(clock), 0
-            self.num_tokens += int(self._rollout.samples.prompt_mask.sum() + self._rollout.completion_lengths.sum())
+            self._global = self.global_rollout(self._rollout) or self._rollout
+            self.num_tokens += int(self._global.samples.prompt_mask.sum() + self._global.completion_lengths.sum())
         rollout = self._rollout
         generated = time.perf_counter()
 
-        trainer_logprobs, entropy, parts = self.backward(rollout)
-        clock.mark("backward")
-        gradient_metrics = merged_calls(self.listeners, "on_gradients", self.model, self.optimizer, self.step_count + 1)
-        clock.mark("probes")
+        tensors = self.backward_steps(rollout)
         params = [p for _, p in self.trainable]
+        sum_gradients(params, self.world)  # several processes: every rank now holds the global batch's gradient
+        clock.mark("backward")
+        gradient_metrics = merged_calls(listeners, "on_gradients", self.model, self.optimizer, self.step_count + 1)
+        clock.mark("probes")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf))
         clock.mark("optimizer")
-        pre_step = pre_step_weights(self.trainable) if wants_pre_step_weights(self.listeners) else None
+        pre_step = pre_step_weights(self.trainable) if wants_pre_step_weights(listeners) else None
         clock.mark("probes")
         learning_rate = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -268,6 +305,12 @@ class Trainer:
         clock.mark("optimizer")
         trained = time.perf_counter()
 
+        if self.world.active:  # rank 0 reads the global batch; the others their own part (their rows go nowhere)
+            gathered = gather_to_main(tensors, self.world)
+            if gathered is not None:
+                rollout, tensors = self._global, merge_step_tensors(gathered, self._rank_rollouts, self._global)
+        trainer_logprobs, entropy = tensors.trainer_logprobs, tensors.entropy
+        parts = merge_loss_parts(tensors.loss_parts, cfg.loss_type)
         row = {"step": self.step_count, "learning_rate": learning_rate, "grad_norm": grad_norm, **parts, **gradient_metrics}
         row.update(rollout_metrics(rollout, cfg.num_generations))
         row["entropy"] = float(masked_mean(entropy, rollout.completion_mask))
@@ -276,9 +319,9 @@ class Trainer:
         row["time/train"] = trained - generated
         row["step_time"] = trained - started
         row.update(getattr(self.sampler, "step_metrics", dict)())  # vllm: sampler/weights_lag, time/sync
-        if self.listeners:
+        if listeners:
             record = self.step_record(rollout, trainer_logprobs, entropy, parts, grad_norm, pre_step, dict(row))
-            row.update(merged_calls(self.listeners, "on_step", record))
+            row.update(merged_calls(listeners, "on_step", record))
             clock.mark("probes")
         row.update(clock.metrics())
         return row
@@ -305,11 +348,17 @@ class Trainer:
 
     def backward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Loss and backward over the rollout's micro-batches; returns trainer logprobs, entropy [N, T], loss parts."""
+        tensors = self.backward_steps(rollout)
+        return tensors.trainer_logprobs, tensors.entropy, merge_loss_parts(tensors.loss_parts, self.cfg.loss_type)
+
+    def backward_steps(self, rollout: Rollout) -> StepTensors:
+        """Loss and backward over the rollout's micro-batches, each normalised as a micro-batch of the global batch
+        (gradient_accumulation_steps and dapo's token count over every rank); its loss parts are kept apart."""
         cfg = self.cfg
         self.model.train()
         mask = rollout.loss_mask
         completion_width = rollout.completion_mask.size(1)
-        num_items = int(mask.sum())
+        num_items = int(global_sum(int(mask.sum()), self.world)) if self.world.active else int(mask.sum())
         logps_parts, entropy_parts, loss_parts = [], [], []
         for rows in self.micro_batches(len(rollout.completions)):
             logps, entropy = self.logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T] on the device
@@ -320,7 +369,7 @@ class Trainer:
                 logps, old, rollout.advantages[rows].to(device), mask[rows].to(device), loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
                 epsilon_high=cfg.epsilon_upper, beta=cfg.beta, ref_logps=ref,
                 max_completion_length=cfg.max_completion_length, num_items_in_batch=num_items,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps * self.world.size)
             if loss.requires_grad:
                 loss.backward()
             elif not self._no_graph_warned:  # e.g. a loss_fn on detached logprobs, or no trainable parameter
@@ -330,7 +379,7 @@ class Trainer:
             logps_parts.append(logps[:, -completion_width:].detach().cpu())  # the completion's, for the probes
             entropy_parts.append(entropy.cpu())
             loss_parts.append({k: float(v) for k, v in parts.items()})
-        return torch.cat(logps_parts), torch.cat(entropy_parts), merge_loss_parts(loss_parts, cfg.loss_type)
+        return StepTensors(torch.cat(logps_parts), torch.cat(entropy_parts), loss_parts)
 
     # --- evaluation and logging ---
     @torch.no_grad()
@@ -353,7 +402,7 @@ class Trainer:
 
     def logged_samples(self, count: int) -> list[dict]:
         """The first completion of the first `count` groups of the last rollout, with what the loss actually saw."""
-        return logged_samples(self._rollout, self.tokenizer, self.prompt_text, self.step_count,
+        return logged_samples(self._global, self.tokenizer, self.prompt_text, self.step_count,
                               self.cfg.num_generations, count)
 
 
@@ -368,8 +417,13 @@ def merge_loss_parts(parts: list[dict], loss_type: str) -> dict:
 
 
 def build_trainer(cfg, listeners=(), prepared: Prepared | None = None) -> Trainer:
-    """Prepare (cheap checks), seed, load the model and return a Trainer."""
+    """Prepare (cheap checks), join the other processes of a launch (if any), seed, load the model and return a
+    Trainer. Every rank loads the same weights (same seed); each then samples with its own seed."""
     prepared = prepared or prepare(cfg)
+    world = join_world(cfg.device)
     seed_everything(cfg.seed)
     model = load_model(prepared.source, prepared.tokenizer, cfg)
-    return Trainer(prepared, model, listeners)
+    trainer = Trainer(prepared, model, listeners, world)
+    if world.active:
+        seed_everything(cfg.seed + world.rank)
+    return trainer

@@ -4,6 +4,11 @@ Run directory (never overwritten): config.toml, metrics.jsonl (a row per step), 
 summary.json says how the run ended: `status` completed | failed | interrupted, `steps_completed` of `max_steps`,
 and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM). SIGTERM is handled
 like Ctrl-C while a run trains, so `timeout` and cluster schedulers leave a settled run too.
+
+Several processes (torchrun / accelerate launch): every rank trains; rank 0 alone has listeners, the run directory,
+W&B, evaluation and the hooks (log book). A rank other than 0 that raises leaves its error for rank 0
+(flatline.trainer.distributed.note_failure); rank 0, stopped by the launcher's SIGTERM or a collective's error,
+settles the run as failed with that rank's error, and ignores further SIGTERMs while it writes the summary.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from flatline.common.errors import Terminated
 from flatline.common.files import write_atomic
 from flatline.common.jsonl import JsonlWriter
 from flatline.trainer.config import checked_toml, to_dict
+from flatline.trainer.distributed import World, leave_world, note_failure, peer_failure
 from flatline.trainer.loop import build_trainer, prepare
 from flatline.trainer.rundir import create_run_dir
 from flatline.trainer.tracking import Tracker
@@ -119,6 +125,10 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
     with sigterm_as_interrupt():
         prepared = prepare(cfg)
         trainer = build_trainer(cfg, listeners, prepared)
+        if not trainer.world.is_main:
+            return follow(trainer, cfg)
+        if trainer.world.active:
+            log(distributed_line(trainer.world))
         if make_listeners is not None:
             trainer.listeners.extend(make_listeners(trainer))
         name = run_name(cfg)
@@ -139,6 +149,8 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                 on_start(run_dir, tracker)
             for _ in range(cfg.max_steps):
                 row = trainer.step()
+                if trainer.world.active:
+                    row["world_size"] = trainer.world.size
                 if eval_due(row["step"], cfg):
                     row.update(trainer.evaluate())
                 metrics.write(row)
@@ -157,10 +169,10 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                     bar.set_postfix(reward=f"{row['reward']:.3f}", refresh=False)
             outcome = Outcome("completed", len(rows), cfg.max_steps)
         except KeyboardInterrupt as exc:
-            outcome = Outcome("interrupted", len(rows), cfg.max_steps, interruption(exc))
+            outcome = stopped(trainer.world, Outcome("interrupted", len(rows), cfg.max_steps, interruption(exc)))
             raise
         except BaseException as exc:
-            outcome = Outcome("failed", len(rows), cfg.max_steps, error_line(exc))
+            outcome = stopped(trainer.world, Outcome("failed", len(rows), cfg.max_steps, error_line(exc)))
             raise
         finally:
             metrics.close()
@@ -182,7 +194,42 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                 finally:
                     tracker.finish()
     log(summary_line(summary))
+    leave_world(trainer.world)
     return run_dir
+
+
+def follow(trainer, cfg) -> None:
+    """A rank other than 0: train every step alongside rank 0 and write nothing. An error is noted for rank 0
+    (which settles the run directory as failed with it) and raised."""
+    try:
+        for _ in range(cfg.max_steps):
+            trainer.step()
+    except BaseException as exc:
+        note_failure(trainer.world, interruption(exc) if isinstance(exc, KeyboardInterrupt) else error_line(exc))
+        raise
+    leave_world(trainer.world)
+
+
+def stopped(world: World, outcome: Outcome) -> Outcome:
+    """How a run of several processes ended when rank 0 stopped early: failed with another rank's error when one
+    noted it (the launcher's SIGTERM and the collective's error on rank 0 are its consequences), else `outcome`.
+    From here on rank 0 ignores SIGTERM, so the launcher's stop cannot cut the summary short. One process: `outcome`."""
+    if not world.active:
+        return outcome
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    peer = peer_failure(world)
+    return Outcome("failed", outcome.steps_completed, outcome.max_steps, peer) if peer else outcome
+
+
+def distributed_line(world: World) -> str:
+    import os
+
+    line = f"{world.size} processes: rank 0 writes the run directory; the global batch is {world.size} x the config's"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        line += ("; the accelerate config's DeepSpeed settings are not used by flatline train (weights replicated, "
+                 "gradients all-reduced)")
+    return line
 
 
 def run_summary(rows: list[dict], outcome: Outcome, run: str, started_at: datetime, total_seconds: float,

@@ -288,7 +288,7 @@ def episode_rollout(trainer, examples: list[Example], num_generations: int | Non
     if cfg.mask_fn:  # the user's mask over the transcript (its env_mask says what it put in the loss)
         loss_mask, prompt_loss_mask = call_mask_fn(trainer.plugins.mask_fn, samples.completion_ids,
                                                    trainer.eos_token_ids, samples.prompt_ids, samples.prompt_mask)
-    advantages = trainer.plugins.advantage_fn(rewards, G, scale_rewards=cfg.scale_rewards, eps=cfg.advantage_eps)
+    advantages = trainer.advantages(rewards, G)  # over the global batch under several processes
     completions = trainer.tokenizer.batch_decode([e.ids for e in episodes], skip_special_tokens=False)
     errors = sum(e.outcome == "grader_error" for e in episodes)
     summaries = []
