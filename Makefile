@@ -6,7 +6,7 @@ CONFIG ?= configs/default.toml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatline-installed
 
-.PHONY: train test test-trl test-vllm cases bench install
+.PHONY: train test test-trl test-deepspeed test-vllm cases bench install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 test-trl: $(STAMP)
 	$(PY) -m pip install -q -e ".[trl]"
 	$(PY) -m pytest -m trl tests
+
+# The DeepSpeed stage: ZeRO-3 on the CPU (2 gloo processes), the sharded-parameter probes against one process.
+test-deepspeed: $(STAMP)
+	$(PY) -m pip install -q -e ".[deepspeed]"
+	$(PY) -m pytest -m deepspeed tests
 
 cases: $(STAMP)
 	$(PY) -m pytest cases $(CASES_ARGS)

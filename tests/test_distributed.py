@@ -166,7 +166,8 @@ def zero3_available() -> bool:
     return True
 
 
-@pytest.mark.skipif(not zero3_available(), reason="needs deepspeed (pip install deepspeed)")
+@pytest.mark.deepspeed
+@pytest.mark.skipif(not zero3_available(), reason="needs deepspeed (the [deepspeed] extra; `make test-deepspeed`)")
 def test_zero3_sharded_lora_probes_equal_one_process_on_the_same_batch(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
