@@ -110,6 +110,25 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def interrupts_held():
+    """While the block runs, SIGINT and SIGTERM wait and are delivered when it ends: a step's metrics line (written,
+    flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
 def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None, on_finish=None,
           on_start=None, on_end=None) -> Path:
     """Train with `cfg`; returns the run directory. Bad input raises FlatlineError before anything is written.
@@ -153,8 +172,9 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                     row["world_size"] = trainer.world.size
                 if eval_due(row["step"], cfg):
                     row.update(trainer.evaluate())
-                metrics.write(row)
-                rows.append(row)  # right after its line is written: summary.json counts exactly the rows written
+                with interrupts_held():  # summary.json counts exactly the rows written
+                    metrics.write(row)
+                    rows.append(row)
                 for sample in trainer.logged_samples(cfg.log_completions):
                     samples.write(sample)
                 fresh = trainer.last_rollout
