@@ -28,8 +28,8 @@ class Fault:
     config: dict = field(default_factory=dict)
     mutate: Callable | None = None  # fn(trainer), applied after the trainer and its probes are built
     fast: bool = False  # part of the CI subset
-    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama), default (SmolLM2 arithmetic), or
-    # vllm (the default with sampler = "vllm": needs the [vllm] extra)
+    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama), default (SmolLM2 arithmetic), tools
+    # (SmolLM2 in multi-turn tool episodes), or vllm (the default with sampler = "vllm": needs the [vllm] extra)
 
     @property
     def allowed(self) -> frozenset:
@@ -178,6 +178,35 @@ VLLM_HEALTHY = (
     Fault("vllm_bf16_merged", "config", "merged sync into a bfloat16 engine at learning_rate 5e-5: not stale, only "
           "bf16 precision", f(), config={"vllm_sync_mode": "merged", "vllm_dtype": "bfloat16", "learning_rate": 5e-5,
                                          "max_steps": VLLM_STEPS}, base="vllm"),
+)
+
+# Planted in multi-turn tool-use episodes (base "tools": configs/tools.toml, SmolLM2 learning to call `lookup`; a
+# prompt of 228 tokens, a call of 28, the tool's answer and the next turn's header 22).
+EPISODES = "flatline.harness.selftest.episode_faults"
+EPISODE_STEPS = 5
+EPISODE_FAULTS = (
+    Fault("episodes_shared_budget", "config", "env_step_budget = 3 shared by the 8 rollouts of a prompt: the rollouts "
+          "that call last find it empty", f("episodes.early_termination"),
+          config={"env_step_budget": 3, "env_budget_shared": True, "max_steps": EPISODE_STEPS}, base="tools"),
+    Fault("episodes_context_too_small", "config", "max_episode_length = 260: the prompt and a tool call fit, the "
+          "tool's answer does not", f("episodes.early_termination"),
+          config={"max_episode_length": 260, "max_steps": EPISODE_STEPS}, base="tools"),
+    Fault("episodes_tool_outputs_in_loss", "plug-in", "mask_fn trains on the whole transcript up to the last EOS: the "
+          "tool outputs too", f("masking.env_tokens_in_loss"),
+          config={"mask_fn": f"{EPISODES}:transcript_mask", "max_steps": 3}, base="tools", fast=True),
+    Fault("episodes_grader_timeout_scored_0", "plug-in", "a grader that overruns grader_timeout_s on ~30% of episodes, "
+          "its failures scored 0 (infra_failure = zero)", f("episodes.infra_scored_as_reward"),
+          config={"reward": f"{EPISODES}:slow_grader", "grader_timeout_s": 0.1, "infra_failure": "zero",
+                  "max_steps": EPISODE_STEPS}, base="tools"),
+    Fault("episodes_call_bonus_swamps", "config", "an uncapped per-call bonus twice the outcome (tool_call_reward_cap "
+          "= 0, reward_weights.tool_calls = 2): calling again pays more than answering",
+          f("episodes.bonus_dominates"), f("episodes.tool_call_failures", "reward.component_dominance"),
+          config={"tool_call_reward_cap": 0.0, "reward_weights": {"outcome": 1.0, "tool_calls": 2.0},
+                  "max_steps": EPISODE_STEPS}, base="tools"),
+)
+EPISODE_HEALTHY = (
+    Fault("episodes_tools", "config", "configs/tools.toml as shipped: SmolLM2 learning to look a key up and answer",
+          f(), base="tools"),
 )
 
 # Healthy runs and healthy-but-odd ones: nothing may fail.

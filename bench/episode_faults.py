@@ -1,0 +1,69 @@
+"""The multi-turn tool-episode rows of the planted-fault matrix on SmolLM2 (configs/tools.toml): five planted faults
+and the healthy run, each judged on every hypothesis.
+
+    PYTHONPATH=. .venv/bin/python bench/episode_faults.py [--only NAME ...] [--save-runs DIR]
+
+Prints each run's wall time and flagged ids, the fault x hypothesis matrix, then for every case the flagged verdicts
+(and the must-fail ones) with their evidence. Exits 1 on a miss or a false alarm. `flatline selftest --episodes` runs
+the same rows without the evidence. Output committed under reports/examples/episode_faults.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flatline.diagnostics.history import History  # noqa: E402
+from flatline.diagnostics.judge import judge  # noqa: E402
+from flatline.diagnostics.verdict import FLAGGED  # noqa: E402
+from flatline.harness.selftest.faults import EPISODE_FAULTS, EPISODE_HEALTHY  # noqa: E402
+from flatline.harness.selftest.matrix import case_config, render, run_matrix  # noqa: E402
+from flatline.trainer.config import load_config  # noqa: E402
+
+
+def evidence_lines(result, run_dir: Path) -> list[str]:
+    """The flagged and must-fail verdicts of a saved case, judged again from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    config = dataclasses.asdict(case_config(result.fault, result.seed))
+    verdicts = judge(History(run=result.fault.name, rows=rows, config=config)).verdicts
+    shown = [v for v in verdicts if v.status in FLAGGED or v.id in result.fault.must_fail]
+    lines = [f"{result.fault.name} ({result.fault.description}): {result.steps} steps, {result.seconds:.0f} s"]
+    for v in shown:
+        numbers = ", ".join(f"{k}={x:.3g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.evidence.items())
+        lines.append(f"  {v.status:5s} {v.id}: {numbers}")
+    if not shown:
+        lines.append("  nothing flagged")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these cases")
+    parser.add_argument("--save-runs", type=Path, default=Path("/tmp/flatline-episode-faults"),
+                        help="where each case is written as a run directory (default /tmp/flatline-episode-faults)")
+    args = parser.parse_args()
+    cases = [c for c in EPISODE_FAULTS + EPISODE_HEALTHY if not args.only or c.name in args.only]
+    started = time.perf_counter()
+    results = run_matrix(cases, 1, args.save_runs, progress=lambda r: print(
+        f"  {r.fault.name}: {r.steps} steps, {r.seconds:.0f} s, failed {sorted(r.failed) or 'nothing'}", flush=True))
+    base = load_config(Path(__file__).resolve().parent.parent / "configs" / "tools.toml")
+    print(f"\nflatline selftest, multi-turn tool episodes: SmolLM2-135M-Instruct on configs/tools.toml "
+          f"({base.max_steps} steps healthy; faults as listed), {platform.processor() or platform.machine()}, "
+          f"{time.perf_counter() - started:.0f} s in all\n")
+    print(render(results))
+    print("\nEvidence (flagged and must-fail verdicts):")
+    for result in results:
+        run_dir = args.save_runs / f"{result.fault.name}-seed{result.seed}"
+        if (run_dir / "metrics.jsonl").exists():
+            print("\n".join(evidence_lines(result, run_dir)))
+    return 1 if any(r.missed or r.false_alarms for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
