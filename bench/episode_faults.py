@@ -1,11 +1,13 @@
 """The multi-turn tool-episode rows of the planted-fault matrix on SmolLM2 (configs/tools.toml): five planted faults
 and the healthy run, each judged on every hypothesis.
 
-    PYTHONPATH=. .venv/bin/python bench/episode_faults.py [--only NAME ...] [--save-runs DIR]
+    PYTHONPATH=. .venv/bin/python bench/episode_faults.py [--only NAME ...] [--save-runs DIR] [--healthy-run RUN_DIR]
 
 Prints each run's wall time and flagged ids, the fault x hypothesis matrix, then for every case the flagged verdicts
 (and the must-fail ones) with their evidence. Exits 1 on a miss or a false alarm. `flatline selftest --episodes` runs
-the same rows without the evidence. Output committed under reports/examples/episode_faults.txt.
+the same rows without the evidence. With --healthy-run, the healthy row is judged from the run directory that
+`flatline train configs/tools.toml` wrote (the same config and seed) instead of training it again.
+Output committed under reports/examples/episode_faults.txt.
 """
 from __future__ import annotations
 
@@ -19,19 +21,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flatline.diagnostics.history import History  # noqa: E402
+from flatline.diagnostics.history import History, load_history  # noqa: E402
 from flatline.diagnostics.judge import judge  # noqa: E402
 from flatline.diagnostics.verdict import FLAGGED  # noqa: E402
 from flatline.harness.selftest.faults import EPISODE_FAULTS, EPISODE_HEALTHY  # noqa: E402
-from flatline.harness.selftest.matrix import case_config, render, run_matrix  # noqa: E402
+from flatline.harness.selftest.matrix import CaseResult, case_config, render, run_matrix  # noqa: E402
 from flatline.trainer.config import load_config  # noqa: E402
 
 
-def evidence_lines(result, run_dir: Path) -> list[str]:
+def judged_run(fault, run_dir: Path) -> tuple[CaseResult, list]:
+    """A healthy case judged from a run directory `flatline train` wrote, and its verdicts."""
+    history = load_history(run_dir)
+    verdicts = judge(history).verdicts
+    times = history.series("step_time")
+    result = CaseResult(fault, 0, failed={v.id for v in verdicts if v.status in FLAGGED}, steps=len(history.rows),
+                        seconds=float(times.values.sum()), final_reward=history.series("reward").tail(5).mean(),
+                        first_loss=float(history.rows[0].get("loss", float("nan"))))
+    return result, verdicts
+
+
+def evidence_lines(result, run_dir: Path, verdicts=None) -> list[str]:
     """The flagged and must-fail verdicts of a saved case, judged again from its metrics.jsonl."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    config = dataclasses.asdict(case_config(result.fault, result.seed))
-    verdicts = judge(History(run=result.fault.name, rows=rows, config=config)).verdicts
+    if verdicts is None:
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        config = dataclasses.asdict(case_config(result.fault, result.seed))
+        verdicts = judge(History(run=result.fault.name, rows=rows, config=config)).verdicts
     shown = [v for v in verdicts if v.status in FLAGGED or v.id in result.fault.must_fail]
     lines = [f"{result.fault.name} ({result.fault.description}): {result.steps} steps, {result.seconds:.0f} s"]
     for v in shown:
@@ -47,11 +61,21 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these cases")
     parser.add_argument("--save-runs", type=Path, default=Path("/tmp/flatline-episode-faults"),
                         help="where each case is written as a run directory (default /tmp/flatline-episode-faults)")
+    parser.add_argument("--healthy-run", type=Path, help="judge this `flatline train configs/tools.toml` run directory "
+                        "as the healthy row instead of training it")
     args = parser.parse_args()
     cases = [c for c in EPISODE_FAULTS + EPISODE_HEALTHY if not args.only or c.name in args.only]
+    if args.healthy_run:
+        cases = [c for c in cases if c.must_fail]
     started = time.perf_counter()
     results = run_matrix(cases, 1, args.save_runs, progress=lambda r: print(
         f"  {r.fault.name}: {r.steps} steps, {r.seconds:.0f} s, failed {sorted(r.failed) or 'nothing'}", flush=True))
+    healthy_verdicts = None
+    if args.healthy_run:
+        healthy, healthy_verdicts = judged_run(EPISODE_HEALTHY[0], args.healthy_run)
+        results.append(healthy)
+        print(f"  {healthy.fault.name} (judged from {args.healthy_run}): {healthy.steps} steps, {healthy.seconds:.0f} s "
+              f"of steps, failed {sorted(healthy.failed) or 'nothing'}")
     base = load_config(Path(__file__).resolve().parent.parent / "configs" / "tools.toml")
     print(f"\nflatline selftest, multi-turn tool episodes: SmolLM2-135M-Instruct on configs/tools.toml "
           f"({base.max_steps} steps healthy; faults as listed), {platform.processor() or platform.machine()}, "
@@ -59,6 +83,9 @@ def main() -> int:
     print(render(results))
     print("\nEvidence (flagged and must-fail verdicts):")
     for result in results:
+        if healthy_verdicts is not None and not result.fault.must_fail:
+            print("\n".join(evidence_lines(result, args.healthy_run, healthy_verdicts)))
+            continue
         run_dir = args.save_runs / f"{result.fault.name}-seed{result.seed}"
         if (run_dir / "metrics.jsonl").exists():
             print("\n".join(evidence_lines(result, run_dir)))

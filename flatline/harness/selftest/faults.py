@@ -181,28 +181,31 @@ VLLM_HEALTHY = (
 )
 
 # Planted in multi-turn tool-use episodes (base "tools": configs/tools.toml, SmolLM2 learning to call `lookup`; a
-# prompt of 228 tokens, a call of 28, the tool's answer and the next turn's header 22).
+# prompt of 228 tokens, a call of 28, the tool's answer and the next turn's header 22). One prompt x 8 episodes a
+# step and 2 steps where the verdict reads a share of episodes (each step's share is its own evidence); the bonus
+# needs 4 steps to see the outcome not move. At step 1 about half of SmolLM2's episodes call the tool.
 EPISODES = "flatline.harness.selftest.episode_faults"
-EPISODE_STEPS = 5
+ONE_GROUP = {"per_device_train_batch_size": 8, "max_steps": 2}
 EPISODE_FAULTS = (
-    Fault("episodes_shared_budget", "config", "env_step_budget = 3 shared by the 8 rollouts of a prompt: the rollouts "
-          "that call last find it empty", f("episodes.early_termination"),
-          config={"env_step_budget": 3, "env_budget_shared": True, "max_steps": EPISODE_STEPS}, base="tools"),
+    Fault("episodes_shared_budget", "config", "env_step_budget = 1 shared by the 8 rollouts of a prompt: the first "
+          "caller takes it, the others find it empty", f("episodes.early_termination"),
+          config={**ONE_GROUP, "env_step_budget": 1, "env_budget_shared": True}, base="tools"),
     Fault("episodes_context_too_small", "config", "max_episode_length = 260: the prompt and a tool call fit, the "
           "tool's answer does not", f("episodes.early_termination"),
-          config={"max_episode_length": 260, "max_steps": EPISODE_STEPS}, base="tools"),
+          config={**ONE_GROUP, "max_episode_length": 260}, base="tools"),
     Fault("episodes_tool_outputs_in_loss", "plug-in", "mask_fn trains on the whole transcript up to the last EOS: the "
           "tool outputs too", f("masking.env_tokens_in_loss"),
-          config={"mask_fn": f"{EPISODES}:transcript_mask", "max_steps": 3}, base="tools", fast=True),
+          f("masking.padding_in_loss"),  # pad == eos: after a last turn cut without EOS it takes one padding token
+          config={**ONE_GROUP, "mask_fn": f"{EPISODES}:transcript_mask"}, base="tools", fast=True),
     Fault("episodes_grader_timeout_scored_0", "plug-in", "a grader that overruns grader_timeout_s on ~30% of episodes, "
           "its failures scored 0 (infra_failure = zero)", f("episodes.infra_scored_as_reward"),
-          config={"reward": f"{EPISODES}:slow_grader", "grader_timeout_s": 0.1, "infra_failure": "zero",
-                  "max_steps": EPISODE_STEPS}, base="tools"),
+          config={**ONE_GROUP, "reward": f"{EPISODES}:slow_grader", "grader_timeout_s": 0.1, "infra_failure": "zero"},
+          base="tools"),
     Fault("episodes_call_bonus_swamps", "config", "an uncapped per-call bonus twice the outcome (tool_call_reward_cap "
           "= 0, reward_weights.tool_calls = 2): calling again pays more than answering",
           f("episodes.bonus_dominates"), f("episodes.tool_call_failures", "reward.component_dominance"),
-          config={"tool_call_reward_cap": 0.0, "reward_weights": {"outcome": 1.0, "tool_calls": 2.0},
-                  "max_steps": EPISODE_STEPS}, base="tools"),
+          config={**ONE_GROUP, "max_steps": 4, "tool_call_reward_cap": 0.0,
+                  "reward_weights": {"outcome": 1.0, "tool_calls": 2.0}}, base="tools"),
 )
 EPISODE_HEALTHY = (
     Fault("episodes_tools", "config", "configs/tools.toml as shipped: SmolLM2 learning to look a key up and answer",
