@@ -175,3 +175,19 @@ def test_a_template_that_rewrites_earlier_turns():
         import dataclasses
         h = History(run="t", rows=rows, config=dataclasses.asdict(cfg))
         assert judge_one("episodes.template_not_prefix_preserving", h).status == status
+
+
+def test_the_episode_outcome_owning_the_variance_is_the_task_not_dominance():
+    def history(outcome_share: float, episodes: bool) -> History:
+        row = {"reward/outcome/variance_share": outcome_share, "reward/tool_calls/variance_share": 1 - outcome_share,
+               "reward/outcome/frac_at_min": 0.5, "reward/outcome/frac_at_max": 0.5,
+               "reward/tool_calls/frac_at_min": 0.5, "reward/tool_calls/frac_at_max": 0.5,
+               "reward/outcome/min": 0.0, "reward/outcome/max": 1.0, "reward/tool_calls/min": -1.0,
+               "reward/tool_calls/max": 1.0}
+        if episodes:
+            row["episodes/outcome_mean"] = 0.5
+        return History(run="t", rows=[{"step": i + 1, **row} for i in range(4)], config={})
+
+    assert judge_one("reward.component_dominance", history(0.96, episodes=True)).status == "pass"
+    assert judge_one("reward.component_dominance", history(0.04, episodes=True)).status == "fail"  # the per-call term
+    assert judge_one("reward.component_dominance", history(0.96, episodes=False)).status == "fail"  # single-turn: unchanged
