@@ -12,6 +12,7 @@ Output committed under reports/examples/episode_faults.txt.
 from __future__ import annotations
 
 import argparse
+import itertools
 import dataclasses
 import json
 import platform
@@ -25,18 +26,20 @@ from flatline.diagnostics.history import History, load_history  # noqa: E402
 from flatline.diagnostics.judge import judge  # noqa: E402
 from flatline.diagnostics.verdict import FLAGGED  # noqa: E402
 from flatline.harness.selftest.faults import EPISODE_FAULTS, EPISODE_HEALTHY  # noqa: E402
-from flatline.harness.selftest.matrix import CaseResult, case_config, render, run_matrix  # noqa: E402
+from flatline.harness.selftest.matrix import CaseResult, case_config, first_flags, render, run_matrix  # noqa: E402
 from flatline.trainer.config import load_config  # noqa: E402
 
 
 def judged_run(fault, run_dir: Path) -> tuple[CaseResult, list]:
-    """A healthy case judged from a run directory `flatline train` wrote, and its verdicts."""
+    """A case judged from a run directory (one `flatline train` or an earlier --save-runs wrote), and its verdicts."""
     history = load_history(run_dir)
     verdicts = judge(history).verdicts
-    times = history.series("step_time")
-    result = CaseResult(fault, 0, failed={v.id for v in verdicts if v.status in FLAGGED}, steps=len(history.rows),
-                        seconds=float(times.values.sum()), final_reward=history.series("reward").tail(5).mean(),
-                        first_loss=float(history.rows[0].get("loss", float("nan"))))
+    failed = {v.id for v in verdicts if v.status in FLAGGED}
+    times = list(itertools.accumulate(float(x) for x in history.series("step_time").values))
+    result = CaseResult(fault, 0, failed=failed, steps=len(history.rows), seconds=float(times[-1]),
+                        final_reward=history.series("reward").tail(5).mean(),
+                        first_loss=float(history.rows[0].get("loss", float("nan"))),
+                        first_flag=first_flags(history.rows, times, history.config, sorted(fault.must_fail & failed)))
     return result, verdicts
 
 
@@ -61,6 +64,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these cases")
     parser.add_argument("--save-runs", type=Path, default=Path("/tmp/flatline-episode-faults"),
                         help="where each case is written as a run directory (default /tmp/flatline-episode-faults)")
+    parser.add_argument("--judge-saved", action="store_true", help="train nothing: judge the runs an earlier call "
+                        "saved under --save-runs (each case's NAME-seed0) with the judges as they are now")
     parser.add_argument("--healthy-run", type=Path, help="judge this `flatline train configs/tools.toml` run directory "
                         "as the healthy row instead of training it")
     args = parser.parse_args()
@@ -68,8 +73,14 @@ def main() -> int:
     if args.healthy_run:
         cases = [c for c in cases if c.must_fail]
     started = time.perf_counter()
-    results = run_matrix(cases, 1, args.save_runs, progress=lambda r: print(
-        f"  {r.fault.name}: {r.steps} steps, {r.seconds:.0f} s, failed {sorted(r.failed) or 'nothing'}", flush=True))
+    progress = lambda r: print(  # noqa: E731
+        f"  {r.fault.name}: {r.steps} steps, {r.seconds:.0f} s, failed {sorted(r.failed) or 'nothing'}", flush=True)
+    if args.judge_saved:
+        results = [judged_run(c, args.save_runs / f"{c.name}-seed0")[0] for c in cases]
+        for result in results:
+            progress(result)
+    else:
+        results = run_matrix(cases, 1, args.save_runs, progress=progress)
     healthy_verdicts = None
     if args.healthy_run:
         healthy, healthy_verdicts = judged_run(EPISODE_HEALTHY[0], args.healthy_run)
@@ -79,7 +90,8 @@ def main() -> int:
     base = load_config(Path(__file__).resolve().parent.parent / "configs" / "tools.toml")
     print(f"\nflatline selftest, multi-turn tool episodes: SmolLM2-135M-Instruct on configs/tools.toml "
           f"({base.max_steps} steps healthy; faults as listed), {platform.processor() or platform.machine()}, "
-          f"{time.perf_counter() - started:.0f} s in all\n")
+          + ("judged from the saved runs (seconds: the steps' own time)\n" if args.judge_saved else
+             f"{time.perf_counter() - started:.0f} s in all\n"))
     print(render(results))
     print("\nEvidence (flagged and must-fail verdicts):")
     for result in results:
