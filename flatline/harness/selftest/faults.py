@@ -199,6 +199,8 @@ EPISODE_FAULTS = (
           config={**ONE_GROUP, "mask_fn": f"{EPISODES}:transcript_mask"}, base="tools", fast=True),
     Fault("episodes_grader_timeout_scored_0", "plug-in", "a grader that overruns grader_timeout_s on ~30% of episodes, "
           "its failures scored 0 (infra_failure = zero)", f("episodes.infra_scored_as_reward"),
+          # its timeouts are reward errors, and a group whose gradings all time out is all 0: no variance
+          f("reward.parse_failures", "advantage.degenerate_groups", "reward.no_signal"),
           config={**ONE_GROUP, "reward": f"{EPISODES}:slow_grader", "grader_timeout_s": 0.1, "infra_failure": "zero"},
           base="tools"),
     Fault("episodes_call_bonus_swamps", "config", "an uncapped per-call bonus twice the outcome (tool_call_reward_cap "
