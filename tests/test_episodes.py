@@ -28,6 +28,13 @@ def test_parser_reads_calls_and_types_each_malformed_one():
     assert not parse_turn("42").attempted
 
 
+def test_a_turn_of_g_rollouts_per_prompt_prefills_each_prompt_once():
+    from flatline.trainer.episodes.runner import shared_prompts
+    assert shared_prompts([[1, 2], [1, 2], [3], [3]]) == ([[1, 2], [3]], 2)  # the first turn: G rows per prompt
+    assert shared_prompts([[1], [1], [3]]) == ([[1], [1], [3]], 1)  # later turns: transcripts differ
+    assert shared_prompts([[1], [3], [1], [3]]) == ([[1], [3], [1], [3]], 1)
+
+
 def test_env_budget_shared_or_not_and_calculator():
     shared = StepBudget(2)
     a, b = KeyValueEnv({"fig": 3}, shared), KeyValueEnv({"fig": 3}, shared)
