@@ -28,6 +28,13 @@ def test_parser_reads_calls_and_types_each_malformed_one():
     assert not parse_turn("42").attempted
 
 
+def test_a_turn_of_g_rollouts_per_prompt_prefills_each_prompt_once():
+    from flatline.trainer.episodes.runner import shared_prompts
+    assert shared_prompts([[1, 2], [1, 2], [3], [3]]) == ([[1, 2], [3]], 2)  # the first turn: G rows per prompt
+    assert shared_prompts([[1], [1], [3]]) == ([[1], [1], [3]], 1)  # later turns: transcripts differ
+    assert shared_prompts([[1], [3], [1], [3]]) == ([[1], [3], [1], [3]], 1)
+
+
 def test_env_budget_shared_or_not_and_calculator():
     shared = StepBudget(2)
     a, b = KeyValueEnv({"fig": 3}, shared), KeyValueEnv({"fig": 3}, shared)
@@ -51,7 +58,7 @@ class ScriptedSampler:
 
     def sample(self, prompts, num_generations, max_new_tokens, temperature, top_p=1.0, top_k=0):
         rows = []
-        for row, prompt in enumerate(prompts):
+        for row, prompt in enumerate(p for p in prompts for _ in range(num_generations)):
             text = self.policy(self.tokenizer.decode(prompt), row)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.eos_id]
             rows.append(ids[:max_new_tokens])
@@ -61,7 +68,7 @@ class ScriptedSampler:
             ids[i, :len(r)] = torch.tensor(r)
         lengths = torch.tensor([len(r) for r in rows])
         inside = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()
-        prompt_ids, prompt_mask = left_pad(prompts, self.eos_id)
+        prompt_ids, prompt_mask = left_pad([p for p in prompts for _ in range(num_generations)], self.eos_id)
         truncated = torch.tensor([r[-1] != self.eos_id for r in rows])
         return SampleBatch(prompt_ids, prompt_mask, ids, -inside, lengths, truncated)
 
@@ -125,7 +132,7 @@ def test_a_budget_shared_by_eight_rollouts_ends_episodes_early():
 
 
 def test_a_context_too_small_for_the_episode_is_context_full():
-    trainer, h = run("max_episode_length=190")
+    trainer, h = run("max_episode_length=260")  # the 228-token prompt and a call fit; the tool's answer does not
     assert h.series("episodes/outcome/context_full").mean() == 1.0
     assert flagged(h) == {"episodes.early_termination"}
 
@@ -175,3 +182,19 @@ def test_a_template_that_rewrites_earlier_turns():
         import dataclasses
         h = History(run="t", rows=rows, config=dataclasses.asdict(cfg))
         assert judge_one("episodes.template_not_prefix_preserving", h).status == status
+
+
+def test_the_episode_outcome_owning_the_variance_is_the_task_not_dominance():
+    def history(outcome_share: float, episodes: bool) -> History:
+        row = {"reward/outcome/variance_share": outcome_share, "reward/tool_calls/variance_share": 1 - outcome_share,
+               "reward/outcome/frac_at_min": 0.5, "reward/outcome/frac_at_max": 0.5,
+               "reward/tool_calls/frac_at_min": 0.5, "reward/tool_calls/frac_at_max": 0.5,
+               "reward/outcome/min": 0.0, "reward/outcome/max": 1.0, "reward/tool_calls/min": -1.0,
+               "reward/tool_calls/max": 1.0}
+        if episodes:
+            row["episodes/outcome_mean"] = 0.5
+        return History(run="t", rows=[{"step": i + 1, **row} for i in range(4)], config={})
+
+    assert judge_one("reward.component_dominance", history(0.96, episodes=True)).status == "pass"
+    assert judge_one("reward.component_dominance", history(0.04, episodes=True)).status == "fail"  # the per-call term
+    assert judge_one("reward.component_dominance", history(0.96, episodes=False)).status == "fail"  # single-turn: unchanged

@@ -204,6 +204,16 @@ def test_entropy_collapsing_while_the_reward_still_rises_short_of_its_maximum_is
     assert v.status == "warn" and "still rises" in v.reason and "epsilon_high" in v.prescription
 
 
+def test_entropy_gone_only_from_the_groups_already_at_the_maximum_is_convergence_not_collapse():
+    # half the groups solved (all at the maximum, no variance), the rest still varied: the entropy left the solved
+    # prompts; the same flat share below the maximum is the collapse the warning is for
+    solved_half = {"advantage/zero_std_frac": ramp(0.0, 0.5), "advantage/zero_std_all_max_frac": ramp(0.0, 0.5)}
+    v = verdict("entropy.collapse", healthy(entropy=ENTROPY_TO_ZERO, **solved_half))
+    assert v.status == "pass" and "solves" in v.reason and v.evidence["flat_groups_at_max_recent"] > 0
+    stuck_half = {"advantage/zero_std_frac": ramp(0.0, 0.5), "advantage/zero_std_all_max_frac": 0.0}
+    assert verdict("entropy.collapse", healthy(entropy=ENTROPY_TO_ZERO, **stuck_half)).status == "warn"
+
+
 def test_greedy_sampling_with_identical_groups_fails_and_says_temperature():
     h = healthy(config={"temperature": 0.0}, reward=flat(0.3, noise=0.02), entropy=None,
                 **{"policy/identical_frac": 1.0, "eval/reward": None})

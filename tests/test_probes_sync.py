@@ -110,3 +110,17 @@ def test_tracking_is_one_when_synced_and_zero_when_stale():
     assert synced["tracking"] == pytest.approx(1.0, abs=0.05) and synced["tracking_se"] < 0.05
     assert stale["tracking"] == pytest.approx(0.0, abs=0.05)
     assert tracking_stats(initial, initial.clone(), initial, mask) == {}  # the policy has not moved: nothing to read
+
+
+def test_environment_tokens_in_the_loss_are_not_read_as_a_sampler_mismatch():
+    # a multi-turn transcript: the tool's tokens (env_mask) have no sampler logprob (0), yet a mask_fn put them in
+    # the loss; the sync numbers read the model's own tokens only
+    trainer = torch.log(torch.tensor([[0.5, 0.2, 0.1, 0.5], [0.4, 0.3, 0.2, 0.4]]))
+    env = torch.tensor([[False, True, True, False], [False, True, True, False]])
+    sampler = torch.where(env, torch.zeros_like(trainer), trainer)
+    record = StepRecord(step=1, iteration=0, sampler_logprobs=sampler, trainer_logprobs=trainer,
+                        completion_mask=torch.ones(2, 4, dtype=torch.long), env_mask=env)
+    s = SyncProbe().on_step(record)
+    assert s["logprob_diff_max"] == 0.0 and s["is_weight_mean"] == 1.0
+    record.env_mask = None  # without the environment mask the same tokens read as a mismatch
+    assert SyncProbe().on_step(record)["logprob_diff_max"] > 1.0

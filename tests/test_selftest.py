@@ -4,19 +4,23 @@ import pytest
 
 from flatline.harness.cli import main
 from flatline.harness.selftest.faults import (
+    EPISODE_FAULTS,
+    EPISODE_HEALTHY,
     FAULTS,
     HEALTHY,
     NOT_LEARNING,
     REFUSED,
     Fault,
 )
-from flatline.harness.selftest.matrix import CaseResult, case_config, render, run_case
+from flatline.harness.selftest.matrix import CaseResult, case_config, render, run_case, select_cases
+
+EVERY = FAULTS + HEALTHY + EPISODE_FAULTS + EPISODE_HEALTHY
 
 
 def test_the_fast_subset_catches_every_fault_and_no_healthy_run_fails(capsys):
     code = main(["selftest"])
     out = capsys.readouterr().out
-    fast = [c for c in FAULTS if c.fast]
+    fast = [c for c in FAULTS + EPISODE_FAULTS if c.fast]
     assert f"recall: {len(fast)}/{len(fast)} planted faults" in out, out
     assert "false alarms: 0 (healthy runs with a fail: 0/" in out
     assert code == 0
@@ -37,6 +41,19 @@ def test_every_case_builds_a_valid_config_on_its_base_run():
             cfg = case_config(case, seed=0)
             assert cfg.task == {"bandit": "bandit", "default": "arithmetic"}[case.base], case.name
     assert {c.base for c in FAULTS} == {"bandit", "default"} and any(c.base == "default" for c in HEALTHY)
+    for case in EPISODE_FAULTS + EPISODE_HEALTHY:
+        cfg = case_config(case, seed=0)
+        assert cfg.task == "tools" and cfg.model == "smollm2-135m", case.name
+
+
+def test_the_episode_rows_plant_the_faults_of_issue_16_and_at_most_one_runs_in_the_suite():
+    wanted = {"episodes.early_termination", "masking.env_tokens_in_loss", "episodes.infra_scored_as_reward"}
+    assert len(EPISODE_FAULTS) == 4 and set().union(*(c.must_fail for c in EPISODE_FAULTS)) == wanted
+    assert not any(c.must_fail for c in EPISODE_HEALTHY) and len(EPISODE_HEALTHY) == 2
+    assert [c.name for c in select_cases(EVERY, episodes=True)] == [c.name for c in EPISODE_FAULTS + EPISODE_HEALTHY]
+    assert sum(c.base == "tools" for c in select_cases(EVERY)) <= 1
+    assert {c.name for c in EPISODE_FAULTS + EPISODE_HEALTHY} <= {c.name for c in select_cases(EVERY, full=True)}
+    assert [c.name for c in select_cases(EVERY, only=["episodes_tools"])] == ["episodes_tools"]
 
 
 def test_a_loss_near_zero_at_step_one_is_not_blamed():

@@ -3,7 +3,7 @@
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
     flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
     flatline log [--log-book PATH] [--status STATUS ...]
-    flatline selftest [--full] [--only NAME ...] [--seeds N]
+    flatline selftest [--full] [--episodes] [--only NAME ...] [--seeds N]
     flatline preflight CONFIG [--set key=value ...] [--gpu-mem GIB] [--max-model-len N] [--vllm-share F]
                       [--format text|json] [--fail-on refuse|warn]
     flatline compare RUN... [--by KEY] [--baseline NAME] [--metric NAME] [--last K] [--format md|json]
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = commands.add_parser("selftest", help="planted faults each verdict must catch; healthy runs stay quiet")
     selftest.add_argument("--full", action="store_true", help="every fault and healthy run (default: the CI subset)")
     selftest.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults / healthy runs")
+    selftest.add_argument("--episodes", action="store_true", help="only the multi-turn tool-episode rows (SmolLM2 on "
+                          "configs/tools.toml: four planted faults and two healthy runs)")
     selftest.add_argument("--seeds", type=int, default=1, help="seeds per healthy run (default 1)")
     compare = commands.add_parser("compare", help="baseline vs variants per task over seeds: winner or tie")
     compare.add_argument("runs", nargs="+", metavar="RUN",
@@ -182,18 +184,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_selftest(args) -> int:
-    from flatline.harness.selftest.faults import FAULTS, HEALTHY
-    from flatline.harness.selftest.matrix import render, run_matrix
+    from flatline.harness.selftest.faults import EPISODE_FAULTS, EPISODE_HEALTHY, FAULTS, HEALTHY
+    from flatline.harness.selftest.matrix import render, run_matrix, select_cases
 
-    cases = [c for c in FAULTS + HEALTHY if args.full or c.fast or args.only]
-    if args.only:
-        unknown = set(args.only) - {c.name for c in FAULTS + HEALTHY}
-        if unknown:
-            raise FlatlineError(f"--only: no fault named {', '.join(sorted(unknown))}; "
-                                f"choose from {', '.join(c.name for c in FAULTS + HEALTHY)}")
-        cases = [c for c in cases if c.name in args.only]
+    cases = select_cases(FAULTS + HEALTHY + EPISODE_FAULTS + EPISODE_HEALTHY, args.full, args.only, args.episodes)
     results = run_matrix(cases, args.seeds, progress=lambda r: print(
-        f"  {r.fault.name} seed {r.seed}: failed {sorted(r.failed) or 'nothing'}", flush=True))
+        f"  {r.fault.name} seed {r.seed}: {r.seconds:.0f} s, failed {sorted(r.failed) or 'nothing'}", flush=True))
     print(render(results))
     return 1 if any(r.missed or r.false_alarms for r in results) else 0
 

@@ -28,6 +28,7 @@ import torch
 from flatline.probes.base import Probe
 from flatline.probes.dropout import active_dropout_modules
 from flatline.probes.masks import rescored_logprobs
+from flatline.probes.sync import sampled_tokens
 
 
 def tracking_stats(sampler: torch.Tensor, trainer: torch.Tensor, initial: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -70,7 +71,7 @@ class StaleWeightsProbe(Probe):
         if initial is None:
             return {}
         return tracking_stats(record.sampler_logprobs, record.trainer_logprobs, initial.to(record.trainer_logprobs),
-                              record.completion_mask)
+                              sampled_tokens(record))
 
     @torch.no_grad()
     def initial_logprobs(self, record):

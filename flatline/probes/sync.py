@@ -79,6 +79,15 @@ def _slope(sampler: torch.Tensor, trainer: torch.Tensor) -> dict:
     return {"logprob_slope": float((sampler * trainer).sum()) / energy} if energy > 1e-12 else {}
 
 
+def sampled_tokens(record) -> torch.Tensor:
+    """[N, T] the loss tokens the sampler wrote: without a multi-turn episode's environment tokens, which have no
+    sampler logprob (a mask_fn may put them in the loss; masking.env_tokens_in_loss says so, not the sync verdicts)."""
+    mask = record.completion_mask.bool()
+    if record.env_mask is not None:
+        mask = mask & ~record.env_mask.bool().to(mask.device)
+    return mask.to(record.completion_mask.dtype)
+
+
 class SyncProbe(Probe):
     """sync/*: the sampler's logprobs against the trainer's on the sampled tokens (first pass of each rollout)."""
 
@@ -88,4 +97,4 @@ class SyncProbe(Probe):
     def on_step(self, record) -> dict:
         if record.iteration != 0 or record.sampler_logprobs is None or record.trainer_logprobs is None:
             return {}
-        return sync_stats(record.sampler_logprobs, record.trainer_logprobs, record.completion_mask)
+        return sync_stats(record.sampler_logprobs, record.trainer_logprobs, sampled_tokens(record))

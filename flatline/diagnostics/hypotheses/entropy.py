@@ -28,6 +28,18 @@ IDENTICAL_FRAC = 0.9
 EXPLOSION_RATIO = 2.0
 
 
+def converged_where_solved(h, p, evidence: dict) -> bool:
+    """After a rise, every recent group without reward variance sat at the task's maximum: the entropy went from the
+    prompts the policy solves, while the groups it does not solve still vary and carry the signal. Diversity lost
+    short of the maximum shows as groups flat below it instead (advantage.degenerate_groups' split)."""
+    flat = recent_part(h.series("advantage/zero_std_frac").finite())
+    at_max = recent_part(h.series("advantage/zero_std_all_max_frac").finite())
+    if p is None or not p.rising or not len(flat) or len(flat) != len(at_max):
+        return False
+    evidence.update(flat_groups_recent=flat.mean(), flat_groups_at_max_recent=at_max.mean())
+    return flat.mean() > 0 and at_max.mean() >= flat.mean()
+
+
 def _entropy(h):
     entropy = h.series("entropy").finite()
     return entropy if len(entropy) else h.series("policy/entropy_mean").finite()
@@ -73,6 +85,9 @@ def collapse(h, v):
     if solved(h, p):
         return v.passed("entropy fell as the run reached the task's maximum: the policy converged on these prompts",
                         evidence, refs("entropy"))
+    if converged_where_solved(h, p, evidence):
+        return v.passed("entropy fell on the prompts the policy solves: every recent group without reward variance is "
+                        "at the maximum, and the others still vary", evidence, refs("entropy"))
     if temperature is not None and float(temperature) == 0:
         prescription = "sample with temperature = 1.0 (temperature 0 is greedy: every completion in a group is the same)"
     else:

@@ -89,8 +89,14 @@ def component_dominance(h, v):
         if math.isfinite(share):
             shares[name] = share
     owner = max(shares, key=shares.get) if shares else None
-    owns_all = owner is not None and shares[owner] >= OWNS_VARIANCE
+    task_term = EPISODE_OUTCOME if h.has("episodes/outcome_mean") else None
+    owns_all = owner is not None and shares[owner] >= OWNS_VARIANCE and owner != task_term
+    if owner == task_term:
+        owner = None  # the advantages are the task's own result: what the run should learn through
     if not saturated and not owns_all:
+        if task_term in shares and shares[task_term] >= OWNS_VARIANCE:
+            return v.passed(f"the episode outcome, the task itself, carries {shares[task_term]:.0%} of the within-group "
+                            "variance", evidence)
         return v.passed("every component varies and none owns the variance", evidence)
     if len(saturated) == len(components):
         return v.passed("no component varies at all: the reward as a whole is silent (reward.no_signal), no single "
@@ -112,6 +118,10 @@ def component_dominance(h, v):
     return v.fail("; ".join(parts), evidence, "; ".join(advice), refs("rldoctor_composition"))
 
 
+# In a multi-turn episodes run (episodes/* metrics) the `outcome` component is the episode's graded result, the
+# task itself; the variance moving through it is the goal, so only another component can dominate (its saturation
+# still counts).
+EPISODE_OUTCOME = "outcome"
 # Without flatline's reward probe, a component's weight in the total is read by regressing `reward` on the logged
 # component means (TRL logs reward = sum of weight x rewards/<f>/mean per batch); the fit is trusted only when it
 # explains the reward this well, else the components are compared unweighted (and the evidence says so).

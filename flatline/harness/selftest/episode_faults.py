@@ -24,8 +24,10 @@ def slow_grader(prompts, completions, **columns):
 
 
 def transcript_mask(completion_ids, eos_token_ids, prompt_ids=None, prompt_mask=None):
-    """Every transcript token up to the last EOS: the model's turns and the tool outputs between them."""
+    """Every transcript token up to the EOS that closes the model's last turn: the model's turns and the tool outputs
+    between them. With pad == eos (SmolLM2) that EOS is the first of the row's trailing run of EOS ids; a last turn cut
+    at max_completion_length has none, so there the mask takes one padding token too."""
     is_eos = torch.isin(completion_ids, torch.as_tensor(list(eos_token_ids)))  # [N, T]
     positions = torch.arange(completion_ids.size(1)).unsqueeze(0)  # [1, T]
-    last = torch.where(is_eos, positions, torch.full_like(completion_ids, -1)).max(dim=1).values  # [N]
-    return (positions <= last.unsqueeze(1)).long()  # [N, T]
+    last_text = torch.where(~is_eos, positions, torch.full_like(completion_ids, -1)).max(dim=1).values  # [N]
+    return (positions <= (last_text + 1).unsqueeze(1)).long()  # [N, T]

@@ -28,8 +28,8 @@ class Fault:
     config: dict = field(default_factory=dict)
     mutate: Callable | None = None  # fn(trainer), applied after the trainer and its probes are built
     fast: bool = False  # part of the CI subset
-    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama), default (SmolLM2 arithmetic), or
-    # vllm (the default with sampler = "vllm": needs the [vllm] extra)
+    base: str = "bandit"  # the run it is planted in: bandit (tiny random Llama), default (SmolLM2 arithmetic), tools
+    # (SmolLM2 in multi-turn tool episodes), or vllm (the default with sampler = "vllm": needs the [vllm] extra)
 
     @property
     def allowed(self) -> frozenset:
@@ -192,6 +192,45 @@ VLLM_HEALTHY = (
           "learning_rate 5e-5: kept in expectation, only bf16 precision", f(),
           config={"vllm_sync_mode": "merged", "vllm_dtype": "bfloat16", "learning_rate": 5e-5, "max_steps": VLLM_STEPS},
           base="vllm"),
+)
+
+# Planted in multi-turn tool-use episodes (base "tools": configs/tools.toml, SmolLM2 learning to call `lookup`; a
+# prompt of 228 tokens, a call of 28, the tool's answer and the next turn's header 22). One prompt x 8 episodes a
+# step and 2 steps: each verdict reads a share of episodes, each step's share its own evidence. At step 1 about half
+# of SmolLM2's episodes call the tool. The per-call bonus of issue 16 is a healthy-but-odd row below (measured).
+EPISODES = "flatline.harness.selftest.episode_faults"
+ONE_GROUP = {"per_device_train_batch_size": 8, "max_steps": 2}
+EPISODE_FAULTS = (
+    Fault("episodes_shared_budget", "config", "env_step_budget = 1 shared by the 8 rollouts of a prompt: the first "
+          "caller takes it, the others find it empty", f("episodes.early_termination"),
+          config={**ONE_GROUP, "env_step_budget": 1, "env_budget_shared": True}, base="tools"),
+    Fault("episodes_context_too_small", "config", "max_episode_length = 260: the prompt and a tool call fit, the "
+          "tool's answer does not", f("episodes.early_termination"),
+          f("reward.component_dominance"),  # an episode cut before its answer cannot earn the outcome: only calls vary
+          config={**ONE_GROUP, "max_episode_length": 260}, base="tools"),
+    Fault("episodes_tool_outputs_in_loss", "plug-in", "mask_fn trains on the whole transcript up to the last EOS: the "
+          "tool outputs too", f("masking.env_tokens_in_loss"),
+          f("masking.padding_in_loss"),  # pad == eos: after a last turn cut without EOS it takes one padding token
+          config={**ONE_GROUP, "mask_fn": f"{EPISODES}:transcript_mask"}, base="tools", fast=True),
+    Fault("episodes_grader_timeout_scored_0", "plug-in", "a grader that overruns grader_timeout_s on ~30% of episodes, "
+          "its failures scored 0 (infra_failure = zero)", f("episodes.infra_scored_as_reward"),
+          # its timeouts are reward errors, and a group whose gradings all time out is all 0: no variance
+          f("reward.parse_failures", "advantage.degenerate_groups", "reward.no_signal"),
+          config={**ONE_GROUP, "reward": f"{EPISODES}:slow_grader", "grader_timeout_s": 0.1, "infra_failure": "zero"},
+          base="tools"),
+)
+EPISODE_HEALTHY = (
+    Fault("episodes_tools", "config", "configs/tools.toml as shipped: SmolLM2 learning to look a key up and answer",
+          f(), base="tools"),
+    # Planted as "a per-call bonus that swamps the outcome": measured on SmolLM2, the bonus carries 91% of the
+    # within-group variance yet is aligned with the outcome, since a lookup that runs is how the model finds the value:
+    # the outcome went 0.375 -> 1.0 in 4 steps and no episode called twice, so nothing was learned instead of the task
+    # (episodes.bonus_dominates asks for an outcome that does not move). The bonus that does swamp it, a policy paid
+    # for calls that never answers, is flagged in tests/test_episodes.py.
+    Fault("episodes_call_bonus_aligned", "config", "an uncapped per-call bonus twice the outcome (tool_call_reward_cap "
+          "= 0, reward_weights.tool_calls = 2): on this task calling is how the outcome is earned", f(),
+          config={**ONE_GROUP, "max_steps": 4, "tool_call_reward_cap": 0.0,
+                  "reward_weights": {"outcome": 1.0, "tool_calls": 2.0}}, base="tools"),
 )
 
 # Healthy runs and healthy-but-odd ones: nothing may fail.

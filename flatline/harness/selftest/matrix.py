@@ -26,6 +26,8 @@ BASES = {
     "bandit": (CONFIGS / "bandit.toml", {"num_generations": 4, **QUIET}),
     # the embedded default: SmolLM2 on arithmetic, whose completions end with EOS
     "default": (CONFIGS / "default.toml", QUIET),
+    # SmolLM2 in multi-turn episodes: look a key up with a tool call, then answer
+    "tools": (CONFIGS / "tools.toml", QUIET),
     # the embedded default sampled by an in-process vLLM engine (the [vllm] extra)
     "vllm": (CONFIGS / "default.toml", {**QUIET, "sampler": "vllm"}),
 }
@@ -50,6 +52,20 @@ class CaseResult:
     @property
     def false_alarms(self) -> set:
         return self.failed - set(self.fault.allowed)
+
+
+def select_cases(cases, full: bool = False, only=None, episodes: bool = False) -> list:
+    """The rows a selftest runs: the fast subset by default, every row with `full`, the multi-turn tool-episode rows
+    (base "tools") with `episodes`, or the named ones with `only` (FlatlineError for a name no row has)."""
+    if only:
+        unknown = set(only) - {c.name for c in cases}
+        if unknown:
+            raise FlatlineError(f"--only: no fault named {', '.join(sorted(unknown))}; "
+                                f"choose from {', '.join(c.name for c in cases)}")
+        return [c for c in cases if c.name in only]
+    if episodes:
+        return [c for c in cases if c.base == "tools"]
+    return [c for c in cases if full or c.fast]
 
 
 def case_config(fault: Fault, seed: int, steps: int | None = None):

@@ -84,6 +84,17 @@ def render(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
+def shared_prompts(prompts: list[list[int]]) -> tuple[list[list[int]], int]:
+    """(distinct prompts, rows each) when the rows are equal-length runs of one prompt each (the first turn of a
+    prompt's G rollouts), so the sampler prefills each once; else (prompts, 1)."""
+    run = 1
+    while run < len(prompts) and prompts[run] == prompts[0]:
+        run += 1
+    if len(prompts) % run or any(prompts[i] != prompts[i - i % run] for i in range(len(prompts))):
+        return prompts, 1
+    return prompts[::run], run
+
+
 def tool_message(observations: list[str]) -> dict:
     """The environment's answers as one message (Hermes: <tool_response> blocks, sent in a user turn)."""
     return {"role": "user", "content": "\n".join(f"<tool_response>{o}</tool_response>" for o in observations)}
@@ -180,7 +191,8 @@ class EpisodeRunner:
         prompts = [e.prompt_ids + e.ids if cfg.episode_prompts == "append" else render(self.tokenizer, e.messages, True)
                    for e, _ in active]
         budget = min(cfg.max_completion_length, max(room[id(e)] for e, _ in active))
-        samples = self.trainer.sampler.sample(prompts, 1, budget, temperature, cfg.top_p, cfg.top_k)
+        distinct, repeats = shared_prompts(prompts)
+        samples = self.trainer.sampler.sample(distinct, repeats, budget, temperature, cfg.top_p, cfg.top_k)
         for row, (e, env) in enumerate(active):
             n = int(samples.completion_lengths[row])
             ids = samples.completion_ids[row, :n].tolist()

@@ -1,7 +1,8 @@
 """tools: a multi-turn tool-use task. Each example is a small key-value store the model cannot see; it must call the
 `lookup` tool with a Hermes-style JSON tool call, read the tool's answer, and reply with the value.
 
-    system: the tools and the call format, with one worked example
+    system: the tools and the call format
+    user/model: two worked episodes (the same exchange for keys never asked)
     user:   What is the value stored under the key "pear"?
     model:  <tool_call>{"name": "lookup", "arguments": {"key": "pear"}}</tool_call>
     tool:   <tool_response>57</tool_response>
@@ -30,12 +31,25 @@ KEYS = ("apple", "pear", "plum", "fig", "kiwi", "lime", "mango", "peach", "grape
         "olive", "date", "guava", "papaya")
 SYSTEM = ("You can call a tool named lookup that returns the value stored under a key. Call it with "
           '<tool_call>{"name": "lookup", "arguments": {"key": "KEY"}}</tool_call>, then reply with just the value.')
-# One worked episode before the question: a 135M model copies a format it has seen far more readily than one described.
-SHOT = [{"role": "user", "content": 'What is the value stored under the key "quince"?'},
-        {"role": "assistant", "content": '<tool_call>{"name": "lookup", "arguments": {"key": "quince"}}</tool_call>'},
-        {"role": "user", "content": "<tool_response>31</tool_response>"},
-        {"role": "assistant", "content": "31"}]
 NUMBER = re.compile(r"-?\d+")
+
+
+def question_for(key: str) -> str:
+    return f'What is the value stored under the key "{key}"?'
+
+
+def worked_episode(key: str, value: int) -> list[dict]:
+    return [{"role": "user", "content": question_for(key)},
+            {"role": "assistant", "content": format_call("lookup", {"key": key})},
+            {"role": "user", "content": f"<tool_response>{value}</tool_response>"},
+            {"role": "assistant", "content": str(value)}]
+
+
+# Two worked episodes before the question: a 135M model copies a format it has seen far more readily than one
+# described. Measured on SmolLM2-135M-Instruct (teacher-forced, 4 keys): the exact call for the asked key has mean
+# log-probability -18.6 with no example, -7.2 after one worked episode (sampled at temperature 1 it copied the
+# <tool_response> line instead of calling), -1.0 after two; GRPO needs calls in the first groups to learn from.
+SHOTS = [*worked_episode("quince", 31), *worked_episode("banana", 64)]  # keys outside KEYS: never asked
 
 
 def final_answer_correct(answer: str, value: int) -> float:
@@ -83,9 +97,9 @@ def make_example(index: int, rng: random.Random, num_keys: int, split: str) -> E
     keys = rng.sample(KEYS, num_keys)
     store = {key: rng.randint(10, 99) for key in keys}
     key = rng.choice(keys)
-    question = f'What is the value stored under the key "{key}"?'
+    question = question_for(key)
     reference = f"{format_call('lookup', {'key': key})}\n{store[key]}"
-    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM}, *SHOT,
+    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM}, *SHOTS,
                                                            {"role": "user", "content": question}],
                    row={"store": store, "key": key, "value": store[key], "question": question}, reference=reference)
 
