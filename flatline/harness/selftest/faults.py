@@ -226,7 +226,7 @@ EPISODE_HEALTHY = (
     # within-group variance yet is aligned with the outcome, since a lookup that runs is how the model finds the value:
     # the outcome went 0.375 -> 1.0 in 4 steps and no episode called twice, so nothing was learned instead of the task
     # (episodes.bonus_dominates asks for an outcome that does not move). The bonus that does swamp it, a policy paid
-    # for calls that never answers, is flagged in tests/test_episodes.py.
+    # for calls that never answers, is flagged in tests/test_episode_runs.py.
     Fault("episodes_call_bonus_aligned", "config", "an uncapped per-call bonus twice the outcome (tool_call_reward_cap "
           "= 0, reward_weights.tool_calls = 2): on this task calling is how the outcome is earned", f(),
           config={**ONE_GROUP, "max_steps": 4, "tool_call_reward_cap": 0.0,
