@@ -179,6 +179,7 @@ def test_zero3_sharded_lora_probes_equal_one_process_on_the_same_batch(tmp_path)
                          timeout=400)
     assert two.returncode == 0, two.stderr[-3000:]
     single, sharded = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert len(single) == len(sharded) > 0
     for a, b in zip(single, sharded):
         assert b["sharded"] == 1  # the parameters really were ZeRO-3 shards
         shared = [k for k in b if k != "sharded"]

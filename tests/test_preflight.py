@@ -122,7 +122,9 @@ def test_memory_findings_refuse_warn_info():
     total = estimate(shape, plan).total
     refuse = memory.memory_findings(shape, plan, int(total * 0.8))
     assert refuse[0].severity == "refuse" and refuse[0].numbers["total_gib"] == round(total / GIB, 1)
-    assert "total_gib_checkpointing_on" in refuse[0].numbers and refuse[0].fix
+    with_checkpointing = estimate(shape, Plan(**{**vars(plan), "checkpointing": True})).total
+    assert refuse[0].numbers["total_gib_checkpointing_on"] == round(with_checkpointing / GIB, 1) < round(total / GIB, 1)
+    assert refuse[0].fix
     assert memory.memory_findings(shape, plan, int(total / 0.95))[0].severity == "warn"
     assert memory.memory_findings(shape, plan, total * 4)[0].severity == "info"
     assert memory.memory_findings(shape, plan, None)[0].severity == "info"  # no device: the estimate alone

@@ -83,6 +83,10 @@ class Series:
     def last(self) -> float:
         return float(self.values[-1]) if len(self) else math.nan
 
+    def by_step(self) -> dict:
+        """step -> value."""
+        return dict(zip(self.steps, self.values))
+
     def frac(self, predicate) -> float:
         """Fraction of logged steps where predicate(value) holds (NaN-safe: the predicate sees floats)."""
         if not len(self):

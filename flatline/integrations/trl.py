@@ -23,7 +23,7 @@ heal (STRUCTURAL) is printed with the step and seconds it took, and with stop_on
 (control.should_training_stop): the run directory and log book are completed as for any run.
 
 Several processes (accelerate launch, DDP or DeepSpeed): TRL gathers the rewards of every process and slices the
-advantages by process (a group may span processes), so the callback gathers each step's batch tensors from every
+advantages by process (a group may span processes), so the callback gathers the batch tensors its probes read from every
 rank, in process order, and the main process runs the batch probes on the global batch (flatline.integrations.trl_parts
 .global_batch). Gradient and update probes: under DDP the optimizer hooks see the all-reduced gradients, the same on
 every rank; under DeepSpeed (ZeRO-3 shards included) the optimizer is DeepSpeed's, so the probes wrap the engine's

@@ -68,32 +68,36 @@ def local_rows(global_rows: int, local_rows: int, trainer) -> slice:
     return slice(index * local_rows, (index + 1) * local_rows)
 
 
-# Batch tensors of TRL's generation output that are padded on the left (the prompt side); the others, on the right.
+# The batch tensors of TRL's generation output that the callback's step record reads (FlatlineCallback._record), the
+# only ones gathered from every process; those padded on the left (the prompt side), the others on the right.
+RECORD_TENSORS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
+                  "sampling_per_token_logps", "old_per_token_logps")
 PROMPT_SIDE = ("prompt_ids", "prompt_mask")
 
 
 def global_batch(batch: dict, pad_token_id: int | None) -> dict | None:
-    """Every process's batch tensors, concatenated in process order (TRL's process_slice order), on the main
-    process (None elsewhere); rewards_per_func, which TRL gathers itself, is kept as it is. Tensors wider on some
-    rank are padded: prompt-side on the left (pad id, mask 0), the completion side on the right (0)."""
+    """Every process's record tensors (RECORD_TENSORS), concatenated in process order (TRL's process_slice order),
+    on the main process (None elsewhere); the rest, rewards_per_func included (TRL gathers it itself), is kept as it
+    is. Tensors wider on some rank are padded: prompt-side on the left (pad id, mask 0), the completion side on the
+    right (0)."""
+    from flatline.trainer.distributed import World, gather_to_main
     from flatline.trainer.merged import pad_left, pad_right
 
-    local = {key: value.detach().cpu() for key, value in batch.items() if torch.is_tensor(value) and value.dim() >= 1
-             and key != "rewards_per_func"}  # 0-d numbers (num_items_in_batch) stay this rank's
-    gathered = [None] * torch.distributed.get_world_size() if torch.distributed.get_rank() == 0 else None
-    torch.distributed.gather_object(local, gathered, dst=0)
+    world = World(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    if not world.active:  # one process: its batch is the global one
+        return batch
+    local = {key: batch[key].detach().cpu() for key in RECORD_TENSORS if torch.is_tensor(batch.get(key))}
+    gathered = gather_to_main(local, world)
     if gathered is None:
         return None
     merged = {key: value for key, value in batch.items() if key not in local}
     for key in local:
         parts = [part[key] for part in gathered]
-        if parts[0].dim() >= 2 and all(p.dim() == parts[0].dim() for p in parts):
+        if parts[0].dim() == 2:
             width = max(p.size(1) for p in parts)
             fill = pad_token_id if key == "prompt_ids" and pad_token_id is not None else 0
             pad = pad_left if key in PROMPT_SIDE else pad_right
-            parts = [pad(p, width, fill) if p.dim() == 2 else p for p in parts]
-            if any(p.size(1) != width for p in parts):  # 3-d tensors of unequal width: left out
-                continue
+            parts = [pad(p, width, fill) for p in parts]
         merged[key] = torch.cat(parts)
     return merged
 

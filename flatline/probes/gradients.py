@@ -78,21 +78,25 @@ def trainable(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 @torch.no_grad()
-def squared_grad_norms(named_params: NamedParams) -> dict[str, torch.Tensor]:
-    """name -> sum of squared gradient elements (a 0-d float64 tensor on the gradient's device); None grads skipped.
+def squared_norms(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """name -> sum of squared elements (a 0-d float64 tensor on the tensor's device).
 
     One multi-tensor norm per device and dtype, as clip_grad_norm_ does (a norm per tensor would cost launches
     per tensor, hundreds of them with LoRA).
     """
-    grads: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
-    for name, p in named_params:
-        if p.grad is not None:
-            grads.setdefault((p.grad.device, p.grad.dtype), []).append((name, p.grad.detach()))
+    by_kind: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in named_tensors:
+        by_kind.setdefault((t.device, t.dtype), []).append((name, t.detach()))
     squares = {}
-    for members in grads.values():
-        norms = torch._foreach_norm([g for _, g in members], 2, dtype=torch.float64)
+    for members in by_kind.values():
+        norms = torch._foreach_norm([t for _, t in members], 2, dtype=torch.float64)
         squares.update(zip((name for name, _ in members), torch._foreach_mul(norms, norms)))
     return squares
+
+
+def squared_grad_norms(named_params: NamedParams) -> dict[str, torch.Tensor]:
+    """name -> sum of squared gradient elements (squared_norms of each .grad); None grads skipped."""
+    return squared_norms((name, p.grad) for name, p in named_params if p.grad is not None)
 
 
 def norm_metrics(squares: dict[str, float], groups: dict[str, str]) -> dict:
@@ -149,8 +153,7 @@ def gradient_metrics(named_params: NamedParams, max_grad_norm: float | None = No
     `grads` (name -> whole gradient or None) replaces .grad (sharded parameters: flatline.probes.sharded)."""
     named_params = list(named_params)
     if squares is None and grads is not None:
-        squares = to_numbers({name: g.detach().float().pow(2).sum(dtype=torch.float64)
-                              for name, g in grads.items() if g is not None})
+        squares = to_numbers(squared_norms((name, g) for name, g in grads.items() if g is not None))
     if squares is None:
         squares = to_numbers(squared_grad_norms(named_params))
     row = norm_metrics(squares, group_names(name for name, _ in named_params))

@@ -24,6 +24,7 @@ from contextlib import nullcontext
 import torch
 
 from flatline.common.listeners import warn_disabled
+from flatline.common.snapshot import pre_step_weights
 from flatline.probes.gradients import full_numel, gradient_metrics, trainable
 from flatline.probes.update import update_sizes
 
@@ -46,13 +47,13 @@ def gathered(params: list[torch.Tensor]):
 def whole_weights(named: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """name -> a detached copy of the whole parameter, gathered where it is sharded."""
     with gathered([p for _, p in named]):
-        return {name: p.detach().clone() for name, p in named}
+        return pre_step_weights(named)
 
 
 def whole_grads(named: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor | None]:
     """name -> the whole gradient as the optimizer will use it (reduced over ranks; DeepSpeed's safe_get_full_grad
     for its parameters, .grad otherwise), None where there is none."""
-    if not any(hasattr(p, "ds_id") or hasattr(p, "_hp_mapping") for _, p in named):
+    if not any(is_sharded(p) or hasattr(p, "_hp_mapping") for _, p in named):
         return {name: p.grad for name, p in named}
     from deepspeed.utils import safe_get_full_grad
 

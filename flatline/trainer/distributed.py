@@ -12,7 +12,7 @@ all-reduce per step; each micro-batch's loss is normalised by the global batch (
 is W x GA, dapo's token count the global one), so the summed gradient is the one process's gradient on the same
 global batch. A manual all-reduce rather than DDP's wrapper: the sampler, peft's disable_adapter and the probes keep
 the bare model and its parameter names, and the step needs one reduction, not one per micro-batch.
-Rank 0 gathers each rollout (gather_rollouts) and alone runs the listeners, writes the run directory, the reports,
+Rank 0 gathers each rollout (gather_to_main) and alone runs the listeners, writes the run directory, the reports,
 the log book and W&B. A rank that raises notes its error in the process group's store (note_failure), so rank 0,
 stopped by the launcher's SIGTERM or by the collective timeout, settles the run as failed with that rank's error.
 

@@ -155,16 +155,20 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
-def prefill(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of_row: torch.Tensor):
-    """Run P distinct prompts once; return the last position's logits [n, 1, V] and a cache with one row per row.
+def prefill(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of_row: torch.Tensor,
+            hidden: bool = False):
+    """Run P distinct prompts once; return the last position's logits [n, 1, V] (its final hidden state [n, 1, H]
+    when `hidden`) and a cache with one row per row.
 
     prompt_ids, prompt_mask: [P, L] left-padded; prompt_of_row: [n] which prompt each row continues.
     """
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask),
-                use_cache=True, logits_to_keep=1)
+    network = model.get_decoder() if hidden else model
+    keep = {} if hidden else {"logits_to_keep": 1}
+    out = network(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask),
+                  use_cache=True, **keep)
     cache = out.past_key_values
     cache.batch_select_indices(prompt_of_row)
-    return out.logits[prompt_of_row], cache
+    return (out.last_hidden_state[:, -1:] if hidden else out.logits)[prompt_of_row], cache
 
 
 def shared_prompt_states(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of_row: torch.Tensor,
@@ -175,17 +179,12 @@ def shared_prompt_states(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     prompt_ids, prompt_mask: [P, L]; prompt_of_row: [n]; completion_ids: [n, T]. Every completion position is
     attended, as in generate; padding after EOS comes later and cannot change the tokens before it.
     """
-    network = model.get_decoder() if hidden else model
-    keep = {} if hidden else {"logits_to_keep": 1}
-    out = network(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask),
-                  use_cache=True, **keep)
-    first = (out.last_hidden_state[:, -1:] if hidden else out.logits)[prompt_of_row]  # [n, 1, H or V]
+    first, cache = prefill(model, prompt_ids, prompt_mask, prompt_of_row, hidden)  # [n, 1, H or V]
     if completion_ids.size(1) == 1:
         return first
-    cache = out.past_key_values
-    cache.batch_select_indices(prompt_of_row)
     attention = torch.cat([prompt_mask[prompt_of_row], torch.ones_like(completion_ids)], dim=1)  # [n, L+T]
     start = prompt_ids.size(1)
+    network = model.get_decoder() if hidden else model
     rest = network(input_ids=completion_ids[:, :-1], attention_mask=attention[:, :-1],
                    position_ids=positions(attention)[:, start:-1], past_key_values=cache, use_cache=True)
     return torch.cat([first, rest.last_hidden_state if hidden else rest.logits], dim=1)

@@ -346,11 +346,6 @@ class Trainer:
             ref_logprobs=ref, entropy=entropy, loss_parts=parts, grad_norm=grad_norm, model=self.model,
             optimizer=self.optimizer, pre_step_weights=pre_step, metrics=row)
 
-    def backward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Loss and backward over the rollout's micro-batches; returns trainer logprobs, entropy [N, T], loss parts."""
-        tensors = self.backward_steps(rollout)
-        return tensors.trainer_logprobs, tensors.entropy, merge_loss_parts(tensors.loss_parts, self.cfg.loss_type)
-
     def backward_steps(self, rollout: Rollout) -> StepTensors:
         """Loss and backward over the rollout's micro-batches, each normalised as a micro-batch of the global batch
         (gradient_accumulation_steps and dapo's token count over every rank); its loss parts are kept apart."""
@@ -358,7 +353,7 @@ class Trainer:
         self.model.train()
         mask = rollout.loss_mask
         completion_width = rollout.completion_mask.size(1)
-        num_items = int(global_sum(int(mask.sum()), self.world)) if self.world.active else int(mask.sum())
+        num_items = int(global_sum(int(mask.sum()), self.world))
         logps_parts, entropy_parts, loss_parts = [], [], []
         for rows in self.micro_batches(len(rollout.completions)):
             logps, entropy = self.logprobs(self.model, rollout, rows, with_entropy=True)  # [n, T] on the device

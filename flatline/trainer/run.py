@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -243,8 +244,6 @@ def stopped(world: World, outcome: Outcome) -> Outcome:
 
 
 def distributed_line(world: World) -> str:
-    import os
-
     line = f"{world.size} processes: rank 0 writes the run directory; the global batch is {world.size} x the config's"
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
         line += ("; the accelerate config's DeepSpeed settings are not used by flatline train (weights replicated, "

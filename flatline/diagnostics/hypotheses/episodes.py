@@ -130,10 +130,10 @@ def bonus_dominates(h, v):
     variance_share = recent_part(share).mean()
     mass_share = recent_part(h.series("episodes/per_call_share")).mean()
     first, last, _ = end_means(outcome)
+    calls_first, calls_last, _ = end_means(h.series("episodes/tool_calls_per_episode"))
     evidence = {"per_call_variance_share_recent": variance_share, "per_call_share_recent": mass_share,
                 "outcome_first": first, "outcome_last": last,
-                "tool_calls_per_episode_first": end_means(h.series("episodes/tool_calls_per_episode"))[0],
-                "tool_calls_per_episode_last": end_means(h.series("episodes/tool_calls_per_episode"))[1]}
+                "tool_calls_per_episode_first": calls_first, "tool_calls_per_episode_last": calls_last}
     if variance_share >= PER_CALL_VARIANCE_OWNS and mass_share >= PER_CALL_MASS_OWNS and last - first < MIN_GAIN:
         return v.fail(f"the per-call terms carry {variance_share:.0%} of the within-group reward variance and "
                       f"{mass_share:.0%} of the reward while the outcome went {first:.2f} -> {last:.2f}: the run learns "

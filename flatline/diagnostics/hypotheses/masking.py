@@ -42,8 +42,10 @@ def prompt_in_loss(h, v):
         evidence["dropout_modules_active_max"] = dropout.max()  # train-mode noise, not a shift: see its own verdict
         return v.passed("no prompt token in the loss; the alignment re-score is not comparable with dropout on "
                         "(update.nondeterministic_forward)", evidence)
-    if len(align) and align.max() > ALIGNMENT_TOL and _only_precision_noise(h, align):
-        evidence["alignment_shifted_diff_at_max"] = _shifted_at_max(h, align)
+    shifted = h.series("masks/alignment_shifted_diff").by_step()
+    if len(align) and align.max() > ALIGNMENT_TOL and _only_precision_noise(align, shifted):
+        evidence["alignment_shifted_diff_at_max"] = float(shifted.get(align.steps[int(np.nanargmax(align.values))],
+                                                                      math.nan))
         return v.passed(f"no prompt token in the loss; the re-score differs by {align.max():.3g} nats, under "
                         f"1/{ALIGNMENT_SEPARATION:g} of the off-by-one re-score's gap: precision noise (a bf16 base), "
                         "logits and labels aligned", evidence)
@@ -54,16 +56,8 @@ def prompt_in_loss(h, v):
     return v.passed("no prompt token in the loss" + (", logits and labels aligned" if len(align) else ""), evidence)
 
 
-def _shifted_at_max(h, align) -> float:
-    """masks/alignment_shifted_diff at the step of the largest aligned gap (NaN when not logged there)."""
-    shifted = h.series("masks/alignment_shifted_diff")
-    at = dict(zip(shifted.steps, shifted.values))
-    return float(at.get(align.steps[int(np.nanargmax(align.values))], math.nan))
-
-
-def _only_precision_noise(h, align) -> bool:
-    """Every step above ALIGNMENT_TOL re-scores far closer aligned than off by one."""
-    shifted = dict(zip(h.series("masks/alignment_shifted_diff").steps, h.series("masks/alignment_shifted_diff").values))
+def _only_precision_noise(align, shifted: dict) -> bool:
+    """Every step above ALIGNMENT_TOL re-scores far closer aligned than off by one (shifted: step -> off-by-one gap)."""
     above = [(s, a) for s, a in zip(align.steps, align.values) if a > ALIGNMENT_TOL]
     return all(math.isfinite(shifted.get(s, math.nan)) and shifted[s] > ALIGNMENT_SEPARATION * a for s, a in above)
 

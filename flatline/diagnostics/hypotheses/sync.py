@@ -279,7 +279,7 @@ def _merged_finding(h, kept, evidence: dict) -> str:
 
 def _gap_by_lag(lag, gap):
     """(median gap at lag 0, median gap at lag >= 1, max lag) over steps with both, or None without lagged steps."""
-    steps = dict(zip(lag.steps, lag.values))
+    steps = lag.by_step()
     pairs = [(steps[s], g) for s, g in zip(gap.steps, gap.values) if s in steps and math.isfinite(g)]
     synced = [g for l, g in pairs if l == 0]
     behind = [g for l, g in pairs if l >= 1]

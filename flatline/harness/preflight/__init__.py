@@ -13,6 +13,7 @@ any weights: a refusal stops it with one line; warnings are printed and written 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -168,14 +169,11 @@ def eos_ids(tok, config: dict | None) -> tuple[int, ...]:
 
 def template_renderer(tok):
     """render(messages, add_generation_prompt) -> token ids, or None when the tokenizer has no chat template."""
+    from flatline.trainer.episodes.runner import render
+
     if not getattr(tok, "chat_template", None):
         return None
-
-    def render(messages, add_generation_prompt):
-        ids = tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-    return render
+    return functools.partial(render, tok)
 
 
 def reward_payments(cfg, task, plugins, tok) -> rewards.Payments:

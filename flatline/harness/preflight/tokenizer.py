@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from flatline.harness.preflight.findings import Finding
+from flatline.trainer.episodes.runner import first_difference  # the episode runner's prefix test
 
 # Three turns of a conversation; the assistant turns carry a reasoning block, which templates that rewrite history
 # (Qwen3) drop from earlier turns.
@@ -43,14 +44,6 @@ def pad_findings(pad_token_id: int | None, eos_token_ids: tuple[int, ...], custo
         return [Finding("tokenizer", severity, f"pad == eos (id {pad_token_id}): {tail}; elsewhere {risk}", numbers,
                         "set a pad token that is not EOS" if custom_mask else "")]
     return []
-
-
-def first_difference(shorter: list[int], longer: list[int]) -> int | None:
-    """The first position where `shorter` is not a prefix of `longer` (None: it is)."""
-    for index, token in enumerate(shorter):
-        if index >= len(longer) or longer[index] != token:
-            return index
-    return None
 
 
 def template_findings(render: Callable[[list[dict], bool], list[int]] | None, decode: Callable[[list[int]], str],

@@ -239,9 +239,10 @@ class EpisodeRunner:
         if last:
             e.end("max_turns")
             return
-        ids, kept = env_tokens(self.tokenizer, e, tool_message(observations), self.eos_ids)
+        message = tool_message(observations)
+        ids, kept = env_tokens(self.tokenizer, e, message, self.eos_ids)
         e.template_breaks += not kept
-        e.messages.append(tool_message(observations))
+        e.messages.append(message)
         e.ids += ids
         e.env += [True] * len(ids)
         e.logprobs += [0.0] * len(ids)
