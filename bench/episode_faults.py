@@ -1,4 +1,4 @@
-"""The multi-turn tool-episode rows of the planted-fault matrix on SmolLM2 (configs/tools.toml): four planted faults,
+"""The multi-turn tool-episode rows of the planted-fault matrix on SmolLM2 (configs/tools.toml): five planted faults,
 the healthy run and a healthy-but-odd one (a large per-call bonus), each judged on every hypothesis.
 
     PYTHONPATH=. .venv/bin/python bench/episode_faults.py [--only NAME ...] [--save-runs DIR] [--healthy-run RUN_DIR]

@@ -388,3 +388,19 @@ def test_a_reward_function_that_never_scores_is_a_parse_failure():
                      "advantage/group_size": [4] * 10, "reward/format/none": [8] * 10, "reward/correct/none": [0] * 10})
     v = verdict("reward.parse_failures", h)
     assert v.status == "fail" and "format returned None for 100%" in v.reason
+
+
+@pytest.mark.parametrize("calls, at_max_turns, status", [
+    (ramp(0.7, 4.0), ramp(0.0, 1.0), "fail"),  # farmed: a lookup in every turn, episodes no longer answer
+    (1.2, 0.9, "fail"),                         # a policy that already calls until max_turns
+    (1.2, 0.05, "pass"),                        # the outcome is just not earned: the calls are not farmed
+    (ramp(0.5, 1.0), 0.0, "pass"),              # learning to call once, the prerequisite of the task
+])
+def test_bonus_dominates_asks_whether_the_calls_are_farmed(calls, at_max_turns, status):
+    h = healthy(**{"episodes/per_call_variance_share": 0.95, "episodes/per_call_share": 0.9,
+                   "episodes/outcome_mean": ramp(0.02, 0.0, noise=0.01, seed=3, lo=0.0),
+                   "episodes/tool_calls_per_episode": calls, "episodes/outcome/max_turns": at_max_turns})
+    verdict = judge_one("episodes.bonus_dominates", h)
+    assert verdict.status == status, verdict.message()
+    if status == "pass":
+        assert "not farmed" in verdict.message()

@@ -1,4 +1,5 @@
 """RewardProbe on hand-built rollouts (exact numbers), fake and real tasks, and real tiny-trainer steps."""
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -95,6 +96,20 @@ def test_real_task_passes_its_self_check():
     example = task.examples("train")[0]
     out = run(record({"correct": [1.0, 0.0, 0.0, 0.0]}, examples=[example]), task=task)
     assert out["self_check_ok"] == 1 and out["self_check_total"] == 1.0 and out["self_check_raised"] == 0
+
+
+def test_an_uncapped_per_call_term_may_pay_the_reference_more_than_full_marks():
+    # two lookups at +1 each, uncapped, weighted 2: 1 + 2 x 2 = 5 against the nominal 1 + 2 = 3; that is no
+    # parse failure (the preflight's repetition check is where an uncapped bonus is caught)
+    from flatline.probes.reward import self_check
+    task = build_task(tiny_config("tools_question=sum", "tool_call_reward_cap=0", "reward_weights.tool_calls=2",
+                                  task="tools"))
+    assert self_check(task, task.examples("train")[0]) == {"self_check_total": 5.0, "self_check_ok": 1,
+                                                            "self_check_raised": 0}
+    short = build_task(tiny_config("tools_question=sum", task="tools"))
+    example = short.examples("train")[0]
+    wrong_sum = dataclasses.replace(example, reference=example.reference.rsplit("\n", 1)[0] + "\n0")
+    assert self_check(short, wrong_sum)["self_check_ok"] == 0
 
 
 def test_self_check_skipped_for_a_plug_in_reward():

@@ -7,7 +7,7 @@ import torch
 from flatline.common.record import StepRecord
 from flatline.probes.base import ProbeSet
 from flatline.probes.gradients import GradientProbe
-from flatline.probes.update import UpdateProbe, lora_delta_sq, optimizer_coverage
+from flatline.probes.update import UpdateProbe, bit_sums, lora_delta_sq, optimizer_coverage
 from flatline.trainer.loop import build_trainer
 from tests.conftest import tiny_config
 
@@ -153,3 +153,18 @@ def test_frozen_adapter_has_nothing_to_train():
     assert row["trainable_params"] == 0 and "rel_update" not in row
     grads = GradientProbe().on_gradients(trainer.model, trainer.optimizer)
     assert grads["global_norm"] == 0.0 and math.isnan(grads["zero_grad_frac"])  # no fraction of nothing
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64, torch.uint8])
+def test_bit_sums_change_with_any_single_stored_value(dtype):
+    torch.manual_seed(0)
+    weight = (torch.randn(64, 33) * 50).to(dtype)
+    before = bit_sums([("w", weight)])["w"]
+    assert bit_sums([("w", weight.clone())])["w"] == before
+    for index in (0, 1000, 64 * 33 - 1):
+        nudged = weight.clone().reshape(-1)
+        if dtype.is_floating_point:  # the next representable value: the smallest change a dtype can store
+            nudged[index] = torch.nextafter(nudged[index], torch.tensor(float("inf"), dtype=dtype))
+        else:
+            nudged[index] += 1
+        assert bit_sums([("w", nudged)])["w"] != before, index

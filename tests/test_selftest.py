@@ -47,8 +47,9 @@ def test_every_case_builds_a_valid_config_on_its_base_run():
 
 
 def test_the_episode_rows_plant_the_faults_of_issue_16_and_at_most_one_runs_in_the_suite():
-    wanted = {"episodes.early_termination", "masking.env_tokens_in_loss", "episodes.infra_scored_as_reward"}
-    assert len(EPISODE_FAULTS) == 4 and set().union(*(c.must_fail for c in EPISODE_FAULTS)) == wanted
+    wanted = {"episodes.early_termination", "masking.env_tokens_in_loss", "episodes.infra_scored_as_reward",
+              "episodes.bonus_dominates"}
+    assert len(EPISODE_FAULTS) == 5 and set().union(*(c.must_fail for c in EPISODE_FAULTS)) == wanted
     assert not any(c.must_fail for c in EPISODE_HEALTHY) and len(EPISODE_HEALTHY) == 2
     assert [c.name for c in select_cases(EVERY, episodes=True)] == [c.name for c in EPISODE_FAULTS + EPISODE_HEALTHY]
     assert sum(c.base == "tools" for c in select_cases(EVERY)) <= 1

@@ -127,6 +127,7 @@ def _tasks():
         build_task(cfg(task="gsm8k", data=str(GSM8K_DIR / "test.jsonl"), eval_size=50)),
         build_task(cfg(task="musique", train_size=32, eval_size=8)),
         build_task(cfg(task="tools", train_size=8, eval_size=4)),
+        build_task(cfg(task="tools", tools_question="sum", train_size=8, eval_size=4)),
     ]
 
 
@@ -144,6 +145,20 @@ def test_reference_scores_maximum_and_wrong_scores_zero(task):
 
 def test_task_names_all_build():
     assert {t.name for t in _tasks()} == set(TASK_NAMES)
+
+
+def test_tools_sum_question_takes_two_lookups_and_the_sum():
+    task = build_task(cfg(task="tools", tools_question="sum", tool_call_reward_cap=0.0, train_size=16, eval_size=4))
+    for example in task.examples("train"):
+        first, second = example.row["keys"]
+        store = example.row["store"]
+        assert first != second and f'"{first}" and "{second}"' in example.row["question"]
+        assert example.row["value"] == store[first] + store[second]
+        assert task.score(example.reference, example, []) == {"outcome": 1.0, "tool_calls": 2.0}
+        one_lookup = example.reference.split("\n", 1)[1]  # the second call and the sum: no outcome lost, one call less
+        assert task.score(one_lookup, example, []) == {"outcome": 1.0, "tool_calls": 1.0}
+    with pytest.raises(ConfigError, match="tools_store_size: a sum question needs 2 keys"):
+        build_task(cfg(task="tools", tools_question="sum", tools_store_size=1))
 
 
 # ---- arithmetic ----

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--full", action="store_true", help="every fault and healthy run (default: the CI subset)")
     selftest.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults / healthy runs")
     selftest.add_argument("--episodes", action="store_true", help="only the multi-turn tool-episode rows (SmolLM2 on "
-                          "configs/tools.toml: four planted faults and two healthy runs)")
+                          "configs/tools.toml: five planted faults and two healthy runs)")
     selftest.add_argument("--seeds", type=int, default=1, help="seeds per healthy run (default 1)")
     compare = commands.add_parser("compare", help="baseline vs variants per task over seeds: winner or tie")
     compare.add_argument("runs", nargs="+", metavar="RUN",

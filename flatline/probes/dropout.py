@@ -34,10 +34,9 @@ def repeated_forward_gap(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     if chosen.numel() == 0:
         return None
     mask = completion_mask[chosen].bool()
-    device = next(model.parameters()).device
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     was_training = model.training
-    args = (prompt_ids[chosen].to(device), prompt_mask[chosen].to(device), completion_ids[chosen].to(device))
+    args = (prompt_ids[chosen], prompt_mask[chosen], completion_ids[chosen])
     try:
         with torch.random.fork_rng(devices=devices):
             model.train()

@@ -169,6 +169,8 @@ def rescored_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     L-2+t) (the prediction of the token before; NaN at t = 0 when L < 2). Temperature 0 scores at 1, as the
     trainer does.
     """
+    device = next(model.parameters()).device  # the record's tensors may sit on the CPU, the model on a GPU
+    prompt_ids, prompt_mask, completion_ids = (t.to(device) for t in (prompt_ids, prompt_mask, completion_ids))
     n, L = prompt_ids.shape
     T = completion_ids.size(1)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)[:, :-1]  # [n, L+T-1]: the last token predicts nothing
@@ -230,9 +232,8 @@ def alignment_check(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
     try:
         with torch.random.fork_rng(devices=devices):
             model.eval()
-            device = next(model.parameters()).device
-            aligned, shifted = rescored_logprobs(model, prompt_ids[chosen].to(device), prompt_mask[chosen].to(device),
-                                                 completion_ids[chosen, :width].to(device), temperature, params)
+            aligned, shifted = rescored_logprobs(model, prompt_ids[chosen], prompt_mask[chosen],
+                                                 completion_ids[chosen, :width], temperature, params)
     finally:
         model.train(was_training)
     return alignment_diffs(aligned.cpu(), shifted.cpu(), trainer_logprobs[chosen, :width].float().cpu(),

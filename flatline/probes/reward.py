@@ -85,7 +85,7 @@ def self_check(task, example) -> dict:
     total, error = reference_total(task, example)
     if total is None:
         return {"self_check_ok": 0, "self_check_raised": 1}
-    ok = math.isfinite(total) and abs(total - max_total(task.weights)) <= SELF_CHECK_TOL
+    ok = math.isfinite(total) and total >= max_total(task.weights) - SELF_CHECK_TOL  # uncapped per-call terms: more
     return {"self_check_total": total, "self_check_ok": int(ok), "self_check_raised": 0}
 
 

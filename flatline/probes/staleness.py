@@ -28,14 +28,15 @@ import torch
 from flatline.probes.base import Probe
 from flatline.probes.dropout import active_dropout_modules
 from flatline.probes.masks import rescored_logprobs
-from flatline.probes.sync import sampled_tokens
+from flatline.probes.sync import on_cpu, sampled_tokens
 
 
 def tracking_stats(sampler: torch.Tensor, trainer: torch.Tensor, initial: torch.Tensor, mask: torch.Tensor) -> dict:
     """The share of the policy's movement the sampler shows. All [N, T]; {} when the policy has not moved."""
+    sampler, trainer, initial, mask = on_cpu(sampler, trainer, initial, mask)
     mask = mask.bool()
-    a = (trainer.double() - initial.double())[mask]
-    b = (sampler.double() - initial.double())[mask]
+    a = (trainer - initial)[mask]
+    b = (sampler - initial)[mask]
     moved = float((a * a).sum())
     if a.numel() < 2 or moved == 0.0:
         return {}

@@ -44,13 +44,14 @@ from flatline.probes.base import Probe
 def sync_stats(sampler_logprobs: torch.Tensor, trainer_logprobs: torch.Tensor, loss_mask: torch.Tensor) -> dict:
     """Sampler/trainer agreement over the loss tokens. All [N, T]; rows without loss tokens are left out.
 
-    Returns {} when the mask is empty.
+    Returns {} when the mask is empty. The tensors may come from different devices (a GPU sampler's logprobs, the
+    trainer's on the CPU): they are compared on the CPU.
     """
-    mask = loss_mask.bool()  # [N, T]
+    sampler, trainer, mask = on_cpu(sampler_logprobs, trainer_logprobs, loss_mask)
+    mask = mask.bool()  # [N, T]
     rows = mask.any(dim=1)  # [N]
     if not rows.any():
         return {}
-    sampler, trainer = sampler_logprobs.double(), trainer_logprobs.double()
     d = (trainer - sampler).masked_fill(~mask, 0.0)  # [N, T] log importance weight per token
     tokens = d[mask]  # [M]
     weights = tokens.exp()  # [M]
@@ -71,6 +72,11 @@ def sync_stats(sampler_logprobs: torch.Tensor, trainer_logprobs: torch.Tensor, l
         "ess": min(1.0, float(log_ess.exp())),  # <= 1 by Cauchy-Schwarz; min() only absorbs rounding
         **_slope(sampler[mask], trainer[mask]),
     }
+
+
+def on_cpu(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """float64 copies on the CPU (masks keep their dtype): per-token statistics of [N, T] tensors from any device."""
+    return tuple(t.detach().to("cpu", torch.float64 if t.is_floating_point() else t.dtype) for t in tensors)
 
 
 def _slope(sampler: torch.Tensor, trainer: torch.Tensor) -> dict:

@@ -13,8 +13,9 @@ frozen weights' checksums. Reports, per step:
 - `changed_frac`: fraction of trainable elements whose stored value changed. Serves update.weights_unchanged.
 - `trainable_params`, `optimizer_params`, `trainable_not_in_optimizer`, `frozen_in_optimizer` (elements).
   Serve update.optimizer_coverage (C1: the frozen adapter, an optimizer built before LoRA was applied).
-- `base_drift_tensors`, `base_drift_max_rel`: frozen tensors whose float64 checksum (sum, sum of squares) differs
-  from the first call's, and the largest relative change of a sum of squares. Serves update.base_drift (A2, C5).
+- `base_drift_tensors`, `base_drift_max_rel`: frozen tensors whose stored bits changed since the first call (an
+  exact integer sum of the raw bits, one read of each tensor in its own dtype), and the largest relative change of
+  a float64 sum of squares among them (re-read only when bits changed). Serves update.base_drift (A2, C5).
 - `precision_kept`, `swallowed_frac` (torch Adam / AdamW only): the step's intended float64 update, recomputed
   from the optimizer state as torch.optim.AdamW does it, against the change the stored dtype kept:
   ||actual|| / ||intended|| (1.0 in fp32; near 0 when bf16 rounds the update away) and the fraction of elements
@@ -95,12 +96,29 @@ def checksums(named_tensors: list[tuple[str, torch.Tensor]]) -> dict[str, tuple[
     return {name: tuple(pair) for name, pair in to_numbers(totals).items()}
 
 
+BIT_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+@torch.no_grad()
+def bit_sums(named_tensors: list[tuple[str, torch.Tensor]]) -> dict[str, int]:
+    """name -> the int64 sum of the tensor's elements read as integers of their width: exact, so any change of a
+    stored value changes it (short of changes that cancel bit for bit); no float64 copy of the weights."""
+    sums = {name: t.detach().reshape(-1).view(BIT_VIEWS.get(t.element_size(), torch.uint8)).sum(dtype=torch.int64)
+            for name, t in named_tensors}
+    totals = {}
+    for device in {total.device for total in sums.values()}:  # one transfer per device
+        names = [name for name, total in sums.items() if total.device == device]
+        totals.update(zip(names, torch.stack([sums[name] for name in names]).tolist()))
+    return totals
+
+
 def frozen(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
 
 
 def base_drift(baseline: dict[str, tuple[float, float]], current: dict[str, tuple[float, float]]) -> dict:
-    """base_drift_tensors: tensors in both whose checksum differs; base_drift_max_rel: max |d sumsq| / sumsq."""
+    """base_drift_tensors: tensors in both whose checksum differs; base_drift_max_rel: max |d sumsq| / sumsq.
+    `current` may hold only the tensors worth re-reading (those whose bits changed)."""
     drifted, worst = 0, 0.0
     for name in baseline.keys() & current.keys():
         (s0, q0), (s1, q1) = baseline[name], current[name]
@@ -288,28 +306,37 @@ class UpdateProbe(Probe):
     def __init__(self, context=None, every: int | None = None):
         super().__init__(context, every)
         self.baseline: dict[str, tuple[float, float]] | None = None  # frozen checksums at the first call
+        self.baseline_bits: dict[str, int] = {}
         self.pre: PreStep | None = None
+
+    def note_baseline(self, named: list[tuple[str, torch.Tensor]]) -> None:
+        """Checksums of frozen tensors seen for the first time (all of them at the first call)."""
+        new = [(name, t) for name, t in named if name not in self.baseline_bits]
+        self.baseline = {**(self.baseline or {}), **checksums(new)}
+        self.baseline_bits.update(bit_sums(new))
 
     def on_gradients(self, model, optimizer) -> dict:
         self.pre = pre_step(optimizer)
         if self.baseline is None:
-            self.baseline = checksums(frozen(model))
+            self.note_baseline(frozen(model))
         return {}
 
     def on_step(self, record) -> dict:
         model, optimizer, before = record.model, record.optimizer, record.pre_step_weights
         pre, self.pre = self.pre, None
         row = optimizer_coverage(model, optimizer)
-        current = checksums(frozen(model))
+        fixed = frozen(model)
         if self.baseline is None:
-            self.baseline = dict(current)
+            self.note_baseline(fixed)
         else:
-            row.update(base_drift(self.baseline, current))
-            for name in current.keys() - self.baseline.keys():  # newly frozen tensors join the baseline
-                self.baseline[name] = current[name]
+            bits = bit_sums(fixed)
+            known = self.baseline_bits
+            changed = [(name, t) for name, t in fixed if name in known and bits[name] != known[name]]
+            row.update(base_drift(self.baseline, checksums(changed)))
+            self.note_baseline(fixed)  # newly frozen tensors join the baseline
         if before:
             named = [(name, p) for name, p in model.named_parameters() if name in before]
             row.update(update_sizes(named, before))
-            row.update(lora_effective_update(model, before, current))
+            row.update(lora_effective_update(model, before, self.baseline))
             row.update(update_precision(named, before, optimizer, pre))
         return row

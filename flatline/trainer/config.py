@@ -40,6 +40,7 @@ VLLM_LOGPROBS = ("processed", "raw")
 VLLM_DTYPES = ("auto", "float32", "bfloat16")
 INFRA_FAILURE = ("exclude", "zero")
 EPISODE_PROMPTS = ("append", "render")
+TOOLS_QUESTIONS = ("value", "sum")
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 
 
@@ -260,6 +261,8 @@ class Config:
     """The per-call reward term (+1 per call that ran, -1 per failed call) is clipped to [-cap, cap]; 0: uncapped."""
     tools_store_size: int = ranged(4, 1, 16, "keys per generated store")
     """tools: keys in each example's key-value store."""
+    tools_question: str = "value"
+    """tools: value (look one key up, reply with its value) | sum (look two keys up, reply with the sum: two hops)."""
     infra_failure: str = "exclude"
     """A grader or environment failure (grader_error, tool_error, timeout): exclude (no reward, advantage 0) | zero
     (scored 0, as many loops do; flatline flags it: episodes.infra_scored_as_reward)."""
@@ -306,6 +309,7 @@ CHOICES = {
     "probes": PROBE_LEVELS,
     "infra_failure": INFRA_FAILURE,
     "episode_prompts": EPISODE_PROMPTS,
+    "tools_question": TOOLS_QUESTIONS,
 }
 RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(Config) if "range" in f.metadata}
 INTEGER_FIELDS = frozenset(f.name for f in dataclasses.fields(Config) if f.type in ("int", int))

@@ -29,6 +29,11 @@ FAIL_FALL = 0.1
 # absolute mass (recent means) while the outcome term has not gained MIN_GAIN.
 PER_CALL_VARIANCE_OWNS = 0.6
 PER_CALL_MASS_OWNS = 0.5
+# ... and the policy is farming the calls: calls per episode up by a whole call over the run, or most recent episodes
+# ending at max_turns while still calling. Without that the outcome is simply not earned (a task too hard for the
+# model) and the per-call terms own the reward by default: a smaller bonus would change nothing.
+CALLS_GROWTH = 1.0
+FARMED_TURNS = 0.5
 MIN_STEPS = 4
 
 
@@ -118,7 +123,8 @@ def tool_call_failures(h, v):
     return v.passed(f"tool-call failure rate {recent:.0%} recently ({trend}; {first:.0%} -> {last:.0%})", evidence)
 
 
-@hypothesis("episodes.bonus_dominates", "does a per-call bonus own the reward while the outcome does not move?")
+@hypothesis("episodes.bonus_dominates",
+            "does a per-call bonus own the reward, farmed by the policy, while the outcome does not move?")
 def bonus_dominates(h, v):
     skip = _needs(h, v, "episodes/per_call_variance_share")
     if skip:
@@ -131,15 +137,25 @@ def bonus_dominates(h, v):
     mass_share = recent_part(h.series("episodes/per_call_share")).mean()
     first, last, _ = end_means(outcome)
     calls_first, calls_last, _ = end_means(h.series("episodes/tool_calls_per_episode"))
+    at_max_turns = recent_part(h.series("episodes/outcome/max_turns")).mean()
     evidence = {"per_call_variance_share_recent": variance_share, "per_call_share_recent": mass_share,
                 "outcome_first": first, "outcome_last": last,
-                "tool_calls_per_episode_first": calls_first, "tool_calls_per_episode_last": calls_last}
-    if variance_share >= PER_CALL_VARIANCE_OWNS and mass_share >= PER_CALL_MASS_OWNS and last - first < MIN_GAIN:
+                "tool_calls_per_episode_first": calls_first, "tool_calls_per_episode_last": calls_last,
+                "max_turns_frac_recent": at_max_turns}
+    owned = variance_share >= PER_CALL_VARIANCE_OWNS and mass_share >= PER_CALL_MASS_OWNS and last - first < MIN_GAIN
+    farmed = calls_last - calls_first >= CALLS_GROWTH or at_max_turns >= FARMED_TURNS
+    if owned and farmed:
         return v.fail(f"the per-call terms carry {variance_share:.0%} of the within-group reward variance and "
-                      f"{mass_share:.0%} of the reward while the outcome went {first:.2f} -> {last:.2f}: the run learns "
-                      "to call tools, not to solve the task", evidence,
+                      f"{mass_share:.0%} of the reward while the outcome went {first:.2f} -> {last:.2f}, and calls per "
+                      f"episode went {calls_first:.2f} -> {calls_last:.2f} with {at_max_turns:.0%} of recent episodes "
+                      "ending at max_turns: the run learns to call tools, not to solve the task", evidence,
                       "cap or shrink the per-call bonus (tool_call_reward_cap, reward_weights.tool_calls) so the outcome "
                       "term carries most of the variance, or pay per-call terms only in episodes that finish")
+    if owned:
+        return v.passed(f"the per-call terms own the reward ({variance_share:.0%} of its variance) only because the "
+                        f"outcome is not earned ({first:.2f} -> {last:.2f}); the calls are not farmed (calls per "
+                        f"episode {calls_first:.2f} -> {calls_last:.2f}, {at_max_turns:.0%} of recent episodes at "
+                        "max_turns), so a smaller bonus would not change that", evidence)
     return v.passed(f"the outcome carries the reward ({1 - variance_share:.0%} of its within-group variance recently) "
                     f"or is improving ({first:.2f} -> {last:.2f})", evidence)
 

@@ -186,7 +186,8 @@ def reward_payments(cfg, task, plugins, tok) -> rewards.Payments:
     if plugins.reward is not None:
         pay = rewards.Payments(f"reward {function_name(plugins.reward)}", None)
     else:
-        pay = rewards.Payments(f"task {task.name}'s scorer", max_total(task.weights))
+        uncapped = bool(getattr(task, "per_call_components", ())) and getattr(task, "call_cap", 1.0) <= 0
+        pay = rewards.Payments(f"task {task.name}'s scorer", max_total(task.weights), uncapped_per_call=uncapped)
     for example in task.examples("train")[: rewards.EXAMPLES]:
         reference = rewards.Answer(example.reference, tuple(example.reference_ids))
         if not reference.text and not reference.ids:

@@ -59,6 +59,7 @@ class Payments:
     maximum: float | None  # the task's maximum total; None for a plug-in reward
     totals: dict[str, list[float | None]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # answer name -> the first error's text
+    uncapped_per_call: bool = False  # the task pays every tool call, with no cap (tool_call_reward_cap = 0)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -101,7 +102,10 @@ def reward_findings(pay: Payments) -> list[Finding]:
     if repeated is not None and repeated > reference + TOL:
         findings.append(Finding("reward", "warn", f"{pay.who} pays the reference repeated {REPEATS} times "
                                 f"{repeated:.3g}, more than once ({reference:.3g}): the policy can farm it by "
-                                f"repeating itself", numbers, "score one answer per completion (e.g. the last)"))
+                                f"repeating itself", numbers,
+                                "cap the per-call reward (tool_call_reward_cap = 1), or pay calls only in episodes that "
+                                "finish: every repeated tool call is paid" if pay.uncapped_per_call else
+                                "score one answer per completion (e.g. the last)"))
     wrong = means.get("wrong_format")
     if wrong is not None and wrong > reference + TOL:
         findings.append(Finding("reward", "warn", f"{pay.who} pays the answer in the wrong format {wrong:.3g}, more "

@@ -197,7 +197,7 @@ VLLM_HEALTHY = (
 # Planted in multi-turn tool-use episodes (base "tools": configs/tools.toml, SmolLM2 learning to call `lookup`; a
 # prompt of 228 tokens, a call of 28, the tool's answer and the next turn's header 22). One prompt x 8 episodes a
 # step and 2 steps: each verdict reads a share of episodes, each step's share its own evidence. At step 1 about half
-# of SmolLM2's episodes call the tool. The per-call bonus of issue 16 is a healthy-but-odd row below (measured).
+# of SmolLM2's episodes call the tool.
 EPISODES = "flatline.harness.selftest.episode_faults"
 ONE_GROUP = {"per_device_train_batch_size": 8, "max_steps": 2}
 EPISODE_FAULTS = (
@@ -218,15 +218,24 @@ EPISODE_FAULTS = (
           f("reward.parse_failures", "advantage.degenerate_groups", "reward.no_signal"),
           config={**ONE_GROUP, "reward": f"{EPISODES}:slow_grader", "grader_timeout_s": 0.1, "infra_failure": "zero"},
           base="tools"),
+    # The bonus can only swamp the outcome where calling more is not how the outcome is earned: on the two-hop sum
+    # question two lookups and an answer earn 2 x 2 + 1 = 5, a lookup in each of 4 turns earns 8 and never answers.
+    # Measured on SmolLM2 (16 steps): calls per episode 0.69 -> 4.0, episodes ending at max_turns 0% -> 100%, the
+    # outcome 0.06 at best -> 0, while the reward rose 1.2 -> 7.3. 2 prompts x 8 episodes, 8 steps: farming is a trend.
+    Fault("episodes_call_bonus_farmed", "config", "an uncapped per-call bonus twice the outcome on the two-hop sum "
+          "question (tool_call_reward_cap = 0, reward_weights.tool_calls = 2): a lookup in every turn pays more than "
+          "answering", f("episodes.bonus_dominates"),
+          f("reward.component_dominance"),  # the outcome at its minimum, the per-call term owning the variance
+          config={"per_device_train_batch_size": 16, "max_steps": 8, "tools_question": "sum", "max_turns": 4,
+                  "max_episode_length": 768, "max_completion_length": 48, "tool_call_reward_cap": 0.0,
+                  "reward_weights": {"outcome": 1.0, "tool_calls": 2.0}}, base="tools"),
 )
 EPISODE_HEALTHY = (
     Fault("episodes_tools", "config", "configs/tools.toml as shipped: SmolLM2 learning to look a key up and answer",
           f(), base="tools"),
-    # Planted as "a per-call bonus that swamps the outcome": measured on SmolLM2, the bonus carries 91% of the
-    # within-group variance yet is aligned with the outcome, since a lookup that runs is how the model finds the value:
-    # the outcome went 0.375 -> 1.0 in 4 steps and no episode called twice, so nothing was learned instead of the task
-    # (episodes.bonus_dominates asks for an outcome that does not move). The bonus that does swamp it, a policy paid
-    # for calls that never answers, is flagged in tests/test_episode_runs.py.
+    # The same bonus on the one-key question: it carries 91% of the within-group variance yet is aligned with the
+    # outcome, since a lookup that runs is how the model finds the value: the outcome went 0.375 -> 1.0 in 4 steps and
+    # no episode called twice, so nothing was learned instead of the task.
     Fault("episodes_call_bonus_aligned", "config", "an uncapped per-call bonus twice the outcome (tool_call_reward_cap "
           "= 0, reward_weights.tool_calls = 2): on this task calling is how the outcome is earned", f(),
           config={**ONE_GROUP, "max_steps": 4, "tool_call_reward_cap": 0.0,

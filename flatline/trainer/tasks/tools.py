@@ -1,5 +1,6 @@
 """tools: a multi-turn tool-use task. Each example is a small key-value store the model cannot see; it must call the
-`lookup` tool with a Hermes-style JSON tool call, read the tool's answer, and reply with the value.
+`lookup` tool with a Hermes-style JSON tool call, read the tool's answer, and reply with the value
+(tools_question = "value"), or look two keys up and reply with the sum of their values ("sum", a two-hop question).
 
     system: the tools and the call format
     user/model: two worked episodes (the same exchange for keys never asked)
@@ -34,22 +35,27 @@ SYSTEM = ("You can call a tool named lookup that returns the value stored under 
 NUMBER = re.compile(r"-?\d+")
 
 
-def question_for(key: str) -> str:
-    return f'What is the value stored under the key "{key}"?'
+def question_for(keys: list[str]) -> str:
+    if len(keys) == 1:
+        return f'What is the value stored under the key "{keys[0]}"?'
+    return f'What is the sum of the values stored under the keys "{keys[0]}" and "{keys[1]}"?'
 
 
-def worked_episode(key: str, value: int) -> list[dict]:
-    return [{"role": "user", "content": question_for(key)},
-            {"role": "assistant", "content": format_call("lookup", {"key": key})},
-            {"role": "user", "content": f"<tool_response>{value}</tool_response>"},
-            {"role": "assistant", "content": str(value)}]
+def worked_episode(store: dict[str, int]) -> list[dict]:
+    """The exchange for a question over the store's keys: one lookup per key, then the answer (the sum)."""
+    turns = [{"role": "user", "content": question_for(list(store))}]
+    for key, value in store.items():
+        turns += [{"role": "assistant", "content": format_call("lookup", {"key": key})},
+                  {"role": "user", "content": f"<tool_response>{value}</tool_response>"}]
+    return [*turns, {"role": "assistant", "content": str(sum(store.values()))}]
 
 
 # Two worked episodes before the question: a 135M model copies a format it has seen far more readily than one
 # described. Measured on SmolLM2-135M-Instruct (teacher-forced, 4 keys): the exact call for the asked key has mean
 # log-probability -18.6 with no example, -7.2 after one worked episode (sampled at temperature 1 it copied the
 # <tool_response> line instead of calling), -1.0 after two; GRPO needs calls in the first groups to learn from.
-SHOTS = [*worked_episode("quince", 31), *worked_episode("banana", 64)]  # keys outside KEYS: never asked
+SHOTS = {"value": [*worked_episode({"quince": 31}), *worked_episode({"banana": 64})],  # keys outside KEYS: never asked
+         "sum": [*worked_episode({"quince": 31, "banana": 64}), *worked_episode({"walnut": 23, "almond": 45})]}
 
 
 def final_answer_correct(answer: str, value: int) -> float:
@@ -93,26 +99,34 @@ class ToolsTask(Task):
         return {"outcome": self.grade(answer, example), "tool_calls": clip_calls(calls, self.call_cap)}
 
 
-def make_example(index: int, rng: random.Random, num_keys: int, split: str) -> Example:
+def make_example(index: int, rng: random.Random, num_keys: int, split: str, kind: str = "value") -> Example:
     keys = rng.sample(KEYS, num_keys)
-    store = {key: rng.randint(10, 99) for key in keys}
-    key = rng.choice(keys)
-    question = question_for(key)
-    reference = f"{format_call('lookup', {'key': key})}\n{store[key]}"
-    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM}, *SHOTS,
+    # a sum question's values are single digits: SmolLM2-135M adds two of them now and then (3 of 64 episodes at
+    # step 0), two-digit ones never (0 of 64), and a task with no outcome at all teaches nothing
+    store = {key: rng.randint(10, 99) if kind == "value" else rng.randint(1, 9) for key in keys}
+    asked = rng.sample(keys, 1 if kind == "value" else 2)
+    question = question_for(asked)
+    value = sum(store[key] for key in asked)
+    reference = "\n".join([*(format_call("lookup", {"key": key}) for key in asked), str(value)])
+    return Example(id=f"tools-{split}-{index}", messages=[{"role": "system", "content": SYSTEM}, *SHOTS[kind],
                                                            {"role": "user", "content": question}],
-                   row={"store": store, "key": key, "value": store[key], "question": question}, reference=reference)
+                   row={"store": store, "key": asked[0], "keys": asked, "value": value, "question": question},
+                   reference=reference)
 
 
 def from_config(config) -> ToolsTask:
-    """Generate train_size + eval_size stores (seeded); tools_store_size keys each."""
+    """Generate train_size + eval_size stores (seeded); tools_store_size keys each; tools_question asks one value or
+    the sum of two."""
     if config.data or config.eval_data:
         raise ConfigError("data: task tools generates its own stores; leave data and eval_data empty")
     if not 1 <= config.tools_store_size <= len(KEYS):
         raise ConfigError(f"tools_store_size: must be in [1, {len(KEYS)}], got {config.tools_store_size}")
+    if config.tools_question == "sum" and config.tools_store_size < 2:
+        raise ConfigError(f"tools_store_size: a sum question needs 2 keys in the store, got {config.tools_store_size}")
     weights = resolve_weights("tools", DEFAULT_WEIGHTS, config.reward_weights)
     rng = random.Random(config.seed)
     train_size = config.train_size or 256
-    train = [make_example(i, rng, config.tools_store_size, "train") for i in range(train_size)]
-    held = [make_example(i, rng, config.tools_store_size, "eval") for i in range(config.eval_size)]
+    size, kind = config.tools_store_size, config.tools_question
+    train = [make_example(i, rng, size, "train", kind) for i in range(train_size)]
+    held = [make_example(i, rng, size, "eval", kind) for i in range(config.eval_size)]
     return ToolsTask(train, held, weights, config.tool_call_reward_cap)
