@@ -397,3 +397,20 @@ def test_train_writes_warnings_into_the_run_directory(tmp_path, capsys, monkeypa
     saved = json.loads((out / "preflight.json").read_text())
     assert any(f["severity"] == "warn" and f["check"] == "lora" for f in saved["findings"])
     assert "WARN   lora" in (out / "preflight.txt").read_text()
+
+
+def test_episode_findings_fit_the_turns_and_tool_answers_into_max_episode_length():
+    fits = context.episode_findings(229, 32, 3, 22, 512)
+    assert [f.severity for f in fits] == ["info"] and fits[0].numbers["full_episode"] == 229 + 3 * 32 + 2 * 22
+    tight = context.episode_findings(229, 32, 3, 22, 260)  # the planted "context too small"
+    assert tight[0].severity == "warn" and "369 tokens" in tight[0].message and ">= 369" in tight[0].fix
+    assert context.episode_findings(229, 32, 3, 22, 229)[0].severity == "refuse"
+    assert context.episode_findings(229, 32, 3, None, 330)[0].severity == "info"  # no template: the turns alone, 325
+
+
+def test_preflight_measures_the_tool_answer_with_the_real_template():
+    findings = preflight(load_config("configs/tools.toml", ["max_episode_length=260", "report_to=none"]))
+    (episode,) = [f for f in findings if f.check == "episode"]
+    # "\n<|im_start|>user\n<tool_response>NN</tool_response><|im_end|>\n<|im_start|>assistant\n" after the call
+    assert episode.severity == "warn" and 15 <= episode.numbers["tool_answer_tokens"] <= 30
+    assert not [f for f in preflight(load_config("configs/default.toml")) if f.check == "episode"]

@@ -61,6 +61,9 @@ def preflight(cfg, options: Options = Options()) -> list[Finding]:
 
     longest = max(prompts) if prompts else 0
     run("context", lambda: context_check(cfg, longest, parts.context, max_model_len))
+    if getattr(task, "is_environment", False):
+        run("episode", lambda: context.episode_findings(longest, cfg.max_completion_length, cfg.max_turns,
+                                                        tool_answer_tokens(tok, task), cfg.max_episode_length))
     run("memory", lambda: memory_findings(cfg, parts.config, longest, device_bytes(cfg, options), vllm_share))
     if cfg.lora_r > 0:
         run("lora", lambda: lora.lora_lr_findings(cfg.lora_r, cfg.learning_rate))
@@ -165,6 +168,23 @@ def eos_ids(tok, config: dict | None) -> tuple[int, ...]:
     configured = (config or {}).get("eos_token_id")
     ids.update(configured if isinstance(configured, list) else [configured])
     return tuple(sorted(i for i in ids if isinstance(i, int)))
+
+
+def tool_answer_tokens(tok, task) -> int | None:
+    """Tokens one tool answer and the next turn's header add to an episode: the first call of a training example's
+    reference, answered by the task's environment, as the chat template renders it (None: no template or no call)."""
+    from flatline.trainer.episodes.env import StepBudget
+    from flatline.trainer.episodes.runner import env_tokens, tool_message
+    from flatline.trainer.episodes.toolcall import format_call, parse_turn
+
+    example = task.examples("train")[0]
+    calls = parse_turn(example.reference).calls
+    if not calls or not getattr(tok, "chat_template", None):
+        return None
+    observation = task.make_env(example, StepBudget(0)).step(calls[0]).observation
+    turn = [*example.messages, {"role": "assistant", "content": format_call(calls[0].name, calls[0].arguments)}]
+    ids, _ = env_tokens(tok, turn, tool_message([observation]), set(eos_ids(tok, None)))
+    return len(ids)
 
 
 def template_renderer(tok):

@@ -43,3 +43,27 @@ def context_findings(max_prompt_length: int, max_completion_length: int, longest
     label, limit = min(known, key=lambda item: item[1])
     return [Finding("context", "info", f"longest prompt {longest_prompt} + max_completion_length "
                     f"{max_completion_length} = {needed} positions of {limit} ({label})", {**numbers, "limit": limit})]
+
+
+def episode_findings(longest_prompt: int, max_completion_length: int, max_turns: int, tool_answer: int | None,
+                     max_episode_length: int) -> list[Finding]:
+    """A multi-turn episode's context budget (max_episode_length) against the longest prompt, max_turns model turns
+    of max_completion_length and a tool answer (with the next turn's header) between turns: refuse when the prompt
+    leaves no room for a turn; warn when an episode that uses all its turns cannot fit (it ends as context_full)."""
+    answer = tool_answer or 0
+    full = longest_prompt + max_turns * max_completion_length + (max_turns - 1) * answer
+    numbers = {"longest_prompt": longest_prompt, "max_completion_length": max_completion_length, "max_turns": max_turns,
+               "tool_answer_tokens": tool_answer, "full_episode": full, "max_episode_length": max_episode_length}
+    if longest_prompt >= max_episode_length:
+        return [Finding("episode", "refuse", f"the longest prompt ({longest_prompt} tokens) fills the episode's context "
+                        f"budget (max_episode_length {max_episode_length}): no turn can be sampled", numbers,
+                        f"set max_episode_length >= {full}")]
+    if full > max_episode_length:
+        answers = f", {max_turns - 1} tool answers of {answer}" if tool_answer else ""
+        return [Finding("episode", "warn", f"an episode that takes its {max_turns} turns needs up to {full} tokens (the "
+                        f"longest prompt {longest_prompt}, {max_turns} turns of {max_completion_length}{answers}), more "
+                        f"than max_episode_length {max_episode_length}: episodes that need the room end as context_full "
+                        "(episodes.early_termination)", numbers,
+                        f"set max_episode_length >= {full}, or lower max_turns or max_completion_length")]
+    return [Finding("episode", "info", f"an episode of {max_turns} turns fits: up to {full} tokens of "
+                    f"max_episode_length {max_episode_length}", numbers)]

@@ -100,11 +100,12 @@ def tool_message(observations: list[str]) -> dict:
     return {"role": "user", "content": "\n".join(f"<tool_response>{o}</tool_response>" for o in observations)}
 
 
-def env_tokens(tokenizer, episode: Episode, message: dict, eos_ids) -> tuple[list[int], bool]:
+def env_tokens(tokenizer, messages: list[dict], message: dict, eos_ids) -> tuple[list[int], bool]:
     """Tokens of the tool message and the next generation prompt, as the chat template renders them after the
-    model's last turn, and whether the template kept the conversation so far as a prefix (prefix-preserving)."""
-    before = render(tokenizer, episode.messages, False)
-    after = render(tokenizer, episode.messages + [message], True)
+    model's last turn (the end of `messages`), and whether the template kept the conversation so far as a prefix
+    (prefix-preserving)."""
+    before = render(tokenizer, messages, False)
+    after = render(tokenizer, messages + [message], True)
     ends = [i for i, t in enumerate(before) if t in eos_ids]
     cut = ends[-1] + 1 if ends else len(before)  # just after the EOS that closed the model's turn
     if first_difference(before, after) is None:
@@ -240,7 +241,7 @@ class EpisodeRunner:
             e.end("max_turns")
             return
         message = tool_message(observations)
-        ids, kept = env_tokens(self.tokenizer, e, message, self.eos_ids)
+        ids, kept = env_tokens(self.tokenizer, e.messages, message, self.eos_ids)
         e.template_breaks += not kept
         e.messages.append(message)
         e.ids += ids
