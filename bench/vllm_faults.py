@@ -19,16 +19,21 @@ warnings.simplefilter("ignore")
 name, out, steps = sys.argv[1], Path(sys.argv[2]), None
 fault = next(c for c in VLLM_HEALTHY + VLLM_FAULTS if c.name == name)
 cfg = case_config(fault, 0, steps)
-if "--judge" in sys.argv:
-    from flatline.diagnostics.history import load_history
-    saved = load_history(out)
-    d = judge(saved)
+
+
+def report(d) -> None:
+    """The flagged hypotheses against the fault's must-fail list, then the sync and flagged verdicts."""
     flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
-    false_alarms = sorted(set(flagged) - set(fault.allowed))
-    print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", false_alarms)
+    print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", sorted(set(flagged) - set(fault.allowed)),
+          flush=True)
     for v in d.verdicts:
         if v.id.startswith("sync.") or v.status in ("fail", "warn"):
-            print("VERDICT", v.message().replace("\n", " | ")[:1200])
+            print("VERDICT", v.message().replace("\n", " | ")[:1200], flush=True)
+
+
+if "--judge" in sys.argv:
+    from flatline.diagnostics.history import load_history
+    report(judge(load_history(out)))
     sys.exit(0)
 t0 = time.time()
 trainer = build_trainer(cfg); trainer.listeners.extend(for_trainer(trainer))
@@ -41,9 +46,5 @@ for _ in range(cfg.max_steps):
     print(rows[-1]["step"], {k: round(rows[-1][k], 6) for k in keys if k in rows[-1]}, flush=True)
 save_run(out / f"{name}-seed0", cfg, rows)
 d = judge(History(run=name, rows=rows, config=dataclasses.asdict(cfg)))
-flagged = sorted(v.id for v in d.verdicts if v.status in ("fail", "warn"))
-print("FLAGGED", flagged, "must", sorted(fault.must_fail), "false_alarms", sorted(set(flagged) - set(fault.allowed)), flush=True)
-for v in d.verdicts:
-    if v.id.startswith("sync.") or v.status in ("fail", "warn"):
-        print("VERDICT", v.message().replace("\n", " | ")[:1200], flush=True)
+report(d)
 print("evidence", json.dumps({v.id: v.evidence for v in d.verdicts if v.id.startswith("sync.")}, default=str), flush=True)

@@ -164,12 +164,13 @@ def gradient_metrics(named_params: NamedParams, max_grad_norm: float | None = No
     return row
 
 
-def to_numbers(values: dict[str, torch.Tensor]) -> dict:
-    """A dict of same-shaped tensors (0-d or [k]) as Python floats (or lists), one device sync per device."""
+def to_numbers(values: dict[str, torch.Tensor], dtype: torch.dtype = torch.float64) -> dict:
+    """A dict of same-shaped tensors (0-d or [k]) as Python numbers (or lists) of `dtype` (float64: floats; int64:
+    exact integers), one device sync per device."""
     names, numbers = list(values), []
     for device in {v.device for v in values.values()}:
         on_device = [i for i, name in enumerate(names) if values[name].device == device]
-        numbers += list(zip(on_device, torch.stack([values[names[i]].double() for i in on_device]).tolist()))
+        numbers += list(zip(on_device, torch.stack([values[names[i]].to(dtype) for i in on_device]).tolist()))
     return {names[i]: number for i, number in sorted(numbers)}
 
 

@@ -45,8 +45,5 @@ def flat_pieces(*tensor_lists: Sequence[torch.Tensor], limit: int = CHUNK_ELEMEN
     for indices in batches(tensor_lists[0], limit):
         flats = [flat(tensors, indices) for tensors in tensor_lists]
         device = flats[0].device
-        if flats[0].numel() <= limit:
-            yield tuple(f.to(device=device, dtype=dtype or f.dtype) for f in flats)
-            continue
-        for start in range(0, flats[0].numel(), limit):
+        for start in range(0, flats[0].numel(), limit):  # one piece when the batch fits
             yield tuple(f[start:start + limit].to(device=device, dtype=dtype or f.dtype) for f in flats)

@@ -92,7 +92,7 @@ def checksums(named_tensors: list[tuple[str, torch.Tensor]]) -> dict[str, tuple[
     totals = {}
     for name, t in named_tensors:
         pairs = [torch.stack([piece.sum(), torch.dot(piece, piece)]) for (piece,) in flat_pieces([t])]
-        totals[name] = sum(pairs[1:], pairs[0]) if pairs else torch.zeros(2, dtype=torch.float64, device=t.device)
+        totals[name] = torch.stack(pairs).sum(dim=0) if pairs else torch.zeros(2, dtype=torch.float64, device=t.device)
     return {name: tuple(pair) for name, pair in to_numbers(totals).items()}
 
 
@@ -103,13 +103,8 @@ BIT_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 def bit_sums(named_tensors: list[tuple[str, torch.Tensor]]) -> dict[str, int]:
     """name -> the int64 sum of the tensor's elements read as integers of their width: exact, so any change of a
     stored value changes it (short of changes that cancel bit for bit); no float64 copy of the weights."""
-    sums = {name: t.detach().reshape(-1).view(BIT_VIEWS.get(t.element_size(), torch.uint8)).sum(dtype=torch.int64)
-            for name, t in named_tensors}
-    totals = {}
-    for device in {total.device for total in sums.values()}:  # one transfer per device
-        names = [name for name, total in sums.items() if total.device == device]
-        totals.update(zip(names, torch.stack([sums[name] for name in names]).tolist()))
-    return totals
+    return to_numbers({name: t.detach().reshape(-1).view(BIT_VIEWS.get(t.element_size(), torch.uint8))
+                       .sum(dtype=torch.int64) for name, t in named_tensors}, dtype=torch.int64)
 
 
 def frozen(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -312,8 +307,9 @@ class UpdateProbe(Probe):
     def note_baseline(self, named: list[tuple[str, torch.Tensor]]) -> None:
         """Checksums of frozen tensors seen for the first time (all of them at the first call)."""
         new = [(name, t) for name, t in named if name not in self.baseline_bits]
-        self.baseline = {**(self.baseline or {}), **checksums(new)}
-        self.baseline_bits.update(bit_sums(new))
+        if self.baseline is None or new:
+            self.baseline = {**(self.baseline or {}), **checksums(new)}
+            self.baseline_bits.update(bit_sums(new))
 
     def on_gradients(self, model, optimizer) -> dict:
         self.pre = pre_step(optimizer)
@@ -326,14 +322,11 @@ class UpdateProbe(Probe):
         pre, self.pre = self.pre, None
         row = optimizer_coverage(model, optimizer)
         fixed = frozen(model)
-        if self.baseline is None:
-            self.note_baseline(fixed)
-        else:
-            bits = bit_sums(fixed)
-            known = self.baseline_bits
+        if self.baseline is not None:
+            bits, known = bit_sums(fixed), self.baseline_bits
             changed = [(name, t) for name, t in fixed if name in known and bits[name] != known[name]]
             row.update(base_drift(self.baseline, checksums(changed)))
-            self.note_baseline(fixed)  # newly frozen tensors join the baseline
+        self.note_baseline(fixed)  # the first call's, and newly frozen tensors join it
         if before:
             named = [(name, p) for name, p in model.named_parameters() if name in before]
             row.update(update_sizes(named, before))

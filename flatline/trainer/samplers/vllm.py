@@ -90,7 +90,7 @@ class VLLMSampler:
         self._lora_id = 0
         self._metrics: dict = {}
         self.merge_meter = MergedSyncMeter(getattr(torch, engine_dtype(cfg)))
-        if self.mode == "merged":
+        if self.mode == "merged" and self.merge_meter.active:
             self._measure_merge(model, merged_state(model, full_precision=True), begin=True)
 
     # --- weight sync ---
