@@ -201,5 +201,7 @@ def test_every_probe_runs_on_a_gpu_step_without_being_disabled(beta):
         rows = [trainer.step() for _ in range(2)]
     disabled = [str(w.message) for w in caught if "disabled for the rest of the run" in str(w.message)]
     assert disabled == []
-    # the sampler and the trainer score the same weights: a float32 run agrees far below a real sync gap (0.05 nats)
-    assert all(0 <= row["sync/logprob_diff_mean"] < 0.01 for row in rows), [r["sync/logprob_diff_mean"] for r in rows]
+    # the sampler and the trainer score the same weights: within what verl calls a fine gap
+    from flatline.diagnostics.hypotheses.sync import LOGP_DIFF_OK
+    gaps = [row["sync/logprob_diff_mean"] for row in rows]
+    assert all(0 <= gap < LOGP_DIFF_OK for gap in gaps), gaps
