@@ -68,7 +68,7 @@ ANY = "any"
 FIRING = ("WARNING", "CRITICAL")
 WIDTH = 116  # prose lines of the printout
 SEVERITY_TAG = {"WARNING": "W", "CRITICAL": "C", "INFO": "i"}
-# flatline's probe families (flatline/probes/*.py `family`): their metrics are flatline's own instrumentation, not what a TRL
+# flatline's probe families (probes/*.py `family`): their metrics are flatline's own instrumentation, not what a TRL
 # run logs. Used only for the check that rldoctor's verdicts do not hinge on them.
 PROBE_FAMILIES = ("advantage", "gradients", "length", "masks", "policy", "reward", "sync", "update")
 BANDIT_TRUNCATION_NOTE = (

@@ -14,7 +14,7 @@ CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob
 
 
 def test_every_field_has_a_docstring():
-    source = Path(__file__).resolve().parent.parent.joinpath("flatline", "trainer", "config.py").read_text()
+    source = Path(__file__).resolve().parent.parent.joinpath("trainer", "config.py").read_text()
     for field in dataclasses.fields(Config):
         declaration = source.index(f"    {field.name}: ")
         following = source[declaration:].splitlines()[1].strip()

@@ -1,5 +1,5 @@
 """The comparison for people (a markdown table per task and variant, then every run with its labels) and for tools
-(a JSON object, shape in flatline/diagnostics/compare/__init__.py). Names from paths and configs are escaped, so a
+(a JSON object, shape in diagnostics/compare/__init__.py). Names from paths and configs are escaped, so a
 run called `a|b` cannot break the table."""
 from __future__ import annotations
 

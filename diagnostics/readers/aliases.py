@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# flatline's probe families (the `family` of each probe in flatline/probes/*.py; a test checks it against ALL_PROBES).
+# flatline's probe families (the `family` of each probe in probes/*.py; a test checks it against ALL_PROBES).
 FLATLINE_FAMILIES = ("advantage", "episodes", "gradients", "length", "masks", "policy", "reward", "sync", "update")
 # TRL GRPOTrainer's names (trl 1.16 `_metrics`; docs/field-2026-11.md section 4): canonical as they are.
 TRL_NAMES = frozenset({"reward", "reward_std", "frac_reward_zero_std", "entropy", "kl", "loss", "grad_norm",

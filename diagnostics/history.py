@@ -1,5 +1,5 @@
 """Metric histories: what the hypotheses judge. Read from a flatline run directory or another trainer's log (TRL,
-W&B, TensorBoard, verl, prime-rl, OpenRLHF, CSV: flatline/diagnostics/readers/), so a finished run can be re-judged
+W&B, TensorBoard, verl, prime-rl, OpenRLHF, CSV: diagnostics/readers/), so a finished run can be re-judged
 without the model.
 
     h = load_history("runs/exp0.1-arithmetic-1122")        # or load_history("outputs/", format="verl")
