@@ -1,7 +1,7 @@
 """The `flatline` command line.
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
-    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
+    flatline diagnose RUN_DIR_OR_LOG [--format md|json|html] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--episodes] [--only NAME ...] [--seeds N]
     flatline preflight CONFIG [--set key=value ...] [--gpu-mem GIB] [--max-model-len N] [--vllm-share F]
@@ -66,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "prime-rl JSONL, a metrics JSONL or CSV/TSV")
     diagnose.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
                           help="the log's format (default auto: detected from the layout and the first rows)")
-    diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
+    diagnose.add_argument("--format", choices=("md", "json", "html"), default="md",
+                          help="what to print (default md; html: report.html's self-contained page)")
     diagnose.add_argument("--fail-on", choices=("fail", "warn", "inconclusive"),
                           help="exit 1 when a verdict at or above this level is found (for CI)")
     diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
-    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
+    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json, report.html and plots into this new directory")
     diagnose.add_argument("--log", action="store_true",
                           help="add this judgement to the run's log book entry (status gains EVALUATED)")
     log = commands.add_parser("log", help="print the experiment log book")
@@ -131,7 +132,7 @@ def cmd_diagnose(args) -> int:
 
     from flatline.diagnostics.history import load_history
     from flatline.diagnostics.judge import judge
-    from flatline.diagnostics.report import render_json, render_markdown, write_report
+    from flatline.diagnostics.report import html_page, render_json, render_markdown, write_report
 
     history = load_history(args.run, args.format_in)
     control = load_history(args.control) if args.control else None
@@ -148,6 +149,8 @@ def cmd_diagnose(args) -> int:
         log_evaluation(history, diagnosis, args.run, args.out)
     if args.format == "json":
         emit(json.dumps(render_json(diagnosis, history), indent=2, allow_nan=False))
+    elif args.format == "html":
+        emit(html_page(diagnosis, history).rstrip("\n"))
     else:
         emit(render_markdown(diagnosis, history))
     return EXIT_FOUND if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
