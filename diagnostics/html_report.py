@@ -38,7 +38,7 @@ padding:1px 7px;border-radius:4px;border:2px solid}
 .status-pass{color:#1f6b2a;border-color:#1f6b2a;background:#e6f4e8}
 .status-skipped{color:#666;border-color:#aaa;background:#f6f6f6;font-weight:400}
 tr.verdict-fail{background:#fff7f8}tr.verdict-warn{background:#fffaf2}
-.headline{font-size:1.1em}.counts .status{margin-right:6px}
+.headline{font-size:1.1em}.count{margin-right:16px;white-space:nowrap}
 .finding{border:1px solid #ddd;border-left:6px solid #a4000f;border-radius:6px;padding:10px 14px;margin:12px 0}
 .finding.warn{border-left-color:#8a4b00}.finding h3{margin:.2em 0}
 .evidence{font-family:ui-monospace,monospace;font-size:.88em}
