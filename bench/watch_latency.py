@@ -1,0 +1,152 @@
+"""How soon `flatline watch` flags a collapse in a log that is still being written.
+
+    python bench/watch_latency.py                      # TRL console log, a row every 0.5 s, --interval 2
+    python bench/watch_latency.py --format jsonl --row-every 0.2 --interval 1
+
+A writer appends a GRPO run's logged rows, in TRL's names, to a log (a TRL console capture: one Python-literal dict
+per logged step among tqdm bars; or JSON Lines), one row every ROW_EVERY seconds; the reward climbs and then
+collapses at COLLAPSE_AT the way the collapses in real runs do (completions run into max_completion_length, the
+clipped ratio goes to 1, the reward falls to 0, the groups lose their variance). `flatline watch LOG --interval S`
+runs beside it as its own process. Printed: the first step at which judging the log's prefix (rows up to that
+step, in-process) fails, when the writer wrote that row, when watch printed its fail line, the delay between the
+two against the interval (a look every S seconds plus one read and judgement: the delay should stay below S plus
+the judgement's time), and watch's exit code.
+
+Leaves out: the judges' own lead time on real runs (bench/real_logs.py), logs written by many processes at once.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+STEPS = 80
+COLLAPSE_AT = 50  # the first row of the collapse
+MAX_COMPLETION_LENGTH = 1024
+
+
+def collapse_rows(steps: int = STEPS, collapse_at: int = COLLAPSE_AT, seed: int = 0) -> list[dict]:
+    """Rows as TRL's GRPOTrainer logs them: a reward rising 0.3 -> 0.8 with completions near 300 tokens; from
+    `collapse_at` the completions run to the length limit within 3 rows while the reward and its spread fall to 0."""
+    rng = random.Random(seed)
+    rows = []
+    for step in range(1, steps + 1):
+        gone = min(1.0, max(0, step - collapse_at + 1) / 4)  # 0 before the collapse, 1 four rows into it
+        reward = (0.3 + 0.5 * min(step, collapse_at) / collapse_at + 0.05 * rng.random()) * (1 - gone)
+        length = 300 + 10 * rng.random() + (MAX_COMPLETION_LENGTH - 300) * min(1.0, gone * 1.5)
+        rows.append({"loss": round(0.01 * rng.random(), 4), "grad_norm": round(0.5 + 0.1 * rng.random(), 4),
+                     "learning_rate": 1e-06, "num_tokens": 4096.0 * step,
+                     "completions/mean_length": round(length, 2), "completions/max_length": MAX_COMPLETION_LENGTH,
+                     "completions/clipped_ratio": round(min(1.0, 0.05 + 0.02 * rng.random() + gone), 4),
+                     "rewards/correctness/mean": round(reward, 4), "reward": round(reward, 4),
+                     "reward_std": round(0.3 * (1 - gone), 4),
+                     "frac_reward_zero_std": round(0.2 + 0.05 * rng.random() + 0.75 * gone, 4),
+                     "entropy": round(0.3 + 0.02 * rng.random(), 4), "kl": round(0.001 * step, 5),
+                     "epoch": round(step / steps, 4), "step": step})
+    return rows
+
+
+def console_lines(row: dict, total: int) -> str:
+    """What a TRL run prints for one logged step: the tqdm bar's carriage-return updates, then the dict (without
+    its step: TRL prints none) as `print(logs)` writes it."""
+    step = row["step"]
+    bar = "".join(f"\r {100 * s // total:3d}%|{'#' * (10 * s // total):<10}| {s}/{total} [00:{s:02d}<01:00, 1.9s/it]"
+                  for s in (step - 1, step))
+    logs = {k: v for k, v in row.items() if k != "step"}
+    return f"{bar}{logs}\n"
+
+
+def jsonl_line(row: dict) -> str:
+    import json
+
+    return json.dumps(row) + "\n"
+
+
+def first_failing_step(rows: list[dict], line, total: int, folder: Path) -> int | None:
+    """The first step whose prefix fails, judged in-process on the same text the writer writes."""
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge
+
+    path = folder / "prefix.log"
+    text = ""
+    for row in rows:
+        text += line(row, total)
+        path.write_text(text)
+        if judge(load_history(path)).failed:
+            return row["step"]
+    return None
+
+
+def run(format: str, row_every: float, interval: float, steps: int, collapse_at: int) -> dict:
+    rows = collapse_rows(steps, collapse_at)
+    line = console_lines if format == "trl-console" else (lambda row, total: jsonl_line(row))
+    folder = Path(tempfile.mkdtemp(prefix="watch-latency-"))
+    expected = first_failing_step(rows, line, steps, folder)
+    log = folder / ("train.log" if format == "trl-console" else "metrics.jsonl")
+    log.write_text(line(rows[0], steps))
+    written: dict[int, float] = {rows[0]["step"]: time.monotonic()}
+
+    def writer():
+        for row in rows[1:]:
+            time.sleep(row_every)
+            with log.open("a") as handle:
+                handle.write(line(row, steps))
+            written[row["step"]] = time.monotonic()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    watcher = subprocess.Popen([sys.executable, "-m", "flatline.harness.cli", "watch", str(log), "--interval",
+                                f"{interval:g}", "--max-wait", f"{max(10.0, 5 * interval):g}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    thread.start()
+    printed: list[tuple[float, str]] = []
+    for text in watcher.stdout:
+        printed.append((time.monotonic(), text.rstrip("\n")))
+    code = watcher.wait()
+    fail_at = next(((t, text) for t, text in printed if " fail: " in text or "-> fail:" in text), None)
+    return {"format": format, "collapse_at": collapse_at, "row_every": row_every, "interval": interval, "expected": expected,
+            "written": written.get(expected) if expected else None, "fail_at": fail_at, "code": code,
+            "printed": printed, "started": started, "stderr": watcher.stderr.read().strip().splitlines()}
+
+
+def report(result: dict) -> str:
+    lines = [f"flatline watch on a growing {result['format']} log: a row every {result['row_every']:g} s, "
+             f"--interval {result['interval']:g} s, collapse planted from step {result['collapse_at']}", ""]
+    started = result["started"]
+    if result["expected"] is None:
+        return "\n".join(lines + ["judging the prefixes in-process never fails: nothing to time"])
+    lines.append(f"first step whose prefix fails (in-process): {result['expected']}, written at "
+                 f"{result['written'] - started:.2f} s")
+    if result["fail_at"] is None:
+        lines.append("watch printed no fail line")
+    else:
+        at, text = result["fail_at"]
+        lines += [f"watch printed its fail at {at - started:.2f} s: {text[:150]}",
+                  f"delay from the row to the fail line: {at - result['written']:.2f} s "
+                  f"(interval {result['interval']:g} s)"]
+    lines += [f"watch's exit code: {result['code']}", "", "watch's output:"]
+    lines += [f"  {t - started:6.2f} s  {text[:140]}" for t, text in result["printed"]]
+    lines += [f"  stderr: {text[:140]}" for text in result["stderr"]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--format", choices=("trl-console", "jsonl"), default="trl-console")
+    parser.add_argument("--row-every", type=float, default=0.5, help="seconds between rows (default 0.5)")
+    parser.add_argument("--interval", type=float, default=2.0, help="watch's --interval (default 2)")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--collapse-at", type=int, default=COLLAPSE_AT)
+    args = parser.parse_args()
+    print(report(run(args.format, args.row_every, args.interval, args.steps, args.collapse_at)))
+
+
+if __name__ == "__main__":
+    main()
