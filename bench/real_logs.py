@@ -1,0 +1,269 @@
+"""flatline on real GRPO runs: read, judged, and held against what each run's author reported.
+
+    python bench/real_logs.py                                    # data/real_runs
+    python bench/real_logs.py --corpus ../a/data/real_runs --corpus ../b/data/real_runs --no-lead-time
+
+Every folder `<corpus>/<run_id>/` with a `source.toml` (the corpus format: docs in data/real_runs/README.md) is one
+run: its log (`log`, in the native format the author's tools wrote) is read with `load_history(path)` as
+`flatline diagnose` reads it (format detected, never forced) and judged with `judge` in-process. Per run: whether it
+was read, the fail and warn ids, the headline, the author's outcome, and the class:
+
+    caught         broken, and at least one fail
+    missed         broken, no fail (a warn does not count: a user acting on `--fail-on fail` hears nothing)
+    false alarm    healthy, and at least one fail
+    correct pass   healthy, no fail (its warns are counted apart: a warn says "learning now, but ...")
+    unreadable     the log could not be read (the reader's one-line error is listed)
+
+For a broken run whose author named a failure that maps to hypotheses (CAUSE_IDS), whether the first fail (the
+headline's first id) is one of them. For each collapsed run (collapse_step > 0): lead time, the first logged step
+at which judging the log's prefix (training and held-out rows up to that step) fails, in logged steps before the
+collapse step (negative: after it), and the id that failed first there.
+
+Leaves out: runs without source.toml, settings the author did not log (a run's config beyond what its log holds),
+and any tuning: the corpus is read as it is. Output committed under reports/examples/real_logs.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flatline.common.errors import FlatlineError  # noqa: E402
+
+DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "real_runs"
+# A broken run's reported failure -> the hypotheses that name it. The collapses of real runs end with completions
+# grown into max_completion_length or shrunk to a few tokens while the reward falls to 0 (issue 25); "flat",
+# "worse" and "crash" have many causes, so any fail names one.
+CAUSE_IDS = {
+    "truncation": {"length.truncation", "length.context_overflow"},
+    "collapse": {"length.truncation", "length.collapse", "length.growth", "length.context_overflow"},
+}
+CLASSES = ("caught", "missed", "false alarm", "correct pass", "unreadable")
+REQUIRED = ("log", "outcome")
+OUTCOMES = ("healthy", "broken")
+
+
+@dataclass
+class Run:
+    """One corpus entry and what flatline made of it."""
+
+    run_id: str
+    folder: Path
+    source: dict
+    read: bool = False
+    error: str = ""
+    rows: int = 0
+    fails: list[str] = field(default_factory=list)
+    warns: list[str] = field(default_factory=list)
+    headline: str = ""
+    lead: "Lead | None" = None
+    seconds: float = 0.0
+
+    @property
+    def outcome(self) -> str:
+        return self.source.get("outcome", "")
+
+    @property
+    def failure(self) -> str:
+        return self.source.get("failure", "")
+
+    @property
+    def collapse_step(self) -> float:
+        return float(self.source.get("collapse_step", 0) or 0)
+
+    @property
+    def verdict_class(self) -> str:
+        return classify(self.outcome, self.read, self.fails)
+
+    @property
+    def cause_named_first(self) -> bool | None:
+        return names_cause(self.failure, self.fails)
+
+
+@dataclass(frozen=True)
+class Lead:
+    collapse_step: float
+    first_fail_step: float | None  # None: no prefix fails, not even the whole log
+    first_fail_id: str = ""
+    rows_before: int = 0  # logged rows from the first failing prefix's step up to the collapse step
+
+    @property
+    def steps(self) -> float | None:
+        """Logged steps the fail came before the collapse step (negative: after)."""
+        return None if self.first_fail_step is None else self.collapse_step - self.first_fail_step
+
+
+# -- pure pieces ------------------------------------------------------------------------------------------------------
+
+
+def classify(outcome: str, read: bool, fails: list[str]) -> str:
+    if not read:
+        return "unreadable"
+    if outcome == "broken":
+        return "caught" if fails else "missed"
+    return "false alarm" if fails else "correct pass"
+
+
+def names_cause(failure: str, fails: list[str]) -> bool | None:
+    """Whether the first fail is one of the reported failure's hypotheses; None when the failure maps to none (any
+    fail names a cause) or nothing failed."""
+    ids = CAUSE_IDS.get(failure)
+    if ids is None or not fails:
+        return None
+    return fails[0] in ids
+
+
+def lead_time(steps: list[float], first_fail_at, collapse_step: float) -> Lead:
+    """The first of `steps` (the log's steps, in order) whose prefix fails; `first_fail_at(step)` judges the prefix
+    up to that step and gives the first failing id, or "" when nothing fails."""
+    for step in steps:
+        failed = first_fail_at(step)
+        if failed:
+            rows_before = sum(step <= s < collapse_step for s in steps)
+            return Lead(collapse_step, step, failed, rows_before)
+    return Lead(collapse_step, None)
+
+
+def totals(runs: list[Run]) -> dict:
+    count = {name: sum(r.verdict_class == name for r in runs) for name in CLASSES}
+    healthy = [r for r in runs if r.read and r.outcome == "healthy"]
+    broken = [r for r in runs if r.read and r.outcome == "broken"]
+    mapped = [r for r in broken if r.cause_named_first is not None]
+    return {"runs": len(runs), "read": sum(r.read for r in runs), "unreadable": count["unreadable"],
+            "broken": len(broken), "caught": count["caught"], "missed": count["missed"],
+            "healthy": len(healthy), "false_alarms": count["false alarm"], "correct_passes": count["correct pass"],
+            "healthy_warned": sum(bool(r.warns) for r in healthy if not r.fails),
+            "cause_mapped": len(mapped), "cause_first": sum(bool(r.cause_named_first) for r in mapped)}
+
+
+def source_problem(source: dict) -> str:
+    """What is wrong with a source.toml for this bench, or ""."""
+    missing = [key for key in REQUIRED if not source.get(key)]
+    if missing:
+        return f"source.toml lacks {', '.join(missing)}"
+    if source["outcome"] not in OUTCOMES:
+        return f"source.toml: outcome {source['outcome']!r} is not one of {', '.join(OUTCOMES)}"
+    return ""
+
+
+# -- reading and judging ----------------------------------------------------------------------------------------------
+
+
+def find_runs(corpora: list[Path]) -> list[Run]:
+    runs = []
+    for corpus in corpora:
+        if not corpus.is_dir():
+            raise SystemExit(f"--corpus {corpus}: not a directory")
+        for folder in sorted(p for p in corpus.iterdir() if (p / "source.toml").is_file()):
+            try:
+                source = tomllib.loads((folder / "source.toml").read_text())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                source, problem = {}, f"source.toml: {exc}"
+            else:
+                problem = source_problem(source)
+            run = Run(folder.name, folder, source)
+            if problem:
+                run.error = problem
+            runs.append(run)
+    return runs
+
+
+def prefix(history, step: float):
+    """The history as a monitor saw it at `step`: training and held-out rows logged up to it."""
+    return replace(history, rows=[r for r in history.rows if r["step"] <= step],
+                   eval_rows=[r for r in history.eval_rows if r["step"] <= step])
+
+
+def judge_run(run: Run, with_lead: bool) -> Run:
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge
+
+    if run.error:
+        return run
+    started = time.perf_counter()
+    try:
+        history = load_history(run.folder / run.source["log"])
+    except FlatlineError as exc:
+        run.error = str(exc).replace(f"{run.folder}/", "")  # the run id is printed beside it
+        return run
+    diagnosis = judge(history)
+    run.read, run.rows = True, history.steps
+    run.fails, run.warns = [v.id for v in diagnosis.failed], [v.id for v in diagnosis.warned]
+    run.headline = " ".join(diagnosis.headline().split())
+    if with_lead and run.collapse_step > 0:
+        def first_fail_at(step):
+            failed = judge(prefix(history, step)).failed
+            return failed[0].id if failed else ""
+
+        run.lead = lead_time([float(r["step"]) for r in history.rows], first_fail_at, run.collapse_step)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+# -- the table --------------------------------------------------------------------------------------------------------
+
+
+def _ids(ids: list[str], width: int) -> str:
+    text = ",".join(ids) or "-"
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def render(runs: list[Run], corpora: list[Path], seconds: float) -> str:
+    t = totals(runs)
+    out = [f"flatline on {t['runs']} real GRPO runs ({', '.join(str(c) for c in corpora)}): read with load_history "
+           "(format detected), judged in-process", ""]
+    out.append(f"{'run':<38} {'rows':>5} {'author':<20} {'flatline':<13} {'fails':<44} warns")
+    for r in runs:
+        author = r.outcome + (f" ({r.failure})" if r.failure else "")
+        out.append(f"{r.run_id[:38]:<38} {r.rows if r.read else '-':>5} {author[:20]:<20} {r.verdict_class:<13} "
+                   f"{_ids(r.fails, 44):<44} {_ids(r.warns, 60)}")
+    out += ["", f"Totals: {t['runs']} runs, {t['read']} read, {t['unreadable']} unreadable",
+            f"  broken {t['broken']}: caught {t['caught']} (with a fail), missed {t['missed']}; the first fail names "
+            f"the reported cause in {t['cause_first']} of the {t['cause_mapped']} whose failure maps to hypotheses "
+            f"({', '.join(f'{k}: {sorted(v)}' for k, v in CAUSE_IDS.items())})",
+            f"  healthy {t['healthy']}: false alarms with a fail {t['false_alarms']}, correct passes "
+            f"{t['correct_passes']} ({t['healthy_warned']} of them with a warn)"]
+    leads = [r for r in runs if r.lead is not None]
+    if leads:
+        out += ["", "Lead time on collapsed runs: the first logged step whose prefix fails, against the collapse step",
+                f"  {'run':<38} {'collapse':>8} {'first fail':>10} {'lead (steps)':>12} {'rows':>5}  failed first"]
+        for r in leads:
+            lead = r.lead
+            if lead.first_fail_step is None:
+                out.append(f"  {r.run_id[:38]:<38} {lead.collapse_step:>8g} {'never':>10} {'-':>12} {'-':>5}")
+            else:
+                out.append(f"  {r.run_id[:38]:<38} {lead.collapse_step:>8g} {lead.first_fail_step:>10g} "
+                           f"{lead.steps:>12g} {lead.rows_before:>5}  {lead.first_fail_id}")
+    headlines = [r for r in runs if r.read and (r.fails or r.warns)]
+    if headlines:
+        out += ["", "Headlines (runs with a fail or warn):"]
+        out += [f"  {r.run_id} [{r.outcome}{'/' + r.failure if r.failure else ''}]: {r.headline[:300]}"
+                for r in headlines]
+    unread = [r for r in runs if not r.read]
+    if unread:
+        out += ["", "Unreadable:"] + [f"  {r.run_id}: {r.error[:300]}" for r in unread]
+    out += ["", f"{seconds:.1f} s in all"]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", action="append", type=Path, help="a folder of runs (repeatable; default "
+                        "data/real_runs)")
+    parser.add_argument("--no-lead-time", action="store_true", help="skip judging the prefixes of collapsed runs")
+    parser.add_argument("--only", nargs="+", metavar="RUN_ID", help="judge only these runs")
+    args = parser.parse_args()
+    corpora = args.corpus or [DEFAULT_CORPUS]
+    started = time.perf_counter()
+    runs = [r for r in find_runs(corpora) if not args.only or r.run_id in args.only]
+    runs = [judge_run(r, not args.no_lead_time) for r in runs]
+    print(render(runs, corpora, time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    main()
