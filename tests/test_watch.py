@@ -170,6 +170,26 @@ def test_truncation_by_a_restarted_run_judges_the_new_run_alone(tmp_path, monkey
     assert f"{writer.path}: truncated; reading it anew" in notes
 
 
+def test_an_output_directory_is_followed_to_its_newest_checkpoint(tmp_path, monkeypatch):
+    from bench.trl_state import write_trainer_state
+
+    seen = judged_steps(monkeypatch)
+    rows = collapse_rows(steps=30, collapse_at=COLLAPSE_AT)
+    write_trainer_state(tmp_path / "checkpoint-10", rows[:10], 30, 10)
+    saves = iter([lambda: write_trainer_state(tmp_path / "checkpoint-20", rows[:20], 30, 10), lambda: None])
+
+    def sleep(seconds):
+        try:
+            next(saves)()
+        except StopIteration:
+            raise KeyboardInterrupt from None
+
+    notes = []
+    assert watch(tmp_path, Options(interval=1.0), out=lambda text: None, note=notes.append, sleep=sleep) == 0
+    assert seen == [list(range(1, 11)), list(range(1, 21))]  # each checkpoint's log_history holds the whole past
+    assert f"now reading {tmp_path / 'checkpoint-20' / 'trainer_state.json'}" in notes
+
+
 def test_bytes_without_a_new_row_are_not_judged_again(tmp_path, monkeypatch):
     seen = judged_steps(monkeypatch)
     path = tmp_path / "metrics.jsonl"

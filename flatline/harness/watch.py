@@ -51,7 +51,7 @@ def fingerprint(path: Path) -> Fingerprint | None:
         if path.is_dir():
             stats = [entry.stat() for entry in os.scandir(path) if entry.is_file()]
             return Fingerprint(str(path), stat.st_ino, sum(s.st_size for s in stats),
-                               max((s.st_mtime_ns for s in stats), default=stat.st_mtime_ns))
+                               max([stat.st_mtime_ns] + [s.st_mtime_ns for s in stats]))
     except OSError:
         return None
     return Fingerprint(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -165,18 +165,11 @@ def watch(path, options: Options, out=print, note=None, clock=time.monotonic, sl
         with sigterm_stops():
             while True:
                 tick = clock()
-                found = _log_file(path, options.format_in, state)
-                now = fingerprint(found)
-                change = how_changed(state.fingerprint, now)
-                if change != "same":
+                changed, code = _look(path, options, state, out, note)
+                if code is not None:
+                    return code
+                if changed:
                     last_change = tick
-                    if change in ("replaced", "truncated", "appeared") and state.rows:
-                        state.earlier = continued_rows(state.earlier or [], state.rows)
-                        note(f"{found}: {change}; reading it anew")
-                    state.fingerprint = now
-                    code = _judge_again(path, options, state, out, note)
-                    if code is not None:
-                        return code
                 if options.once:
                     return _stopped(state, "judged once", note)
                 if options.max_wait is not None and clock() - last_change >= options.max_wait:
@@ -186,7 +179,22 @@ def watch(path, options: Options, out=print, note=None, clock=time.monotonic, sl
         return _stopped(state, f"stopped ({getattr(exc, 'signal_name', 'Ctrl-C')})", note)
 
 
-def _log_file(path: Path, format_in: str, state: _Followed) -> Path:
+def _look(path: Path, options: Options, state: _Followed, out, note) -> tuple[bool, int | None]:
+    """One look at the log: (whether it changed, 1 when options.fail_on is reached else None)."""
+    found = _log_file(path, options.format_in)
+    now = fingerprint(found)
+    change = how_changed(state.fingerprint, now)
+    if change == "same":
+        return False, None
+    if change in ("replaced", "truncated", "appeared") and state.rows:
+        state.earlier = continued_rows(state.earlier or [], state.rows)
+        moved = state.fingerprint is not None and now is not None and now.path != state.fingerprint.path
+        note(f"now reading {found}" if moved else f"{found}: {change}; reading it anew")
+    state.fingerprint = now
+    return True, _judge_again(path, options, state, out, note)
+
+
+def _log_file(path: Path, format_in: str) -> Path:
     """The file to stat: the path itself, or the log a directory holds now (its newest checkpoint)."""
     if not path.is_dir():
         return path
