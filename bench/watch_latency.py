@@ -110,9 +110,9 @@ def run(format: str, row_every: float, interval: float, steps: int, collapse_at:
     for text in watcher.stdout:
         printed.append((time.monotonic(), text.rstrip("\n")))
     code = watcher.wait()
-    fail_at = next(((t, text) for t, text in printed if " fail: " in text or "-> fail:" in text), None)
-    return {"format": format, "collapse_at": collapse_at, "row_every": row_every, "interval": interval, "expected": expected,
-            "written": written.get(expected) if expected else None, "fail_at": fail_at, "code": code,
+    fail_at = next(((t, text) for t, text in printed if " fail: " in text), None)
+    return {"format": format, "collapse_at": collapse_at, "row_every": row_every, "interval": interval,
+            "expected": expected, "written": written.get(expected) if expected else None, "fail_at": fail_at, "code": code,
             "printed": printed, "started": started, "stderr": watcher.stderr.read().strip().splitlines()}
 
 
