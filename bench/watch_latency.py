@@ -71,6 +71,7 @@ def jsonl_line(row: dict) -> str:
 
 def first_failing_step(rows: list[dict], line, total: int, folder: Path) -> int | None:
     """The first step whose prefix fails, judged in-process on the same text the writer writes."""
+    from flatline.common.errors import FlatlineError
     from flatline.diagnostics.history import load_history
     from flatline.diagnostics.judge import judge
 
@@ -79,7 +80,11 @@ def first_failing_step(rows: list[dict], line, total: int, folder: Path) -> int 
     for row in rows:
         text += line(row, total)
         path.write_text(text)
-        if judge(load_history(path)).failed:
+        try:
+            history = load_history(path)
+        except FlatlineError:  # too short to be read yet: cannot fail
+            continue
+        if judge(history).failed:
             return row["step"]
     return None
 

@@ -2,8 +2,6 @@
 loop on logs written while it watches: a writer in lockstep with the loop (each look at the log finds one more row:
 the fail must be printed at the first step whose prefix fails, no sooner, no later), a writer thread that runs on its
 own clock, rotation, truncation, and the CLI's exit codes."""
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,16 +9,15 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.watch_latency import collapse_rows, console_lines, jsonl_line  # noqa: E402
+from flatline.common.errors import FlatlineError  # noqa: E402
 from flatline.diagnostics import judge as judge_module  # noqa: E402
 from flatline.diagnostics.history import load_history  # noqa: E402
 from flatline.harness.cli import main  # noqa: E402
-from flatline.harness.watch import (Change, Fingerprint, Options, change_line, continued_rows, how_changed,  # noqa: E402
-                                    verdict_changes, watch)
+from flatline.harness.watch import (Change, Fingerprint, Options, change_line, continued_rows,  # noqa: E402
+                                    how_changed, verdict_changes, watch)
 
 COLLAPSE_AT = 50
 
@@ -91,9 +88,14 @@ class Lockstep:
 
 
 def first_failing_step(path: Path, rows, line=jsonl_line) -> int:
+    """The first step whose prefix fails, judged in-process (a prefix too short to be read cannot fail)."""
     for n in range(1, len(rows) + 1):
         path.write_text("".join(line(r) for r in rows[:n]))
-        if judge_module.judge(load_history(path)).failed:
+        try:
+            history = load_history(path)
+        except FlatlineError:
+            continue
+        if judge_module.judge(history).failed:
             return rows[n - 1]["step"]
     raise AssertionError("the planted collapse never fails")
 
@@ -293,3 +295,43 @@ def test_watch_process_stops_with_exit_0_on_sigterm(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+# -- a growing TRL console capture (`python train.py | tee train.log`) -------------------------------------------------
+
+
+def console_line(row):
+    return console_lines(row, total=80)
+
+
+def test_lockstep_trl_console_log_fail_printed_at_the_first_failing_prefix(tmp_path):
+    rows = collapse_rows(collapse_at=COLLAPSE_AT)
+    expected = first_failing_step(tmp_path / "prefix.log", rows, console_line)
+    assert expected >= COLLAPSE_AT
+    writer = Lockstep(tmp_path / "train.log", rows, line=console_line, start=10)
+    lines, notes = [], []
+    code = watch(writer.path, Options(interval=1.0), out=lines.append, note=notes.append, sleep=writer.sleep)
+    assert code == 1
+    assert [text for text in lines if text.startswith(f"step {expected}: ") and "-> fail: " in text], lines
+    assert not [text for text in lines if int(text.split(":")[0].split()[1]) < expected and " fail: " in text]
+    assert writer.next == expected  # printed at the look that first saw the row: within one interval
+    assert notes[0].endswith("10 rows judged up to step 10: 0 fail, 0 warn; watching every 1 s")
+
+
+def test_watch_cli_flags_a_collapse_in_a_trl_console_log_within_one_interval(tmp_path, capsys):
+    rows = collapse_rows(collapse_at=COLLAPSE_AT)
+    expected = first_failing_step(tmp_path / "prefix.log", rows, console_line)
+    path = tmp_path / "train.log"
+    dataset_bar = "Map: 100%|##########| 7473/7473 [00:01<00:00, 5131.20 examples/s]\n"
+    path.write_text(dataset_bar + "".join(console_line(r) for r in rows[:20]))
+    written: dict = {}
+    interval = 0.5
+    thread = write_rows_in_background(path, rows[20:], console_line, 0.05, written)
+    code = main(["watch", str(path), "--interval", f"{interval}", "--max-wait", "20"])
+    printed = time.monotonic()
+    thread.join()
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    fail_steps = [int(text.split(":")[0].split()[1]) for text in out if "fail: " in text]
+    assert fail_steps and expected <= fail_steps[0] <= expected + int(interval / 0.05) + 2
+    assert printed - written[expected] < interval + 5.0  # one interval, plus a read and a judgement on a shared CPU
