@@ -36,12 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flatline.common.errors import FlatlineError  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "real_runs"
-# A broken run's reported failure -> the hypotheses that name it. The collapses of real runs end with completions
-# grown into max_completion_length or shrunk to a few tokens while the reward falls to 0 (issue 25); "flat",
-# "worse" and "crash" have many causes, so any fail names one.
+# A word of a broken run's reported failure (source.toml's `failure`, free text such as "length collapse") -> the
+# hypotheses that name it. The collapses of real runs end with completions grown into max_completion_length or
+# shrunk to a few tokens while the reward falls to 0 (issue 25); "flat", "worse" and "crash" have many causes, so
+# any fail names one.
 CAUSE_IDS = {
     "truncation": {"length.truncation", "length.context_overflow"},
     "collapse": {"length.truncation", "length.collapse", "length.growth", "length.context_overflow"},
+    "nan": {"gradients.non_finite"},
 }
 CLASSES = ("caught", "missed", "false alarm", "correct pass", "unreadable")
 REQUIRED = ("log", "outcome")
@@ -110,12 +112,18 @@ def classify(outcome: str, read: bool, fails: list[str]) -> str:
 
 
 def names_cause(failure: str, fails: list[str]) -> bool | None:
-    """Whether the first fail is one of the reported failure's hypotheses; None when the failure maps to none (any
-    fail names a cause) or nothing failed."""
-    ids = CAUSE_IDS.get(failure)
+    """Whether the first fail (the headline's: judge orders fails by when their evidence moved) is one of the
+    reported failure's hypotheses; None when the failure maps to none (any fail names a cause) or nothing failed."""
+    ids = cause_ids(failure)
     if ids is None or not fails:
         return None
     return fails[0] in ids
+
+
+def cause_ids(failure: str) -> set[str] | None:
+    """The hypotheses a reported failure names, from its words; None when none of CAUSE_IDS's words is there."""
+    named = [CAUSE_IDS[word] for word in failure.lower().replace("-", " ").split() if word in CAUSE_IDS]
+    return set().union(*named) if named else None
 
 
 def lead_time(steps: list[float], first_fail_at, collapse_step: float) -> Lead:
@@ -191,6 +199,9 @@ def judge_run(run: Run, with_lead: bool) -> Run:
     except FlatlineError as exc:
         run.error = str(exc).replace(f"{run.folder}/", "")  # the run id is printed beside it
         return run
+    except Exception as exc:  # a reader's bug: listed with the unreadable runs, the other runs still judged
+        run.error = f"internal error in flatline: {type(exc).__name__}: {exc}"
+        return run
     diagnosis = judge(history)
     run.read, run.rows = True, history.steps
     run.fails, run.warns = [v.id for v in diagnosis.failed], [v.id for v in diagnosis.warned]
@@ -217,15 +228,18 @@ def render(runs: list[Run], corpora: list[Path], seconds: float) -> str:
     t = totals(runs)
     out = [f"flatline on {t['runs']} real GRPO runs ({', '.join(str(c) for c in corpora)}): read with load_history "
            "(format detected), judged in-process", ""]
-    out.append(f"{'run':<38} {'rows':>5} {'author':<20} {'flatline':<13} {'fails':<44} warns")
+    out.append(f"{'run':<38} {'rows':>5} {'author':<20} {'flatline':<13} {'cause':<5} {'fails (headline first)':<44} "
+               "warns")
     for r in runs:
         author = r.outcome + (f" ({r.failure})" if r.failure else "")
+        cause = {True: "yes", False: "no", None: "-"}[r.cause_named_first]
         out.append(f"{r.run_id[:38]:<38} {r.rows if r.read else '-':>5} {author[:20]:<20} {r.verdict_class:<13} "
-                   f"{_ids(r.fails, 44):<44} {_ids(r.warns, 60)}")
+                   f"{cause:<5} {_ids(r.fails, 44):<44} {_ids(r.warns, 60)}")
     out += ["", f"Totals: {t['runs']} runs, {t['read']} read, {t['unreadable']} unreadable",
-            f"  broken {t['broken']}: caught {t['caught']} (with a fail), missed {t['missed']}; the first fail names "
-            f"the reported cause in {t['cause_first']} of the {t['cause_mapped']} whose failure maps to hypotheses "
-            f"({', '.join(f'{k}: {sorted(v)}' for k, v in CAUSE_IDS.items())})",
+            f"  broken {t['broken']}: caught {t['caught']} (with a fail), missed {t['missed']}; the headline's first "
+            f"fail names the reported cause in {t['cause_first']} of the {t['cause_mapped']} caught runs whose "
+            "failure maps to hypotheses (the cause column):",
+            *(f"    {word}: {', '.join(sorted(ids))}" for word, ids in CAUSE_IDS.items()),
             f"  healthy {t['healthy']}: false alarms with a fail {t['false_alarms']}, correct passes "
             f"{t['correct_passes']} ({t['healthy_warned']} of them with a warn)"]
     leads = [r for r in runs if r.lead is not None]

@@ -27,6 +27,8 @@ def test_names_cause_reads_the_first_fail_only():
     assert names_cause("collapse", ["length.collapse"]) is True
     assert names_cause("flat", ["progress.plateau"]) is None  # any fail names a cause of a flat run
     assert names_cause("truncation", []) is None
+    assert names_cause("length collapse", ["length.collapse"]) is True  # the failure is free text: read by its words
+    assert names_cause("nan gradients", ["progress.plateau"]) is False
 
 
 def test_lead_time_is_the_first_failing_prefix_against_the_collapse_step():
