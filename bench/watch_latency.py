@@ -1,6 +1,6 @@
 """How soon `flatline watch` flags a collapse in a log that is still being written.
 
-    python bench/watch_latency.py                      # TRL console log, a row every 0.5 s, --interval 2
+    python bench/watch_latency.py                      # TRL console log, a row every 0.5 s, --interval 2, 3 runs
     python bench/watch_latency.py --format jsonl --row-every 0.2 --interval 1
 
 A writer appends a GRPO run's logged rows, in TRL's names, to a log (a TRL console capture: one Python-literal dict
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -89,56 +91,84 @@ def first_failing_step(rows: list[dict], line, total: int, folder: Path) -> int 
     return None
 
 
-def run(format: str, row_every: float, interval: float, steps: int, collapse_at: int) -> dict:
-    rows = collapse_rows(steps, collapse_at)
+@dataclass
+class Timing:
+    """One watched run: when each row was written, what watch printed when (seconds from watch's start)."""
+
+    expected: int | None  # the first step whose prefix fails, judged in-process
+    written: dict[int, float]  # step -> when the writer had appended its row
+    printed: list[tuple[float, str]]  # (when, line) of watch's stdout
+    code: int
+    notes: list[str]
+
+    @property
+    def fail_line(self) -> tuple[float, str] | None:
+        return next(((t, text) for t, text in self.printed if " fail: " in text), None)
+
+    @property
+    def delay(self) -> float | None:
+        """From the row whose prefix first fails to watch's fail line."""
+        if self.expected is None or self.fail_line is None or self.expected not in self.written:
+            return None
+        return self.fail_line[0] - self.written[self.expected]
+
+
+def run(format: str, row_every: float, interval: float, steps: int, collapse_at: int, seed: int) -> Timing:
+    rows = collapse_rows(steps, collapse_at, seed)
     line = console_lines if format == "trl-console" else (lambda row, total: jsonl_line(row))
     folder = Path(tempfile.mkdtemp(prefix="watch-latency-"))
     expected = first_failing_step(rows, line, steps, folder)
     log = folder / ("train.log" if format == "trl-console" else "metrics.jsonl")
     log.write_text(line(rows[0], steps))
-    written: dict[int, float] = {rows[0]["step"]: time.monotonic()}
-
-    def writer():
-        for row in rows[1:]:
-            time.sleep(row_every)
-            with log.open("a") as handle:
-                handle.write(line(row, steps))
-            written[row["step"]] = time.monotonic()
-
-    thread = threading.Thread(target=writer, daemon=True)
     watcher = subprocess.Popen([sys.executable, "-m", "flatline.harness.cli", "watch", str(log), "--interval",
                                 f"{interval:g}", "--max-wait", f"{max(10.0, 5 * interval):g}"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
+    written: dict[int, float] = {rows[0]["step"]: 0.0}
+
+    def writer():
+        for row in rows[1:]:
+            time.sleep(row_every)
+            if watcher.poll() is not None:
+                return
+            with log.open("a") as handle:
+                handle.write(line(row, steps))
+            written[row["step"]] = time.monotonic() - started
+
+    thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    printed: list[tuple[float, str]] = []
-    for text in watcher.stdout:
-        printed.append((time.monotonic(), text.rstrip("\n")))
+    printed = [(time.monotonic() - started, text.rstrip("\n")) for text in watcher.stdout]
     code = watcher.wait()
-    fail_at = next(((t, text) for t, text in printed if " fail: " in text), None)
-    return {"format": format, "collapse_at": collapse_at, "row_every": row_every, "interval": interval,
-            "expected": expected, "written": written.get(expected) if expected else None, "fail_at": fail_at, "code": code,
-            "printed": printed, "started": started, "stderr": watcher.stderr.read().strip().splitlines()}
+    thread.join()
+    return Timing(expected, written, printed, code, watcher.stderr.read().strip().splitlines())
 
 
-def report(result: dict) -> str:
-    lines = [f"flatline watch on a growing {result['format']} log: a row every {result['row_every']:g} s, "
-             f"--interval {result['interval']:g} s, collapse planted from step {result['collapse_at']}", ""]
-    started = result["started"]
-    if result["expected"] is None:
-        return "\n".join(lines + ["judging the prefixes in-process never fails: nothing to time"])
-    lines.append(f"first step whose prefix fails (in-process): {result['expected']}, written at "
-                 f"{result['written'] - started:.2f} s")
-    if result["fail_at"] is None:
-        lines.append("watch printed no fail line")
-    else:
-        at, text = result["fail_at"]
-        lines += [f"watch printed its fail at {at - started:.2f} s: {text[:150]}",
-                  f"delay from the row to the fail line: {at - result['written']:.2f} s "
-                  f"(interval {result['interval']:g} s)"]
-    lines += [f"watch's exit code: {result['code']}", "", "watch's output:"]
-    lines += [f"  {t - started:6.2f} s  {text[:140]}" for t, text in result["printed"]]
-    lines += [f"  stderr: {text[:140]}" for text in result["stderr"]]
+def report(timings: list[Timing], format: str, row_every: float, interval: float, collapse_at: int) -> str:
+    lines = [f"flatline watch on a growing {format} log: a row every {row_every:g} s, --interval {interval:g} s, "
+             f"collapse planted from step {collapse_at}, {len(timings)} runs (seeds 0..{len(timings) - 1})", "",
+             f"{'seed':>4} {'first failing prefix':>20} {'row written':>11} {'fail printed':>12} {'delay':>7} "
+             f"{'exit':>4}  printed"]
+    for seed, t in enumerate(timings):
+        if t.expected is None:
+            lines.append(f"{seed:>4} {'never':>20}")
+            continue
+        fail = t.fail_line
+        lines.append(f"{seed:>4} {'step ' + str(t.expected):>20} {t.written[t.expected]:>10.2f}s "
+                     f"{(f'{fail[0]:.2f}s' if fail else 'none'):>12} "
+                     f"{(f'{t.delay:.2f}s' if t.delay is not None else '-'):>7} {t.code:>4}  "
+                     f"{fail[1][:90] if fail else ''}")
+    delays = [t.delay for t in timings if t.delay is not None]
+    if delays:
+        lines += ["", f"delay from the row to the fail line: median {statistics.median(delays):.2f} s, max "
+                  f"{max(delays):.2f} s, against the {interval:g} s interval (within one interval: "
+                  f"{sum(d <= interval for d in delays)} of {len(delays)})"]
+    first = timings[0]
+    if first.expected is not None:
+        shown = range(max(1, first.expected - 3), first.expected + 3)
+        lines += ["", "seed 0, the rows around the first failing prefix: " + ", ".join(
+            f"step {s} at {first.written[s]:.2f} s" for s in shown if s in first.written)]
+        lines += ["seed 0, watch's output:"] + [f"  {t:6.2f} s  {text[:140]}" for t, text in first.printed]
+        lines += [f"  stderr: {text[:140]}" for text in first.notes]
     return "\n".join(lines)
 
 
@@ -149,8 +179,11 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0, help="watch's --interval (default 2)")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--collapse-at", type=int, default=COLLAPSE_AT)
+    parser.add_argument("--repeats", type=int, default=3, help="runs, one seed each (default 3)")
     args = parser.parse_args()
-    print(report(run(args.format, args.row_every, args.interval, args.steps, args.collapse_at)))
+    timings = [run(args.format, args.row_every, args.interval, args.steps, args.collapse_at, seed)
+               for seed in range(args.repeats)]
+    print(report(timings, args.format, args.row_every, args.interval, args.collapse_at))
 
 
 if __name__ == "__main__":
