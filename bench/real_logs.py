@@ -45,6 +45,9 @@ CAUSE_IDS = {
     "collapse": {"length.truncation", "length.collapse", "length.growth", "length.context_overflow"},
     "nan": {"gradients.non_finite"},
 }
+# Prefixes judged on the first pass of the lead-time search (lead_time: then the block before the first failing one
+# is bisected).
+COARSE_PREFIXES = 50
 CLASSES = ("caught", "missed", "false alarm", "correct pass", "unreadable")
 REQUIRED = ("log", "outcome")
 OUTCOMES = ("healthy", "broken")
@@ -126,15 +129,36 @@ def cause_ids(failure: str) -> set[str] | None:
     return set().union(*named) if named else None
 
 
-def lead_time(steps: list[float], first_fail_at, collapse_step: float) -> Lead:
+def lead_time(steps: list[float], first_fail_at, collapse_step: float, coarse: int = COARSE_PREFIXES) -> Lead:
     """The first of `steps` (the log's steps, in order) whose prefix fails; `first_fail_at(step)` judges the prefix
-    up to that step and gives the first failing id, or "" when nothing fails."""
-    for step in steps:
-        failed = first_fail_at(step)
+    up to that step and gives the first failing id, or "" when nothing fails. A log of more than `coarse` steps is
+    judged at `coarse` evenly spaced prefixes (the last step always among them), then the block before the first
+    failing one is bisected: exact when the verdict does not come and go between two judged prefixes, and a
+    1,000-row log costs about 60 judgements instead of 1,000 (each judges the whole prefix)."""
+    if not steps:
+        return Lead(collapse_step, None)
+    stride = max(1, -(-len(steps) // coarse))
+    marks = list(range(stride - 1, len(steps), stride))
+    if marks[-1:] != [len(steps) - 1]:
+        marks.append(len(steps) - 1)
+    found, low = None, -1  # low: the last index known not to fail
+    for index in marks:
+        failed = first_fail_at(steps[index])
         if failed:
-            rows_before = sum(step <= s < collapse_step for s in steps)
-            return Lead(collapse_step, step, failed, rows_before)
-    return Lead(collapse_step, None)
+            found = (index, failed)
+            break
+        low = index
+    if found is None:
+        return Lead(collapse_step, None)
+    high, failed = found
+    while high - low > 1:  # the first failing index lies in (low, high]
+        middle = (low + high) // 2
+        if middle_failed := first_fail_at(steps[middle]):
+            high, failed = middle, middle_failed
+        else:
+            low = middle
+    step = steps[high]
+    return Lead(collapse_step, step, failed, sum(step <= s < collapse_step for s in steps))
 
 
 def totals(runs: list[Run]) -> dict:

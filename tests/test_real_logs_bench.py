@@ -42,11 +42,26 @@ def test_lead_time_is_the_first_failing_prefix_against_the_collapse_step():
     lead = lead_time(steps, first_fail_at, collapse_step=50)
     assert lead == Lead(50, 30.0, "length.truncation", rows_before=2)
     assert lead.steps == 20
-    assert judged == [10.0, 20.0, 30.0]  # stops at the first failing prefix
+    assert judged == [10.0, 20.0, 30.0]  # a short log: every prefix in turn, up to the first failing one
     late = lead_time(steps, lambda step: "progress.plateau" if step >= 60 else "", collapse_step=50)
     assert late.steps == -10 and late.rows_before == 0
     never = lead_time(steps, lambda step: "", collapse_step=50)
     assert never.first_fail_step is None and never.steps is None
+
+
+def test_lead_time_on_a_long_log_judges_few_prefixes_and_finds_the_same_step():
+    steps = [float(s) for s in range(5, 5001, 5)]  # 1,000 logged rows, logging_steps 5
+    for first in (5, 10, 1235, 2500, 4995, 5000):
+        judged = []
+
+        def first_fail_at(step):
+            judged.append(step)
+            return "length.truncation" if step >= first else ""
+
+        lead = lead_time(steps, first_fail_at, collapse_step=3000)
+        assert lead.first_fail_step == first
+        assert lead.rows_before == max(0, (3000 - first) // 5)
+        assert len(judged) <= 50 + 5 + 1, first  # the coarse pass, then a bisection of one block of 20
 
 
 def _run(outcome, read, fails, warns=(), failure=""):
