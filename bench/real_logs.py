@@ -17,7 +17,8 @@ was read, the fail and warn ids, the headline, the author's outcome, and the cla
 For a broken run whose author named a failure that maps to hypotheses (CAUSE_IDS), whether the first fail (the
 headline's first id) is one of them. For each collapsed run (collapse_step > 0): lead time, the first logged step
 at which judging the log's prefix (training and held-out rows up to that step) fails, in logged steps before the
-collapse step (negative: after it), and the id that failed first there.
+collapse step (negative: after it), and the id that failed first there. With --watch-healthy, each healthy run's
+prefixes are judged the same way: a fail there is a false alarm `flatline watch` would raise while the run ran.
 
 Leaves out: runs without source.toml, settings the author did not log (a run's config beyond what its log holds),
 and any tuning: the corpus is read as it is. Output committed under reports/examples/real_logs.txt.
@@ -67,6 +68,7 @@ class Run:
     warns: list[str] = field(default_factory=list)
     headline: str = ""
     lead: "Lead | None" = None
+    watched: "Lead | None" = None  # a healthy run judged at its prefixes, as `flatline watch` would judge it
     seconds: float = 0.0
 
     @property
@@ -211,7 +213,7 @@ def prefix(history, step: float):
                    eval_rows=[r for r in history.eval_rows if r["step"] <= step])
 
 
-def judge_run(run: Run, with_lead: bool) -> Run:
+def judge_run(run: Run, with_lead: bool, watch_healthy: bool = False) -> Run:
     from flatline.diagnostics.history import load_history
     from flatline.diagnostics.judge import judge
 
@@ -230,12 +232,15 @@ def judge_run(run: Run, with_lead: bool) -> Run:
     run.read, run.rows = True, history.steps
     run.fails, run.warns = [v.id for v in diagnosis.failed], [v.id for v in diagnosis.warned]
     run.headline = " ".join(diagnosis.headline().split())
-    if with_lead and run.collapse_step > 0:
-        def first_fail_at(step):
-            failed = judge(prefix(history, step)).failed
-            return failed[0].id if failed else ""
+    def first_fail_at(step):
+        failed = judge(prefix(history, step)).failed
+        return failed[0].id if failed else ""
 
-        run.lead = lead_time([float(r["step"]) for r in history.rows], first_fail_at, run.collapse_step)
+    steps = [float(r["step"]) for r in history.rows]
+    if with_lead and run.collapse_step > 0:
+        run.lead = lead_time(steps, first_fail_at, run.collapse_step)
+    if watch_healthy and run.outcome == "healthy":
+        run.watched = lead_time(steps, first_fail_at, 0)
     run.seconds = time.perf_counter() - started
     return run
 
@@ -277,6 +282,14 @@ def render(runs: list[Run], corpora: list[Path], seconds: float) -> str:
             else:
                 out.append(f"  {r.run_id[:38]:<38} {lead.collapse_step:>8g} {lead.first_fail_step:>10g} "
                            f"{lead.steps:>12g} {lead.rows_before:>5}  {lead.first_fail_id}")
+    watched = [r for r in runs if r.watched is not None]
+    if watched:
+        flagged = [r for r in watched if r.watched.first_fail_step is not None]
+        out += ["", f"Healthy runs as `flatline watch` sees them: {len(flagged)} of {len(watched)} fail at some prefix "
+                f"(judged at up to {COARSE_PREFIXES} evenly spaced prefixes; the step is a failing prefix, the first "
+                "when the verdict does not come and go)"]
+        out += [f"  {r.run_id[:38]:<38} fails at step {r.watched.first_fail_step:g} of {r.rows} rows: "
+                f"{r.watched.first_fail_id}" for r in flagged]
     headlines = [r for r in runs if r.read and (r.fails or r.warns)]
     if headlines:
         out += ["", "Headlines (runs with a fail or warn):"]
@@ -295,11 +308,13 @@ def main() -> None:
                         "data/real_runs)")
     parser.add_argument("--no-lead-time", action="store_true", help="skip judging the prefixes of collapsed runs")
     parser.add_argument("--only", nargs="+", metavar="RUN_ID", help="judge only these runs")
+    parser.add_argument("--watch-healthy", action="store_true", help="also judge the healthy runs' prefixes: the "
+                        "false alarms `flatline watch` would raise while they ran")
     args = parser.parse_args()
     corpora = args.corpus or [DEFAULT_CORPUS]
     started = time.perf_counter()
     runs = [r for r in find_runs(corpora) if not args.only or r.run_id in args.only]
-    runs = [judge_run(r, not args.no_lead_time) for r in runs]
+    runs = [judge_run(r, not args.no_lead_time, args.watch_healthy) for r in runs]
     print(render(runs, corpora, time.perf_counter() - started))
 
 
