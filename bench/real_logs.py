@@ -1,7 +1,7 @@
 """flatline on real GRPO runs: read, judged, and held against what each run's author reported.
 
     python bench/real_logs.py                                    # data/real_runs
-    python bench/real_logs.py --corpus ../a/data/real_runs --corpus ../b/data/real_runs --no-lead-time
+    python bench/real_logs.py --corpus ../a/data/real_runs --corpus ../b/data/real_runs --no-prefixes
 
 Every folder `<corpus>/<run_id>/` with a `source.toml` (the corpus format: docs in data/real_runs/README.md) is one
 run: its log (`log`, in the native format the author's tools wrote) is read with `load_history(path)` as
@@ -17,8 +17,9 @@ was read, the fail and warn ids, the headline, the author's outcome, and the cla
 For a broken run whose author named a failure that maps to hypotheses (CAUSE_IDS), whether the first fail (the
 headline's first id) is one of them. For each collapsed run (collapse_step > 0): lead time, the first logged step
 at which judging the log's prefix (training and held-out rows up to that step) fails, in logged steps before the
-collapse step (negative: after it), and the id that failed first there. With --watch-healthy, each healthy run's
-prefixes are judged the same way: a fail there is a false alarm `flatline watch` would raise while the run ran.
+collapse step (negative: after it), and the id that failed first there. Each healthy run's prefixes are judged the
+same way: a fail there is a false alarm `flatline watch` would raise while the run ran (--no-prefixes: whole logs
+only, a few seconds instead of a minute or two).
 
 Leaves out: runs without source.toml, settings the author did not log (a run's config beyond what its log holds),
 and any tuning: the corpus is read as it is. Output committed under reports/examples/real_logs.txt.
@@ -98,6 +99,7 @@ class Lead:
     first_fail_step: float | None  # None: no prefix fails, not even the whole log
     first_fail_id: str = ""
     rows_before: int = 0  # logged rows from the first failing prefix's step up to the collapse step
+    first_fail_row: int = 0  # 1-based: the row of first_fail_step
 
     @property
     def steps(self) -> float | None:
@@ -160,7 +162,7 @@ def lead_time(steps: list[float], first_fail_at, collapse_step: float, coarse: i
         else:
             low = middle
     step = steps[high]
-    return Lead(collapse_step, step, failed, sum(step <= s < collapse_step for s in steps))
+    return Lead(collapse_step, step, failed, sum(step <= s < collapse_step for s in steps), high + 1)
 
 
 def totals(runs: list[Run]) -> dict:
@@ -288,8 +290,8 @@ def render(runs: list[Run], corpora: list[Path], seconds: float) -> str:
         out += ["", f"Healthy runs as `flatline watch` sees them: {len(flagged)} of {len(watched)} fail at some prefix "
                 f"(judged at up to {COARSE_PREFIXES} evenly spaced prefixes; the step is a failing prefix, the first "
                 "when the verdict does not come and go)"]
-        out += [f"  {r.run_id[:38]:<38} fails at step {r.watched.first_fail_step:g} of {r.rows} rows: "
-                f"{r.watched.first_fail_id}" for r in flagged]
+        out += [f"  {r.run_id[:38]:<38} fails at step {r.watched.first_fail_step:g} (row {r.watched.first_fail_row} "
+                f"of {r.rows}): {r.watched.first_fail_id}" for r in flagged]
     headlines = [r for r in runs if r.read and (r.fails or r.warns)]
     if headlines:
         out += ["", "Headlines (runs with a fail or warn):"]
@@ -306,15 +308,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", action="append", type=Path, help="a folder of runs (repeatable; default "
                         "data/real_runs)")
-    parser.add_argument("--no-lead-time", action="store_true", help="skip judging the prefixes of collapsed runs")
+    parser.add_argument("--no-prefixes", action="store_true", help="judge whole logs only: no lead time on collapsed "
+                        "runs, no prefixes of healthy runs")
     parser.add_argument("--only", nargs="+", metavar="RUN_ID", help="judge only these runs")
-    parser.add_argument("--watch-healthy", action="store_true", help="also judge the healthy runs' prefixes: the "
-                        "false alarms `flatline watch` would raise while they ran")
     args = parser.parse_args()
     corpora = args.corpus or [DEFAULT_CORPUS]
     started = time.perf_counter()
     runs = [r for r in find_runs(corpora) if not args.only or r.run_id in args.only]
-    runs = [judge_run(r, not args.no_lead_time, args.watch_healthy) for r in runs]
+    runs = [judge_run(r, not args.no_prefixes, not args.no_prefixes) for r in runs]
     print(render(runs, corpora, time.perf_counter() - started))
 
 

@@ -40,7 +40,7 @@ def test_lead_time_is_the_first_failing_prefix_against_the_collapse_step():
         return "length.truncation" if step >= 30 else ""
 
     lead = lead_time(steps, first_fail_at, collapse_step=50)
-    assert lead == Lead(50, 30.0, "length.truncation", rows_before=2)
+    assert lead == Lead(50, 30.0, "length.truncation", rows_before=2, first_fail_row=3)
     assert lead.steps == 20
     assert judged == [10.0, 20.0, 30.0]  # a short log: every prefix in turn, up to the first failing one
     late = lead_time(steps, lambda step: "progress.plateau" if step >= 60 else "", collapse_step=50)
@@ -96,7 +96,7 @@ def test_a_small_corpus_end_to_end(tmp_path):
                outcome="healthy", collapse_step=0)
     _write_run(tmp_path, "c_binary", "run.log", b"\x00\x01" * 50, outcome="healthy")
     _write_run(tmp_path, "d_no_outcome", "metrics.jsonl", jsonl)
-    runs = [judge_run(r, with_lead=True) for r in find_runs([tmp_path])]
+    runs = [judge_run(r, with_lead=True, watch_healthy=True) for r in find_runs([tmp_path])]
     assert [r.run_id for r in runs] == ["a_collapse", "b_climb", "c_binary", "d_no_outcome"]
     collapse, climb, binary, no_outcome = runs
     assert collapse.verdict_class == "caught" and collapse.rows == 80 and collapse.headline.startswith("Not learning")
@@ -111,6 +111,8 @@ def test_a_small_corpus_end_to_end(tmp_path):
     first = next(s for s in range(1, 81) if judge(real_logs.prefix(history, s)).failed)
     assert collapse.lead.first_fail_step == first and collapse.lead.steps == 52 - first
     assert climb.lead is None  # no collapse step: no lead time
+    assert climb.watched == Lead(0, None)  # quiet at every prefix, as `flatline watch` would judge it
+    assert collapse.watched is None  # only healthy runs are watched for false alarms
     table = real_logs.render(runs, [tmp_path], 1.0)
     assert "Totals: 4 runs, 2 read, 2 unreadable" in table
     assert f"a_collapse{' ' * 28}       52 {first:>10} {52 - first:>12}" in table
