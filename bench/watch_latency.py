@@ -114,9 +114,14 @@ class Timing:
 
 
 def run(format: str, row_every: float, interval: float, steps: int, collapse_at: int, seed: int) -> Timing:
+    with tempfile.TemporaryDirectory(prefix="watch-latency-") as folder:
+        return _run(Path(folder), format, row_every, interval, steps, collapse_at, seed)
+
+
+def _run(folder: Path, format: str, row_every: float, interval: float, steps: int, collapse_at: int,
+         seed: int) -> Timing:
     rows = collapse_rows(steps, collapse_at, seed)
     line = console_lines if format == "trl-console" else (lambda row, total: jsonl_line(row))
-    folder = Path(tempfile.mkdtemp(prefix="watch-latency-"))
     expected = first_failing_step(rows, line, steps, folder)
     log = folder / ("train.log" if format == "trl-console" else "metrics.jsonl")
     log.write_text(line(rows[0], steps))
