@@ -287,7 +287,8 @@ def test_watch_process_stops_with_exit_0_on_sigterm(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "flatline.harness.cli", "watch", str(path), "--interval", "0.2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = process.stderr.readline()  # the first judgement's note: the loop is running
+        lines = iter(process.stderr.readline, "")
+        first = next(line for line in lines if "rows judged" in line)  # the first judgement's note: it is watching
         assert "12 rows judged up to step 12" in first
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
