@@ -103,7 +103,7 @@ def _wandb_export(path: Path, header: list[str], body, raw: RawLog) -> None:
 
 def read_table(path: Path, fmt: str) -> RawLog:
     text = read_text(path, "table")
-    first = text.lstrip().splitlines()[0]
+    first = next(iter(text.lstrip().splitlines()), "")  # "\x1c" alone is whitespace to lstrip
     delimiter = "\t" if fmt == "tsv" or ("\t" in first and "," not in first) else ","
     header, body = _cells(path, text, delimiter)
     raw = RawLog("tsv" if delimiter == "\t" else "csv", path, run_name=path.stem, restarts=False)
