@@ -283,10 +283,10 @@ class Config:
     """Your loss mask instead of completion_mask: [N, T] over the completion, or [N, L+T] over prompt and completion."""
     loss_fn: str = ""
     """Your loss instead of policy_loss: per-token logprobs, old logprobs, advantages and mask -> (loss, parts)."""
-    plugin_timeout_s: float = ranged(300.0, 0.001, 86_400.0, "0: no limit (the call runs in the trainer's own thread, "
-                                     "e.g. under a debugger)", zero_ok=True)
+    plugin_timeout_s: float = ranged(300.0, 0.001, 86_400.0, "0: no limit, e.g. under a debugger", zero_ok=True)
     """Seconds one call of a plug-in above may take; longer is a PluginTimeout naming the plug-in and the call:
-    preflight refuses, a run fails. A reward scores a whole generation batch in one call: raise it for slow graders."""
+    preflight refuses, a run fails. A reward scores a whole generation batch in one call: raise it for slow graders.
+    0: no limit, and the plug-in is called in the trainer's own thread."""
 
     @property
     def epsilon_upper(self) -> float:

@@ -2,8 +2,9 @@
 
 Run directory (never overwritten): config.toml, metrics.jsonl (a row per step), samples.jsonl, summary.json.
 summary.json says how the run ended: `status` completed | failed | interrupted, `steps_completed` of `max_steps`,
-and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM / SIGHUP). SIGTERM and SIGHUP are handled
-like Ctrl-C while a run trains, so `timeout`, cluster schedulers and a dropped ssh session leave a settled run too.
+and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM / SIGHUP). SIGTERM
+and SIGHUP are handled like Ctrl-C while a run trains, so `timeout`, cluster schedulers and a dropped ssh session
+leave a settled run too.
 
 Several processes (torchrun / accelerate launch): every rank trains; rank 0 alone has listeners, the run directory,
 W&B, evaluation and the hooks (log book). A rank other than 0 that raises leaves its error for rank 0
@@ -119,8 +120,8 @@ def sigterm_as_interrupt():
 
 @contextmanager
 def interrupts_held():
-    """While the block runs, SIGINT, SIGTERM and SIGHUP wait and are delivered when it ends: a step's metrics line (written,
-    flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
+    """While the block runs, SIGINT, SIGTERM and SIGHUP wait and are delivered when it ends: a step's metrics line
+    (written, flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
