@@ -255,11 +255,12 @@ def plugins_dir(tmp_path, monkeypatch):
     sys.modules.pop("user_plugins", None)
 
 
-def test_preflight_refuses_a_reward_that_hangs_naming_it_and_the_call(plugins_dir, capsys):
+@pytest.mark.parametrize("command", ["preflight", "train"])  # train runs preflight before any weights load
+def test_preflight_refuses_a_reward_that_hangs_naming_it_and_the_call(plugins_dir, capsys, command):
     started = time.monotonic()
-    assert main(["preflight", BANDIT, "--set", "reward=user_plugins:hanging_reward",
-                 "--set", "plugin_timeout_s=0.5"]) == EXIT_USAGE
-    assert time.monotonic() - started < 60
+    assert main([command, BANDIT, "--set", "reward=user_plugins:hanging_reward", "--set", "plugin_timeout_s=0.5",
+                 "--out" if command == "train" else "--format", "run" if command == "train" else "text"]) == EXIT_USAGE
+    assert time.monotonic() - started < 60 and not (plugins_dir / "run").exists()
     assert one_error_line(capsys) == (
         "flatline: error: reward user_plugins:hanging_reward did not return within plugin_timeout_s = 0.5 s (called "
         "as fn(prompts, completions, **columns) -> list[float | None] or dict[str, list]); a hang (a lock, a network "

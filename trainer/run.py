@@ -208,7 +208,10 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
             if trajectories is not None:
                 trajectories.close()
             if bar is not None:
-                bar.close()
+                try:
+                    bar.close()
+                except OSError:  # a terminal gone away (SIGHUP) must not cost the summary
+                    pass
             summary = run_summary(rows, outcome, run_dir.name, started_at, time.perf_counter() - started,
                                   tracker.url_or_name)
             write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
