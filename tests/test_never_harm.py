@@ -95,6 +95,15 @@ def test_train_refuses_a_log_book_it_must_not_write_and_leaves_it_untouched(tmp_
     assert not (tmp_path / "run").exists() and Path(f"{book}.lock").exists() == locked_before
 
 
+def test_diagnose_log_refuses_such_a_log_book_before_writing_anything(tmp_path, monkeypatch, capsys):
+    book, out = random_bytes(tmp_path / "book.png"), tmp_path / "report"
+    before = snapshot(book)
+    monkeypatch.setenv("FLATLINE_LOG", str(book))
+    assert main(["diagnose", str(write_log(tmp_path / "metrics.jsonl")), "--log", "--out", str(out)]) == EXIT_USAGE
+    assert one_error_line(capsys).startswith(f"flatline: error: log book {book} is neither empty nor a log book")
+    assert snapshot(book) == before and not out.exists()
+
+
 def test_a_fifo_as_log_book_is_refused_at_once_never_opened(tmp_path):
     fifo = tmp_path / "book"
     os.mkfifo(fifo)
