@@ -228,7 +228,8 @@ def _samples_section(history: History) -> list[str]:
 def render_markdown(diagnosis: Diagnosis, history: History, plots: dict[str, str] | None = None) -> str:
     """diagnosis.md: headline, run, how the log was read, curves (`plots`: title -> file name next to the report),
     verdicts by family, references, sample completions."""
-    sections = [[f"# Diagnosis: {escape_inline(diagnosis.run)}"], _headline(diagnosis), _run_section(diagnosis),
+    caveat = [f"**⚠️ How the log was read: {escape_inline(history.log.caveat)}**"] if history.log.caveat else []
+    sections = [[f"# Diagnosis: {escape_inline(diagnosis.run)}"], caveat, _headline(diagnosis), _run_section(diagnosis),
                 _log_section(history), _plots_section(diagnosis, plots), _family_section(diagnosis), _references_section(diagnosis),
                 _samples_section(history)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
