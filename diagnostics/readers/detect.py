@@ -136,7 +136,7 @@ def file_kind(path: Path) -> str | None:
         return "trl"  # a trainer_state.json under another name
     if text.startswith("{") and '"nbformat"' in text and '"cells"' in text:
         return "notebook"
-    if text.startswith("{"):
+    if text.startswith("{") and not text.startswith("{'"):  # `{'`: a Python dict printed to a console, not JSON
         return jsonl_kind(path)
     if JSON_ARRAY_HEAD.match(text):
         return "json-array"
