@@ -24,7 +24,8 @@ from flatline.diagnostics.readers.base import LogError, LogInfo, RawLog
 from flatline.diagnostics.readers.configs import find_settings
 from flatline.diagnostics.readers.detect import FORMATS, Found, find_log
 from flatline.diagnostics.readers.rows import merge_by_step, number, places
-from flatline.diagnostics.readers.source import MAX_LOG_BYTES, opened, too_large
+from flatline.diagnostics.readers import source
+from flatline.diagnostics.readers.source import opened, too_large
 
 __all__ = ["FORMATS", "LogData", "LogError", "LogInfo", "read_log", "read_logs"]
 
@@ -177,7 +178,7 @@ def _check_size(found: Found) -> None:
     if found.format in ("wandb", "tensorboard") or not found.path.is_file():
         return
     size = found.path.stat().st_size
-    if size > MAX_LOG_BYTES:
+    if size > source.MAX_LOG_BYTES:
         raise too_large(found.path, size)
 
 

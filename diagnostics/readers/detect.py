@@ -243,6 +243,8 @@ def detect_dir(root: Path, want: str | None = None) -> Found:
 def detect_file(path: Path) -> Found:
     kind = file_kind(path)
     if kind is None:
+        if not head_bytes(path).strip():
+            raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
         if b"\x00" in head_bytes(path):
             raise LogError(f"{path}: is a binary file, not a log flatline reads; {BINARY_FIX}")
         raise LogError(f"{path}: not a log flatline recognises; it reads: {FORMAT_HELP}; name the format with "
