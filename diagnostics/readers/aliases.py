@@ -142,9 +142,15 @@ VERL = Dialect(
         "completions/max_length": ("response_length/max",),
         "completions/min_length": ("response_length/min",),
         "completions/clipped_ratio": ("response_length/clip_ratio",),
+        # sampler vs trainer (verl docs/algo/rollout_corr.md); the rollout_corr/ keys are under actor/ where the
+        # actor computes them. log_ppl_abs_diff = |mean over a sequence of (trainer - sampler) logprob|, averaged
+        # over sequences: at most the mean per-token |difference| the judge reads, so it can only under-alarm.
         "sync/probs_diff_mean": ("training/rollout_probs_diff_mean",),
-        "sync/is_weight_mean": ("rollout_corr/rollout_is_mean",),
-        "sync/ess": ("rollout_corr/rollout_is_eff_sample_size",),
+        "sync/logprob_diff_mean": ("rollout_corr/log_ppl_abs_diff", "actor/rollout_corr/log_ppl_abs_diff"),
+        "sync/mismatch_kl": ("rollout_corr/k3_kl", "actor/rollout_corr/k3_kl"),
+        "sync/is_weight_mean": ("rollout_corr/rollout_is_mean", "actor/rollout_corr/rollout_is_mean"),
+        "sync/is_weight_max": ("rollout_corr/rollout_is_max", "actor/rollout_corr/rollout_is_max"),
+        "sync/ess": ("rollout_corr/rollout_is_eff_sample_size", "actor/rollout_corr/rollout_is_eff_sample_size"),
     },
     known=("actor/", "critic/", "response_length/", "response_length_non_aborted/", "response/", "prompt_length/",
            "timing_s/", "timing/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
@@ -162,6 +168,8 @@ PRIME_RL = Dialect(
         "learning_rate": ("optim/lr",),
         "loss": ("loss/mean",),
         "clip_ratio/region_mean": ("is_masked/mean",),
+        # the trainer's k3 estimate of KL(sampler || trainer) per token (src/prime_rl/trainer/rl/loss.py)
+        "sync/mismatch_kl": ("mismatch_kl/all/mean", "mismatch_kl/mean"),
     },
     patterns=(
         (re.compile(_AGENT + r"/reward/mean$"), "reward"),
