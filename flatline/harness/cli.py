@@ -145,7 +145,8 @@ def cmd_diagnose(args) -> int:
     for history in histories:
         diagnosis = judge(history, control=control)
         if diagnosis.nothing_to_judge:
-            print(f"flatline: warning: {history.run}: {diagnosis.nothing_to_judge}", file=sys.stderr)
+            run = f"{history.run}: " if several else ""
+            print(f"flatline: warning: {run}{diagnosis.nothing_to_judge}", file=sys.stderr)
         out = None
         if args.out:  # several runs: one directory each under --out, named after the run
             out = Path(args.out) / re.sub(r"[^\w.=+-]+", "_", history.run) if several else Path(args.out)
