@@ -3,6 +3,7 @@ asserted at known steps, not only that rows exist."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -128,3 +129,22 @@ def test_an_unreadable_file_names_the_formats_and_how_to_force_one(tmp_path, cap
     assert err.startswith(f"flatline: error: {path}: not a log flatline recognises; it reads: flatline run directory")
     assert "trl-console" in err and "verl-console" in err and "notebook" in err and "--format-in" in err
     assert "\n" not in err and path.read_bytes() == before
+
+
+def test_trl_console_of_an_sft_warm_up_then_grpo_keeps_the_grpo_rows():
+    """A real capture (ANSI colour codes, tqdm bars with carriage returns): SFT rows and their summary, then GRPO
+    rows with no bar of their own."""
+    log = read_log(REAL / "trl_console_scutsc_sft_then_grpo.log")
+    assert [r["step"] for r in log.rows] == list(range(1, 70))
+    assert log.rows[0]["reward"] == 0.5 and log.rows[0]["kl"] == 0.07805760800838471
+    assert by_step(log.rows, 69)["frac_reward_zero_std"] == 1.0
+    assert any("earlier training phase(s) without reward rows" in n for n in log.info.notes)
+    assert log.summary == {}  # the SFT phase's train_runtime is not this run's
+
+
+def test_trl_console_with_bare_nan_values_and_a_sparse_bar():
+    log = read_log(REAL / "trl_console_rldecisionagent_nan.log")
+    assert [r["step"] for r in log.rows] == list(range(1, 21))
+    assert all(math.isnan(r["grad_norm"]) for r in log.rows)  # printed `nan`, not a Python literal
+    assert by_step(log.rows, 5)["reward"] == -4.21875 and by_step(log.rows, 5)["learning_rate"] == 4.444444444444444e-06
+    assert log.summary == {"total_seconds": 1021.5975}
