@@ -148,3 +148,15 @@ def test_trl_console_with_bare_nan_values_and_a_sparse_bar():
     assert all(math.isnan(r["grad_norm"]) for r in log.rows)  # printed `nan`, not a Python literal
     assert by_step(log.rows, 5)["reward"] == -4.21875 and by_step(log.rows, 5)["learning_rate"] == 4.444444444444444e-06
     assert log.summary == {"total_seconds": 1021.5975}
+
+
+def test_trl_console_after_a_long_preamble_is_still_recognised(tmp_path):
+    """The first logged row 200 KB into the capture (model loading, dataset prints): beyond the 64 KiB sniff."""
+    capture = tmp_path / "slurm-1234.out"
+    preamble = "".join(f"Loading checkpoint shards: {i} of 4000, dataset row {i} printed by the user's script\n"
+                       for i in range(2500))
+    capture.write_bytes(preamble.encode() + (REAL / "trl_console_rldecisionagent_nan.log").read_bytes())
+    assert capture.stat().st_size > 3 * 64 * 1024
+    log = read_log(capture)
+    assert log.info.format == "trl-console" and [r["step"] for r in log.rows] == list(range(1, 21))
+    assert by_step(log.rows, 5)["reward"] == -4.21875

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flatline.diagnostics.readers.base import BINARY_FIX, FORMAT_HELP, LogError, head_bytes
+from flatline.diagnostics.readers.base import BINARY_FIX, FORMAT_HELP, SNIFF_BYTES, LogError, head_bytes
 
 FORMATS = ("auto", "flatline", "trl", "trl-console", "notebook", "json-array", "wandb", "tensorboard", "verl",
            "verl-console", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
@@ -140,10 +140,34 @@ def file_kind(path: Path) -> str | None:
         return jsonl_kind(path)
     if JSON_ARRAY_HEAD.match(text):
         return "json-array"
-    if console := console_kind(text):
+    if console := console_kind(text) or (len(head) == SNIFF_BYTES and console_kind_further(path)):
         return console
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    return None
+
+
+# A console capture may open with a long preamble (model loading, dataset prints) before its first logged row:
+# beyond the sniff, lines are looked at up to this many bytes, one chunk at a time.
+CONSOLE_SCAN_BYTES = 16 * 1024 * 1024
+
+
+def console_kind_further(path: Path) -> str | None:
+    """console_kind over the file's first CONSOLE_SCAN_BYTES, a chunk at a time (a row cut by a chunk's end is seen
+    whole in the next chunk, which starts at the last line break)."""
+    carry = ""
+    try:
+        with path.open("rb") as handle:
+            for _ in range(CONSOLE_SCAN_BYTES // SNIFF_BYTES):
+                chunk = handle.read(SNIFF_BYTES)
+                if not chunk:
+                    break
+                text = carry + chunk.decode("utf-8", "replace")
+                if kind := console_kind(text):
+                    return kind
+                carry = text[text.rfind("\n") + 1:][-SNIFF_BYTES:]
+    except OSError:
+        return None
     return None
 
 
