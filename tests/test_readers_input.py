@@ -202,3 +202,10 @@ def test_a_config_toml_with_wrong_types_names_the_bad_settings(tmp_path, capsys)
     text = capsys.readouterr().out
     assert "no config.toml" not in text and "max_grad_norm = 'abc' (not a number)" in text
     assert snapshot(tmp_path / "config.toml") == before
+
+
+def test_a_byte_order_mark_alone_is_an_empty_file(tmp_path, capsys):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"\xef\xbb\xbf")
+    assert error_line(capsys, path) == (f"flatline: error: {path}: is empty; the run wrote nothing yet, or the file was "
+                                        "truncated")

@@ -92,13 +92,17 @@ def _output_text(value) -> str:
 def _scan(notebook) -> tuple[list, str]:
     """The progress tables of every output (HTML first, else text) and the stream text of every output, in order."""
     tables, streams = [], []
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    for cell in cells if isinstance(cells, list) else []:
+        outputs = cell.get("outputs") if isinstance(cell, dict) and cell.get("cell_type") == "code" else None
+        for output in outputs if isinstance(outputs, list) else []:
+            if not isinstance(output, dict):
+                continue
             kind = output.get("output_type")
             if kind == "stream":
                 streams.append(_output_text(output.get("text")))
             elif kind in ("display_data", "execute_result"):
-                data = output.get("data", {})
+                data = output.get("data") if isinstance(output.get("data"), dict) else {}
                 found = html_tables(_output_text(data.get("text/html"))) if "text/html" in data else []
                 if not found and "text/plain" in data:
                     found = text_tables(_output_text(data["text/plain"]))
