@@ -160,3 +160,12 @@ def test_trl_console_after_a_long_preamble_is_still_recognised(tmp_path):
     log = read_log(capture)
     assert log.info.format == "trl-console" and [r["step"] for r in log.rows] == list(range(1, 21))
     assert by_step(log.rows, 5)["reward"] == -4.21875
+
+
+def test_notebook_with_verl_console_lines():
+    """verl's getting-started notebook: a PPO run started from the notebook prints verl's console lines."""
+    log = read_log(REAL / "notebook_verl_getting_started.ipynb")
+    assert log.info.format == "notebook" and log.info.trainer == "verl"
+    assert len(log.rows) == 61 and by_step(log.rows, 0)["reward"] == 0.012 and by_step(log.rows, 60)["reward"] == 0.621
+    assert [(r["step"], r["eval/reward"]) for r in log.eval_rows] == [
+        (9, 0.004), (19, 0.187), (29, 0.344), (39, 0.454), (49, 0.466), (59, 0.478)]

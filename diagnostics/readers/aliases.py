@@ -156,7 +156,7 @@ VERL = Dialect(
         "sync/ess": ("rollout_corr/rollout_is_eff_sample_size", "actor/rollout_corr/rollout_is_eff_sample_size"),
     },
     known=("actor/", "critic/", "response_length/", "response_length_non_aborted/", "response/", "prompt_length/",
-           "timing_s/", "timing/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
+           "timing_s/", "timing/", "timing_per_token/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
            "num_turns/", "tool_call_counts/"),
     eval_prefixes=(("val-core/", "eval/val-core/"), ("val-aux/", "eval/val-aux/"), ("val/", "eval/val/"),
                    ("test_score/", "eval/test_score/")),
