@@ -2,6 +2,7 @@
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
     flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
+    flatline watch LOG [--interval S] [--fail-on fail|warn] [--format-in FORMAT] [--max-wait S] [--once]
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--episodes] [--only NAME ...] [--seeds N]
     flatline preflight CONFIG [--set key=value ...] [--gpu-mem GIB] [--max-model-len N] [--vllm-share F]
@@ -77,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
     diagnose.add_argument("--log", action="store_true",
                           help="add this judgement to the run's log book entry (status gains EVALUATED)")
+    watch = commands.add_parser("watch", help="follow a log still being written; print each verdict change")
+    watch.add_argument("run", help="the log (or run directory) the trainer is writing, in any format diagnose reads")
+    watch.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
+                       help="the log's format (default auto: detected from the layout and the first rows)")
+    watch.add_argument("--interval", type=float, default=5.0, metavar="S",
+                       help="seconds between looks at the log (default 5)")
+    watch.add_argument("--fail-on", choices=("fail", "warn"), default="fail",
+                       help="exit 1 as soon as a verdict at or above this level is there (default fail)")
+    watch.add_argument("--max-wait", type=float, metavar="S",
+                       help="stop (exit 0) when the log has not changed for S seconds (the run ended)")
+    watch.add_argument("--once", action="store_true", help="judge the log as it stands and stop")
     log = commands.add_parser("log", help="print the experiment log book")
     log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
     log.add_argument("--status", nargs="+", type=str.lower, choices=STATUSES, metavar="STATUS",
@@ -166,6 +178,14 @@ def cmd_diagnose(args) -> int:
     return EXIT_FOUND if found else 0
 
 
+def cmd_watch(args) -> int:
+    from flatline.harness.watch import Options, watch
+
+    options = Options(interval=args.interval, fail_on=args.fail_on, format_in=args.format_in,
+                      max_wait=args.max_wait, once=args.once)
+    return watch(args.run, options, out=emit)
+
+
 def emit(text: str) -> None:
     """Print to stdout; a reader that stops early (`flatline diagnose --format json | head`) is no error: the rest
     is discarded and the exit code stays the diagnosis's."""
@@ -223,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest,
-                    "compare": cmd_compare, "preflight": cmd_preflight}
+                    "compare": cmd_compare, "preflight": cmd_preflight, "watch": cmd_watch}
         return commands[args.command](args)
     except FlatlineError as exc:
         print(f"flatline: error: {exc}", file=sys.stderr)
