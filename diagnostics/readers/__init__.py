@@ -24,7 +24,8 @@ from flatline.diagnostics.readers.base import LogError, LogInfo, RawLog
 from flatline.diagnostics.readers.configs import find_settings
 from flatline.diagnostics.readers.detect import FORMATS, Found, find_log
 from flatline.diagnostics.readers.rows import merge_by_step, number, places
-from flatline.diagnostics.readers.source import MAX_LOG_BYTES, opened, too_large
+from flatline.diagnostics.readers import source
+from flatline.diagnostics.readers.source import opened, too_large
 
 __all__ = ["FORMATS", "LogData", "LogError", "LogInfo", "read_log", "read_logs"]
 
@@ -60,9 +61,10 @@ def _read(found: Found) -> list[RawLog]:
         return [flatline_run.read_flatline_run(found.path, found.run_dir)]
     if found.format in ("csv", "tsv"):
         return table.read_table_runs(found.path, found.format)
+    if found.format == "trl-console":
+        return console.read_console_runs(found.path, logging_steps_beside(found.path))
     readers = {"trl": trl.read_trl, "wandb": wandb_run.read_wandb, "tensorboard": tensorboard_events.read_tensorboard,
                "verl": verl.read_verl, "prime-rl": prime_rl.read_prime_rl, "verl-console": verl_console.read_verl_console,
-               "trl-console": lambda p: console.read_console(p, logging_steps_beside(p)),
                "notebook": lambda p: notebook.read_notebook(p, logging_steps_beside(p)),
                "json-array": json_array.read_json_array, "jsonl": lambda p: jsonl.read_plain_jsonl(p)}
     return [readers[found.format](found.path)]
@@ -177,7 +179,7 @@ def _check_size(found: Found) -> None:
     if found.format in ("wandb", "tensorboard") or not found.path.is_file():
         return
     size = found.path.stat().st_size
-    if size > MAX_LOG_BYTES:
+    if size > source.MAX_LOG_BYTES:
         raise too_large(found.path, size)
 
 

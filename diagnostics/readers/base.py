@@ -103,11 +103,14 @@ def read_text(path: Path, what: str = "log") -> str:
     if b"\x00" in data[:SNIFF_BYTES]:
         raise LogError(f"{path}: is a binary file, not a {what} flatline reads; {BINARY_FIX}")
     try:
-        return data.decode("utf-8-sig")  # -sig: a BOM from Excel or PowerShell
+        text = data.decode("utf-8-sig")  # -sig: a BOM from Excel or PowerShell
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise LogError(f"{path}:{line}: not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r}); "
                        f"pass the {what} as written by the trainer, not a re-encoded or compressed copy") from None
+    if not text.strip():  # a byte-order mark and nothing else
+        raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
+    return text
 
 
 def head_bytes(path: Path, size: int = SNIFF_BYTES) -> bytes:

@@ -95,6 +95,16 @@ def _verl_beta(config: dict):
     return None
 
 
+_KIND_WORDS = {float: "a number", int: "a whole number", str: "a text"}
+
+
+def unusable_settings(config: dict) -> list[str]:
+    """The judged settings whose value is not of their kind (max_grad_norm = "abc")."""
+    return [key for key, kind in SETTINGS.items()
+            if key in config and config[key] is not None and _value(config[key], kind) is None
+            and not (kind is int and key == "max_steps")]
+
+
 def map_settings(config: dict, trainer: str) -> dict:
     """flatline-named settings from a trainer's config (only the keys this table knows)."""
     table = CONFIG_KEYS.get(trainer) or CONFIG_KEYS["trl"]
@@ -270,6 +280,12 @@ def find_settings(raw: RawLog, trainer: str) -> tuple[dict, str, list[str]]:
     settings = map_settings(config, "flatline" if raw.format == "flatline" else trainer) if config else {}
     if raw.format == "flatline":
         settings = dict(config)  # flatline's own config: every key, as the judges have always read it
+        if bad := unusable_settings(settings):
+            for key in bad:
+                del settings[key]
+            named = ", ".join(f"{k} = {config[k]!r} (not {_KIND_WORDS[SETTINGS[k]]})" for k in bad)
+            notes.append(f"{source}: {named}: left out, so verdicts that need them are skipped; fix the config to "
+                         "judge them")
     missing = [k for k in KEY_SETTINGS if k not in settings]
     pickle = _training_args_bin(raw)
     if missing and raw.format != "flatline":

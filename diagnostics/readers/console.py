@@ -10,7 +10,9 @@ A printed row has no step. The step is taken, in this order, from
   3. the row's position times `logging_steps`, when a config beside the log gives it;
   4. the row's position (1..N, file order).
 LogInfo's notes say which. The end-of-training dict (`train_runtime`, `train_loss`) is the summary, not a step;
-a dict with `eval_` keys is a held-out row at the step of the training row before it. Literals are parsed with
+a dict with `eval_` keys is a held-out row at the step of the training row before it. A capture of several
+training runs (each ends with its summary) gives one run each, except that runs without reward rows (an SFT
+warm-up) are left out when GRPO runs follow. Literals are parsed with
 `ast.literal_eval` only.
 
     raw = read_console(Path("train.log"))
@@ -40,12 +42,16 @@ def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
 
 
+# Python prints a float NaN or infinity bare (`'grad_norm': nan`), which is no literal: quoted, it reads as a number.
+BARE_NON_FINITE = re.compile(r"(?<=: )(-?(?:nan|inf))(?=[,}])")
+
+
 def _literal(text: str) -> dict | None:
     """The dict a segment's `{'...}` holds, or None (ast.literal_eval only: never eval)."""
     if len(text) > MAX_ROW_CHARS:
         return None
     try:
-        value = ast.literal_eval(text)
+        value = ast.literal_eval(BARE_NON_FINITE.sub(r"'\1'", text))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     return value if isinstance(value, dict) and all(isinstance(k, str) for k in value) else None
@@ -97,9 +103,38 @@ def printed_rows(text: str) -> list[tuple[int, dict, tuple[int, int] | None]]:
 
 
 def _training_total(rows) -> int | None:
-    """The training bar's total: the one most often printed just before a training row."""
-    totals = Counter(bar[1] for _, row, bar in rows if bar and not _is_eval(row) and SUMMARY_KEY not in row)
-    return totals.most_common(1)[0][0] if totals else None
+    """The training bar's total: the one drawn with most training rows, when it is drawn with at least half of them
+    (other bars, such as a checkpoint save's or an evaluation's, come and go)."""
+    totals = Counter(bar[1] for _, _, bar in rows if bar and bar[0] > 0)  # a bar stuck at 0/N counts nothing
+    if not totals:
+        return None
+    total, count = totals.most_common(1)[0]
+    return total if count * 2 >= len(rows) else None
+
+
+def _is_grpo(row: dict) -> bool:
+    return "reward" in row or any(k.startswith("rewards/") for k in row)
+
+
+def phases(rows) -> tuple[list[list], list[str]]:
+    """The rows of each training run in the capture (each trainer.train() ends with its summary row), keeping only
+    the GRPO runs when some runs are GRPO and others are not (an SFT warm-up before GRPO), and notes on what was left
+    out."""
+    runs, current = [], []
+    for item in rows:
+        current.append(item)
+        if SUMMARY_KEY in item[1]:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    grpo = [run for run in runs if any(_is_grpo(row) for _, row, _ in run)]
+    if not grpo or len(grpo) == len(runs):
+        return runs, []
+    notes = [f"{len(runs) - len(grpo)} earlier training phase(s) without reward rows (an SFT warm-up?) ended at "
+             f"line(s) {', '.join(str(run[-1][0]) for run in runs if run not in grpo)}: left out; the GRPO rows "
+             "follow"]
+    return grpo, notes
 
 
 def _is_eval(row: dict) -> bool:
@@ -115,22 +150,16 @@ def _swift_step(row: dict):
 
 
 def assign_steps(rows, path: Path, raw: RawLog, logging_steps: int | None) -> None:
-    """Records with steps for printed rows (the order of preference in the module docstring)."""
-    total = _training_total(rows)
+    """Records with steps for the printed rows of one training run (the order of preference in the module
+    docstring)."""
     training = [(line, row, bar) for line, row, bar in rows if not _is_eval(row) and SUMMARY_KEY not in row]
-    by_bar = total is not None and all(bar and bar[1] == total for _, _, bar in training)
-    by_swift = not by_bar and training and all(_swift_step(row) is not None for _, row, _ in training)
-    if by_bar:
-        raw.notes.append(f"steps read from the training progress bar's counter (n/{total}) drawn with each row")
-    elif by_swift:
-        raw.notes.append(f"steps read from each row's {SWIFT_STEP}")
-    elif logging_steps:
-        raw.notes.append(f"steps are the row's position times logging_steps = {logging_steps} (the console rows "
-                         "carry no step)")
-    else:
-        raw.notes.append(f"the console rows carry no step and no progress bar counter precedes them: rows are "
-                         f"numbered 1..{len(training)} in file order (each row is one logging interval)")
-    position, step = 0, 0
+    total = _training_total(training)
+    by_swift = total is None and training and all(_swift_step(row) is not None for _, row, _ in training)
+    # a row whose bar is another one, or was not redrawn since the row before, comes one logging interval after
+    # that row: logging_steps when known, else the steps the bar counted over the rows logged
+    reached = max((bar[0] for _, _, bar in training if total is not None and bar and bar[1] == total), default=0)
+    interval = logging_steps or max(1, round(reached / len(training))) if training else 1
+    position, step, guessed = 0, 0, 0
     for line, row, bar in rows:
         where = f"{path}:{line}"
         if SUMMARY_KEY in row:
@@ -138,26 +167,53 @@ def assign_steps(rows, path: Path, raw: RawLog, logging_steps: int | None) -> No
             continue
         values = {k: v for k, v in row.items() if k != SWIFT_STEP}
         if _is_eval(row):
-            raw.records.append(Record(step if position else 0, values, where, "eval"))
+            raw.records.append(Record(step, values, where, "eval"))
             continue
         position += 1
-        if by_bar:
-            step = bar[0]
+        if total is not None:
+            if bar and bar[1] == total and bar[0] > step:
+                step = bar[0]
+            else:
+                step, guessed = step + interval, guessed + 1
         elif by_swift:
             step = _swift_step(row)
         else:
             step = position * (logging_steps or 1)
         raw.records.append(Record(step, values, where, "train"))
-    if by_bar and total:
+    if total is not None:
         raw.max_steps = total
+        raw.notes.append(f"steps read from the training progress bar's counter (n/{total}) drawn with each row"
+                         + (f"; {guessed} row(s) without it put one logging interval ({interval}) after the row "
+                            "before" if guessed else ""))
+    elif by_swift:
+        raw.notes.append(f"steps read from each row's {SWIFT_STEP}")
+    elif logging_steps:
+        raw.notes.append(f"steps are the row's position times logging_steps = {logging_steps} (the console rows "
+                         "carry no step)")
+    else:
+        raw.notes.append(f"the console rows carry no step and no progress bar counter is drawn with them: rows are "
+                         f"numbered 1..{len(training)} in file order (each row is one logging interval)")
 
 
-def read_console(path: Path, logging_steps: int | None = None) -> RawLog:
+def read_console_runs(path: Path, logging_steps: int | None = None) -> list[RawLog]:
+    """One RawLog per training run in the capture (usually one)."""
     text = read_text(path, "console log")
     rows = printed_rows(text)
     if not rows:
         raise LogError(f"{path}: no logged rows ({{'loss': ..., 'epoch': ...}} dicts printed by the Trainer) in "
                        "this console output; pass the trainer's own log file, or --format-in another format")
-    raw = RawLog("trl-console", path, trainer="trl", null_is_nan=True, restarts=False, run_name=path.stem)
-    assign_steps(rows, path, raw, logging_steps)
-    return raw
+    runs, notes = phases(rows)
+    out = []
+    for number, run in enumerate(runs, start=1):
+        name = path.stem if len(runs) == 1 else f"{path.stem}#{number}"
+        raw = RawLog("trl-console", path, trainer="trl", null_is_nan=True, restarts=False, run_name=name)
+        raw.notes += notes
+        if len(runs) > 1:
+            raw.notes.append(f"training run {number} of {len(runs)} in this capture (lines {run[0][0]}-{run[-1][0]})")
+        assign_steps(run, path, raw, logging_steps)
+        out.append(raw)
+    return out
+
+
+def read_console(path: Path, logging_steps: int | None = None) -> RawLog:
+    return read_console_runs(path, logging_steps)[0]

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flatline.diagnostics.readers.base import BINARY_FIX, FORMAT_HELP, LogError, head_bytes
+from flatline.diagnostics.readers.base import BINARY_FIX, FORMAT_HELP, SNIFF_BYTES, LogError, head_bytes
 
 FORMATS = ("auto", "flatline", "trl", "trl-console", "notebook", "json-array", "wandb", "tensorboard", "verl",
            "verl-console", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
@@ -136,14 +136,38 @@ def file_kind(path: Path) -> str | None:
         return "trl"  # a trainer_state.json under another name
     if text.startswith("{") and '"nbformat"' in text and '"cells"' in text:
         return "notebook"
-    if text.startswith("{"):
+    if text.startswith("{") and not text.startswith("{'"):  # `{'`: a Python dict printed to a console, not JSON
         return jsonl_kind(path)
     if JSON_ARRAY_HEAD.match(text):
         return "json-array"
-    if console := console_kind(text):
+    if console := console_kind(text) or (len(head) == SNIFF_BYTES and console_kind_further(path)):
         return console
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    return None
+
+
+# A console capture may open with a long preamble (model loading, dataset prints) before its first logged row:
+# beyond the sniff, lines are looked at up to this many bytes, one chunk at a time.
+CONSOLE_SCAN_BYTES = 16 * 1024 * 1024
+
+
+def console_kind_further(path: Path) -> str | None:
+    """console_kind over the file's first CONSOLE_SCAN_BYTES, a chunk at a time (a row cut by a chunk's end is seen
+    whole in the next chunk, which starts at the last line break)."""
+    carry = ""
+    try:
+        with path.open("rb") as handle:
+            for _ in range(CONSOLE_SCAN_BYTES // SNIFF_BYTES):
+                chunk = handle.read(SNIFF_BYTES)
+                if not chunk:
+                    break
+                text = carry + chunk.decode("utf-8", "replace")
+                if kind := console_kind(text):
+                    return kind
+                carry = text[text.rfind("\n") + 1:][-SNIFF_BYTES:]
+    except OSError:
+        return None
     return None
 
 
@@ -243,6 +267,8 @@ def detect_dir(root: Path, want: str | None = None) -> Found:
 def detect_file(path: Path) -> Found:
     kind = file_kind(path)
     if kind is None:
+        if not head_bytes(path).strip():
+            raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
         if b"\x00" in head_bytes(path):
             raise LogError(f"{path}: is a binary file, not a log flatline reads; {BINARY_FIX}")
         raise LogError(f"{path}: not a log flatline recognises; it reads: {FORMAT_HELP}; name the format with "

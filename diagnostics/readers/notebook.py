@@ -2,7 +2,8 @@
   1. the HTML progress table HF's NotebookProgressCallback draws and redraws (`Step | Training Loss | reward |
      reward_std | ...`); the saved notebook holds its last state, one row per logged step, with the step;
   2. the same table as plain text (tab- or column-aligned), as some exports keep it;
-  3. rows printed as Python dicts in stream outputs (console.py reads them, steps as it says).
+  3. rows printed as Python dicts in stream outputs (console.py reads them, steps as it says);
+  4. verl's console lines (`step:N - key:value`) printed by a verl run started from the notebook.
 The table wins when there is one (it carries the step). Display names are turned back into the logged keys:
 `Training Loss` -> `loss`, `Validation Loss` -> `eval_loss`, `rewards / x / mean` -> `rewards/x/mean`. When several
 cells trained, the last table is read and a note says so.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from flatline.diagnostics.readers.base import LogError, RawLog, Record, read_text
 from flatline.diagnostics.readers.console import assign_steps, printed_rows, strip_ansi
+from flatline.diagnostics.readers.verl_console import add_step_lines
 
 # NotebookProgressCallback's display names of the keys it renames (transformers/utils/notebook.py).
 DISPLAY_NAMES = {"Step": "step", "Epoch": "epoch", "Training Loss": "loss", "Validation Loss": "eval_loss"}
@@ -92,13 +94,17 @@ def _output_text(value) -> str:
 def _scan(notebook) -> tuple[list, str]:
     """The progress tables of every output (HTML first, else text) and the stream text of every output, in order."""
     tables, streams = [], []
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    for cell in cells if isinstance(cells, list) else []:
+        outputs = cell.get("outputs") if isinstance(cell, dict) and cell.get("cell_type") == "code" else None
+        for output in outputs if isinstance(outputs, list) else []:
+            if not isinstance(output, dict):
+                continue
             kind = output.get("output_type")
             if kind == "stream":
                 streams.append(_output_text(output.get("text")))
             elif kind in ("display_data", "execute_result"):
-                data = output.get("data", {})
+                data = output.get("data") if isinstance(output.get("data"), dict) else {}
                 found = html_tables(_output_text(data.get("text/html"))) if "text/html" in data else []
                 if not found and "text/plain" in data:
                     found = text_tables(_output_text(data["text/plain"]))
@@ -138,6 +144,11 @@ def read_notebook(path: Path, logging_steps: int | None = None) -> RawLog:
         return raw
     rows = printed_rows(streams)
     if not rows:
+        add_step_lines(streams, path, raw)  # verl run from a notebook prints its console lines
+        if raw.records:
+            raw.trainer, raw.restarts = "verl", True
+            raw.notes.append("rows read from verl's console lines printed in the notebook's output")
+            return raw
         raise LogError(f"{path}: no training progress table (Step | Training Loss | ...) and no printed log rows "
                        "in this notebook's outputs; save the notebook after training ran, with its outputs")
     assign_steps(rows, path, raw, logging_steps)

@@ -61,6 +61,15 @@ def _scaled(value: str, scale: str):
 def read_verl_console(path: Path) -> RawLog:
     text = read_text(path, "verl console log")
     raw = RawLog("verl-console", path, trainer="verl", restarts=True, run_name=path.stem)
+    add_step_lines(text, path, raw)
+    if not raw.records:
+        raise LogError(f"{path}: no verl step lines (`step:N - key:value - ...`) in this console output; pass the "
+                       "log verl printed (logger=['console']) or its file logger's JSONL")
+    return raw
+
+
+def add_step_lines(text: str, path: Path, raw: RawLog) -> None:
+    """A record for every `step:N - ...` line of console text (a notebook's printed output too)."""
     for number, line in enumerate(text.splitlines(), start=1):
         parsed = verl_line(line.split("\r")[-1])
         if parsed is None:
@@ -71,7 +80,3 @@ def read_verl_console(path: Path) -> RawLog:
             raw.dropped.append((f"{path}:{number}", f"not key:value: {bad[0]!r}"))
         if values:
             raw.records.append(Record(step, values, f"{path}:{number}"))
-    if not raw.records:
-        raise LogError(f"{path}: no verl step lines (`step:N - key:value - ...`) in this console output; pass the "
-                       "log verl printed (logger=['console']) or its file logger's JSONL")
-    return raw
