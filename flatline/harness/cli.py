@@ -129,6 +129,7 @@ def cmd_preflight(args) -> int:
 def cmd_diagnose(args) -> int:
     import json
 
+    from flatline.common.rundir import new_report_dir
     from flatline.diagnostics.history import load_history
     from flatline.diagnostics.judge import judge
     from flatline.diagnostics.report import render_json, render_markdown, write_report
@@ -139,11 +140,7 @@ def cmd_diagnose(args) -> int:
     if diagnosis.nothing_to_judge:
         print(f"flatline: warning: {diagnosis.nothing_to_judge}", file=sys.stderr)
     if args.out:
-        out = Path(args.out)
-        if (out / "diagnosis.md").exists():
-            raise FlatlineError(f"--out {out}: already holds a diagnosis.md; choose a new directory")
-        out.mkdir(parents=True, exist_ok=True)
-        write_report(diagnosis, history, out)
+        write_report(diagnosis, history, new_report_dir(args.out))
     if args.log:
         log_evaluation(history, diagnosis, args.run, args.out)
     if args.format == "json":
