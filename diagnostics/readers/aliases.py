@@ -54,12 +54,21 @@ _VERL_VAL = re.compile(r"^eval/val-core/(?P<source>.+)/(?P<var>[^/]+)/mean@(?P<n
 VERL_VAL_VARS = ("acc", "reward", "score")
 
 
+# verl before 0.3 (and TinyZero) logged validation as val/test_score/<data source>.
+_VERL_OLD_VAL = re.compile(r"^eval/val/test_score/(?P<source>.+)$")
+
+
 def held_out_verl(eval_names: set[str]) -> tuple[str | None, str]:
-    """val-core/<data source>/<var>/mean@<n>: var acc > reward > score, the first data source, the largest n."""
+    """val-core/<data source>/<var>/mean@<n>: var acc > reward > score, the first data source, the largest n; else
+    the first val/test_score/<data source> (verl < 0.3)."""
     found = [(m.group("source"), VERL_VAL_VARS.index(m.group("var")), -int(m.group("n")), name)
              for name in eval_names if (m := _VERL_VAL.match(name)) and m.group("var") in VERL_VAL_VARS]
     if not found:
-        return None, ""
+        old = sorted((m.group("source"), name) for name in eval_names if (m := _VERL_OLD_VAL.match(name)))
+        if not old:
+            return None, ""
+        return old[0][1], (f"the first of {len(old)} data sources ({', '.join(s for s, _ in old)})" if len(old) > 1
+                           else "")
     sources = sorted({f[0] for f in found})
     best = min(f for f in found if f[0] == sources[0])
     return best[3], (f"the first of {len(sources)} data sources ({', '.join(sources)})" if len(sources) > 1 else "")
@@ -111,6 +120,10 @@ FLATLINE = Dialect("flatline", "flatline", all_canonical=True)
 
 TRL = Dialect(
     "trl", "TRL",
+    # TRL before 0.15 logged the mean completion length as completion_length and each reward function as
+    # rewards/<f> (no /mean): the Unsloth notebooks of 2025 show both
+    aliases={"completions/mean_length": ("completions/mean_length", "completion_length")},
+    patterns=((re.compile(r"^rewards/(?P<f>[^/]+)$"), "rewards/{f}/mean"),),
     known=("profiling/", "policy_loss"),
     eval_prefixes=(("eval/", "eval/"), ("eval_", "eval/")),
     strip=("train/",))
@@ -119,7 +132,7 @@ VERL = Dialect(
     "verl", "verl",
     aliases={
         "reward": ("critic/score/mean",),  # the rule/RM score; critic/rewards is after the KL penalty
-        "entropy": ("actor/entropy",),
+        "entropy": ("actor/entropy", "actor/entropy_loss"),  # verl < 0.3 logged the mean entropy as entropy_loss
         "kl": ("actor/kl_loss", "actor/reward_kl_penalty"),
         "grad_norm": ("actor/grad_norm",),  # before clipping (verl#2282)
         "learning_rate": ("actor/lr",),
@@ -134,9 +147,9 @@ VERL = Dialect(
         "sync/ess": ("rollout_corr/rollout_is_eff_sample_size",),
     },
     known=("actor/", "critic/", "response_length/", "response_length_non_aborted/", "response/", "prompt_length/",
-           "timing_s/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
+           "timing_s/", "timing/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
            "num_turns/", "tool_call_counts/"),
-    eval_prefixes=(("val-core/", "eval/val-core/"), ("val-aux/", "eval/val-aux/")),
+    eval_prefixes=(("val-core/", "eval/val-core/"), ("val-aux/", "eval/val-aux/"), ("val/", "eval/val/")),
     held_out=held_out_verl,
     caveats={"reward": "critic/score/mean is the task score before any KL penalty (critic/rewards/mean is after it)"})
 

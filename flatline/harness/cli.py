@@ -1,7 +1,8 @@
 """The `flatline` command line.
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
-    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
+    flatline diagnose RUN_DIR_OR_LOG [--format md|json|html] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
+    flatline watch LOG [--interval S] [--fail-on fail|warn] [--format-in FORMAT] [--max-wait S] [--once]
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--episodes] [--only NAME ...] [--seeds N]
     flatline preflight CONFIG [--set key=value ...] [--gpu-mem GIB] [--max-model-len N] [--vllm-share F]
@@ -62,17 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
                            help="exit 1 when a finding at or above this severity is found (default refuse)")
     diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
     diagnose.add_argument("run", help="a flatline run directory or another trainer's log: TRL trainer_state.json "
-                                      "(or its output directory), a W&B run directory, TensorBoard events, a verl or "
-                                      "prime-rl JSONL, a metrics JSONL or CSV/TSV")
-    diagnose.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
-                          help="the log's format (default auto: detected from the layout and the first rows)")
-    diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
+                                      "(or its output directory), HF/TRL console output captured to a file, a Jupyter "
+                                      "notebook, a JSON array of log rows, a W&B run directory or CSV export (each "
+                                      "run of it is judged), TensorBoard events, a verl JSONL or console log, a "
+                                      "prime-rl JSONL, a metrics JSONL or CSV/TSV; '-' reads standard input, a .gz "
+                                      "file is read decompressed")
+    diagnose.add_argument("--format-in", choices=LOG_FORMATS, default="auto", metavar="FORMAT",
+                          help="the log's format, one of: " + ", ".join(LOG_FORMATS) + " (default auto: detected "
+                          "from the layout and the first rows)")
+    diagnose.add_argument("--format", choices=("md", "json", "html"), default="md",
+                          help="what to print (default md; html: report.html's self-contained page)")
     diagnose.add_argument("--fail-on", choices=("fail", "warn", "inconclusive"),
                           help="exit 1 when a verdict at or above this level is found (for CI)")
     diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
-    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
+    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json, report.html and plots into this new directory")
     diagnose.add_argument("--log", action="store_true",
                           help="add this judgement to the run's log book entry (status gains EVALUATED)")
+    watch = commands.add_parser("watch", help="follow a log still being written; print each verdict change")
+    watch.add_argument("run", help="the log (or run directory) the trainer is writing, in any format diagnose reads")
+    watch.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
+                       help="the log's format (default auto: detected from the layout and the first rows)")
+    watch.add_argument("--interval", type=float, default=5.0, metavar="S",
+                       help="seconds between looks at the log (default 5)")
+    watch.add_argument("--fail-on", choices=("fail", "warn"), default="fail",
+                       help="exit 1 as soon as a verdict at or above this level is there (default fail)")
+    watch.add_argument("--max-wait", type=float, metavar="S",
+                       help="stop (exit 0) when the log has not changed for S seconds (the run ended)")
+    watch.add_argument("--once", action="store_true", help="judge the log as it stands and stop")
     log = commands.add_parser("log", help="print the experiment log book")
     log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
     log.add_argument("--status", nargs="+", type=str.lower, choices=STATUSES, metavar="STATUS",
@@ -128,26 +145,49 @@ def cmd_preflight(args) -> int:
 
 def cmd_diagnose(args) -> int:
     import json
+    import re
 
     from flatline.common.rundir import new_report_dir
-    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.history import load_histories, load_history
     from flatline.diagnostics.judge import judge
-    from flatline.diagnostics.report import render_json, render_markdown, write_report
+    from flatline.diagnostics.report import html_page, render_json, render_markdown, write_report
 
-    history = load_history(args.run, args.format_in)
+    histories = load_histories(args.run, args.format_in)  # one per run: a W&B export may hold several
     control = load_history(args.control) if args.control else None
-    diagnosis = judge(history, control=control)
-    if diagnosis.nothing_to_judge:
-        print(f"flatline: warning: {diagnosis.nothing_to_judge}", file=sys.stderr)
-    if args.out:
-        write_report(diagnosis, history, new_report_dir(args.out))
-    if args.log:
-        log_evaluation(history, diagnosis, args.run, args.out)
+    several = len(histories) > 1
+    if several and args.format == "html":
+        raise FlatlineError(f"{args.run} holds {len(histories)} runs and --format html prints one page: use --out DIR "
+                            "(a report.html per run) or --format md|json")
+    texts, found = [], False
+    for history in histories:
+        diagnosis = judge(history, control=control)
+        if diagnosis.nothing_to_judge:
+            print(f"flatline: warning: {history.run}: {diagnosis.nothing_to_judge}", file=sys.stderr)
+        out = None
+        if args.out:  # several runs: one directory each under --out, named after the run
+            out = Path(args.out) / re.sub(r"[^\w.=+-]+", "_", history.run) if several else Path(args.out)
+            write_report(diagnosis, history, new_report_dir(out))
+        if args.log:
+            log_evaluation(history, diagnosis, args.run, str(out) if out else None)
+        render = {"json": render_json, "html": html_page, "md": render_markdown}[args.format]
+        texts.append(render(diagnosis, history))
+        found |= bool(args.fail_on and diagnosis.worst_at_or_above(args.fail_on))
     if args.format == "json":
-        emit(json.dumps(render_json(diagnosis, history), indent=2, allow_nan=False))
+        emit(json.dumps({"runs": texts} if several else texts[0], indent=2, allow_nan=False))
+    elif args.format == "html":
+        emit(texts[0].rstrip("\n"))
     else:
-        emit(render_markdown(diagnosis, history))
-    return EXIT_FOUND if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
+        lead = [f"{args.run} holds {len(texts)} runs; each is judged on its own below.\n"] if several else []
+        emit("\n".join(lead + texts))
+    return EXIT_FOUND if found else 0
+
+
+def cmd_watch(args) -> int:
+    from flatline.harness.watch import Options, watch
+
+    options = Options(interval=args.interval, fail_on=args.fail_on, format_in=args.format_in,
+                      max_wait=args.max_wait, once=args.once)
+    return watch(args.run, options, out=emit)
 
 
 def emit(text: str) -> None:
@@ -207,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest,
-                    "compare": cmd_compare, "preflight": cmd_preflight}
+                    "compare": cmd_compare, "preflight": cmd_preflight, "watch": cmd_watch}
         return commands[args.command](args)
     except FlatlineError as exc:
         print(f"flatline: error: {exc}", file=sys.stderr)
