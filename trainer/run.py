@@ -2,8 +2,9 @@
 
 Run directory (never overwritten): config.toml, metrics.jsonl (a row per step), samples.jsonl, summary.json.
 summary.json says how the run ended: `status` completed | failed | interrupted, `steps_completed` of `max_steps`,
-and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM). SIGTERM is handled
-like Ctrl-C while a run trains, so `timeout` and cluster schedulers leave a settled run too.
+and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM / SIGHUP). SIGTERM
+and SIGHUP are handled like Ctrl-C while a run trains, so `timeout`, cluster schedulers and a dropped ssh session
+leave a settled run too.
 
 Several processes (torchrun / accelerate launch): every rank trains; rank 0 alone has listeners, the run directory,
 W&B, evaluation and the hooks (log book). A rank other than 0 that raises leaves its error for rank 0
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from flatline.common.errors import Terminated
+from flatline.common.errors import HungUp, Terminated
 from flatline.common.rundir import METRICS, SAMPLES, SUMMARY_WINDOW, Outcome, RunDir, error_line, run_summary
 from flatline.trainer.config import checked_toml, to_dict
 from flatline.trainer.distributed import World, leave_world, note_failure, peer_failure
@@ -49,24 +50,30 @@ def interruption(exc: KeyboardInterrupt) -> str:
     return getattr(exc, "signal_name", "SIGINT")
 
 
+# The signals that stop a run as Ctrl-C does (timeout, schedulers; a terminal that went away), and what each raises.
+STOP_SIGNALS = {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}
+
+
 @contextmanager
 def sigterm_as_interrupt():
-    """While the block runs, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, once: a second
-    SIGTERM while the run writes its summary is ignored. The previous handler is restored afterwards. Off the main
-    thread (where Python cannot set handlers) nothing changes."""
+    """While the block runs, SIGTERM raises Terminated and SIGHUP HungUp (both KeyboardInterrupts) in the main
+    thread, once: a second one while the run writes its summary is ignored. The previous handlers are restored
+    afterwards. Off the main thread (where Python cannot set handlers) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def raise_terminated(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise STOP_SIGNALS[signum]()
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {sig: signal.signal(sig, raise_terminated) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None, on_finish=None,
@@ -134,7 +141,10 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
         finally:
             run.close()
             if bar is not None:
-                bar.close()
+                try:
+                    bar.close()
+                except OSError:  # a terminal gone away (SIGHUP) must not cost the summary
+                    pass
             summary = run_summary(rows, outcome, run.name, started_at, time.perf_counter() - started,
                                   tracker.url_or_name)
             run.write_summary(summary)

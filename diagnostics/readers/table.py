@@ -113,7 +113,7 @@ def _wandb_run(path: Path, x_axis: str, columns: dict[str, int], body, raw: RawL
 def read_table_runs(path: Path, fmt: str) -> list[RawLog]:
     """Every run of a table: one for a plain table, one per run of a W&B export."""
     text = read_text(path, "table")
-    first = text.lstrip().splitlines()[0]
+    first = next(iter(text.lstrip().splitlines()), "")  # "\x1c" alone is whitespace to lstrip
     delimiter = "\t" if fmt == "tsv" or ("\t" in first and "," not in first) else ","
     header, body = _cells(path, text, delimiter)
     if not body:

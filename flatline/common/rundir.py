@@ -32,6 +32,8 @@ TRAJECTORIES = "trajectories.jsonl"
 SUMMARY = "summary.json"
 REPORT = "diagnosis.md"
 PREFLIGHT_TEXT, PREFLIGHT_JSON = "preflight.txt", "preflight.json"
+# What stops a run (Ctrl-C, timeout and schedulers, a terminal gone away): held while a metrics line is written.
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Steps averaged at each end of the run for the summary's "did reward rise" comparison.
 SUMMARY_WINDOW = 5
 
@@ -62,14 +64,13 @@ def new_report_dir(path: str | Path) -> Path:
 
 @contextmanager
 def interrupts_held():
-    """While the block runs, SIGINT and SIGTERM wait and are delivered when it ends: a step's metrics line (written,
-    flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
+    """While the block runs, SIGINT, SIGTERM and SIGHUP wait and are delivered when it ends: a step's metrics line
+    (written, flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in HELD_SIGNALS}
     try:
         yield
     finally:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from flatline.common.errors import FlatlineError
 from flatline.common.record import PROBE_LEVELS
-from flatline.diagnostics.logbook import STATUSES
+from flatline.diagnostics.logbook import STATUSES, check_log_book, log_book_path
 from flatline.diagnostics.readers.detect import FORMATS as LOG_FORMATS
+from flatline.harness.out_dir import check_out_dir
 from flatline.harness.preflight.gate import add_arguments as add_preflight_arguments
 from flatline.harness.preflight.gate import gate as preflight_gate
 from flatline.harness.preflight.gate import options_from as preflight_options
@@ -126,6 +127,8 @@ def cmd_train(args) -> int:
 
     overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
     cfg = load_config(args.config, overrides)
+    check_out_dir("--out", args.out)
+    check_log_book(log_book_path(cfg.log_book))
     hooks = log_book_hooks(cfg)
     if not args.no_preflight:
         hooks = preflight_gate(cfg, preflight_options(args), hooks)  # refuses before any weights load
@@ -152,7 +155,11 @@ def cmd_diagnose(args) -> int:
     from flatline.diagnostics.judge import judge
     from flatline.diagnostics.report import html_page, render_json, render_markdown, write_report
 
+    check_out_dir("--out", args.out, must_be_empty=True)
     histories = load_histories(args.run, args.format_in)  # one per run: a W&B export may hold several
+    if args.log:
+        for history in histories:
+            check_log_book(log_book_path(history.setting("log_book", "") or ""))
     control = load_history(args.control) if args.control else None
     several = len(histories) > 1
     if several and args.format == "html":
@@ -162,10 +169,12 @@ def cmd_diagnose(args) -> int:
     for history in histories:
         diagnosis = judge(history, control=control)
         if diagnosis.nothing_to_judge:
-            print(f"flatline: warning: {history.run}: {diagnosis.nothing_to_judge}", file=sys.stderr)
+            named = f"{history.run}: " if several else ""
+            print(f"flatline: warning: {named}{diagnosis.nothing_to_judge}", file=sys.stderr)
         out = None
         if args.out:  # several runs: one directory each under --out, named after the run
             out = Path(args.out) / re.sub(r"[^\w.=+-]+", "_", history.run) if several else Path(args.out)
+            check_out_dir("--out", out, must_be_empty=True)  # again: judging took a while
             write_report(diagnosis, history, new_report_dir(out))
         if args.log:
             log_evaluation(history, diagnosis, args.run, str(out) if out else None)
@@ -214,9 +223,9 @@ def cmd_compare(args) -> int:
         seed_key=args.seed_key, pattern=args.pattern, lower_is_better=args.lower_is_better,
         skip_missing=args.skip_missing))
     if args.format == "json":
-        print(json.dumps(render_json(result), indent=2, allow_nan=False))
+        emit(json.dumps(render_json(result), indent=2, allow_nan=False))
     else:
-        print(render_markdown(result), end="")
+        emit(render_markdown(result).removesuffix("\n"))
     return 0
 
 
@@ -232,14 +241,19 @@ def cmd_selftest(args) -> int:
 
 
 def cmd_log(args) -> int:
-    from flatline.diagnostics.logbook import entry_lines, log_book_path, read_log_book
+    from flatline.diagnostics.logbook import LOG_ENV, entry_lines, read_log_book
 
-    text = read_log_book(log_book_path(args.log_book))
+    path = log_book_path(args.log_book)
+    if path is None:
+        raise FlatlineError(f"the log book is switched off (log_book / ${LOG_ENV} says off or {os.devnull}); "
+                            f"pass --log-book PATH to read one")
+    text = read_log_book(path)
     if not args.status:
-        print(text, end="")
+        emit(text.removesuffix("\n"))
         return 0
-    for entry in entry_lines(text, args.status):
-        print(entry.text())
+    lines = [entry.text() for entry in entry_lines(text, args.status)]
+    if lines:
+        emit("\n".join(lines))
     return 0
 
 
@@ -250,16 +264,24 @@ def main(argv: list[str] | None = None) -> int:
                     "compare": cmd_compare, "preflight": cmd_preflight, "watch": cmd_watch}
         return commands[args.command](args)
     except FlatlineError as exc:
-        print(f"flatline: error: {exc}", file=sys.stderr)
+        say(f"flatline: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("flatline: interrupted", file=sys.stderr)
+        say("flatline: interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        print(f"flatline: {describe_internal_error(exc)}", file=sys.stderr)
+        say(f"flatline: {describe_internal_error(exc)}")
         return EXIT_INTERNAL
+
+
+def say(line: str) -> None:
+    """One line on stderr; a terminal that has gone away (SIGHUP, a closed pipe) changes no exit code."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def describe_internal_error(exc: BaseException) -> str:
@@ -280,12 +302,24 @@ def describe_internal_error(exc: BaseException) -> str:
 
 
 def _is_user_code(filename: str) -> bool:
-    """Neither flatline's package, nor an installed library, nor the standard library."""
+    """Neither flatline's packages (flatline/, trainer/, probes/, diagnostics/), nor an installed library, nor the
+    standard library."""
     path = os.path.realpath(filename)
-    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    ours = {os.path.realpath(folder) for folder in _flatline_folders()}
     installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return not (path.startswith(package + os.sep) or any(path.startswith(p + os.sep) for p in installed)
-                or filename.startswith("<"))
+    return not (any(path.startswith(p + os.sep) for p in ours | installed) or filename.startswith("<"))
+
+
+def _flatline_folders() -> list[str]:
+    """The folders flatline's code lives in: the package and each subpackage mapped elsewhere (pyproject's
+    package-dir)."""
+    import flatline
+    import flatline.diagnostics
+    import flatline.probes
+    import flatline.trainer
+
+    return [folder for package in (flatline, flatline.trainer, flatline.probes, flatline.diagnostics)
+            for folder in package.__path__]
 
 if __name__ == "__main__":
     sys.exit(main())
