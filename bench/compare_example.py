@@ -2,8 +2,8 @@
 
     python bench/compare_example.py [--out reports/examples/compare_seed_table.md]
 
-Writes the 18 run directories (config.toml as `flatline train` writes it, metrics.jsonl through flatline's JsonlWriter)
-into a temporary folder, runs `flatline compare runs/* --by learning_rate --baseline 1e-5` there and writes the command
+Writes the 18 run directories (config.toml and metrics.jsonl through flatline's run-directory writer, as `flatline
+train` writes them) into a temporary folder, runs `flatline compare runs/* --by learning_rate --baseline 1e-5` there and writes the command
 and its output to --out. The runs are synthetic, no training: each logs STEPS steps of `reward` rising to its
 seed's score in SEED_TABLE, and its last 10% of steps (the default scoring window) average exactly that score, so the
 winners are known: on arithmetic the variant (1e-4) wins, on gsm8k the baseline, on musique neither (a tie).
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flatline.common.jsonl import JsonlWriter  # noqa: E402
+from flatline.common.rundir import CONFIG, RunDir  # noqa: E402
 from flatline.harness.cli import main as flatline  # noqa: E402
 from flatline.trainer.config import load_config, to_toml  # noqa: E402
 
@@ -49,11 +49,11 @@ def write_run(run_dir: Path, settings: list[str], rewards: list[float]) -> Path:
     """A flatline run directory: the resolved config.toml and one metrics row per step."""
     run_dir.mkdir(parents=True)
     cfg = load_config(None, settings + [f"run_name={run_dir.name}", f"max_steps={len(rewards)}", "report_to=none"])
-    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-    writer = JsonlWriter(run_dir / "metrics.jsonl")
+    run = RunDir(run_dir)
+    run.write_file(CONFIG, to_toml(cfg))
     for step, reward in enumerate(rewards, start=1):
-        writer.write({"step": step, "reward": reward, "reward_std": 0.2, "kl": 0.001 * step, "loss": 0.0})
-    writer.close()
+        run.add_row({"step": step, "reward": reward, "reward_std": 0.2, "kl": 0.001 * step, "loss": 0.0})
+    run.close()
     return run_dir
 
 

@@ -211,7 +211,7 @@ def write_run_report(name: str, run: dict) -> tuple[str, str, str]:
     from flatline.diagnostics.conclude import conclude
     from flatline.diagnostics.history import load_history
     from flatline.diagnostics.judge import Diagnosis, key_metrics
-    from flatline.trainer.rundir import create_run_dir
+    from flatline.common.rundir import create_run_dir
 
     history = load_history(run["run_dir"])
     verdicts = _verdicts(run["verdicts"])
@@ -231,7 +231,7 @@ def write_runless_report(records: list[dict]) -> tuple[str, str, str]:
     from flatline.diagnostics.history import History
     from flatline.diagnostics.judge import Diagnosis, key_metrics
     from flatline.diagnostics.report import write_report
-    from flatline.trainer.rundir import create_run_dir
+    from flatline.common.rundir import create_run_dir
 
     name = f"plugins-{datetime.now():%Y%m%d-%H%M%S}"
     history = History(run=name, rows=[])

@@ -41,6 +41,41 @@ def test_the_callback_leaves_training_bit_identical(tmp_path, level):
     assert all("gradients/global_norm" in row and "advantage/zero_std_frac" in row and "reward" in row for row in rows)
 
 
+class RowsOnDisk:
+    """After FlatlineCallback in `callbacks`: the steps in metrics.jsonl as each step begins."""
+
+    def __init__(self, flatline: FlatlineCallback):
+        self.flatline, self.seen = flatline, []
+
+    def __getattr__(self, event):
+        if event.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(event)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        metrics = self.flatline.run_dir / "metrics.jsonl"
+        self.seen.append((int(state.global_step), [json.loads(line)["step"] for line in metrics.read_text().splitlines()]))
+
+
+def test_each_row_holds_its_own_steps_numbers_and_is_written_before_the_next_step(tmp_path):
+    callback = FlatlineCallback(run_dir=tmp_path / "run", log_book=str(tmp_path / "LOG.md"), log=lambda *a: None)
+    spy = RowsOnDisk(callback)
+    trainer = trl_trainer(tmp_path, callbacks=[callback, spy], max_steps=3)
+    trainer.train()
+    assert spy.seen == [(0, []), (1, [1]), (2, [1, 2])]  # step k's row is on disk as step k + 1 begins
+    rows = [json.loads(line) for line in (callback.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = {entry["step"]: entry for entry in trainer.state.log_history if "loss" in entry}
+    assert [row["step"] for row in rows] == sorted(logged) == [1, 2, 3]
+    for row in rows:
+        trl_row = logged[row["step"]]
+        assert (row["loss"], row["grad_norm"], row["reward"]) == (trl_row["loss"], trl_row["grad_norm"],
+                                                                   trl_row["reward"])
+        # the probes read the same step's batch as TRL's own statistics
+        assert row["reward/text_length/mean"] == pytest.approx(trl_row["rewards/text_length/mean"], rel=1e-5)
+        assert row["advantage/zero_std_frac"] == pytest.approx(trl_row["frac_reward_zero_std"])
+    assert len({row["reward"] for row in rows}) == 3  # the steps differ, so a row off by one would show
+
+
 @pytest.mark.slow
 def test_a_real_smollm2_lora_run_gets_a_full_run_directory_and_diagnosis(tmp_path, capsys):
     book = tmp_path / "LOG.md"
@@ -128,7 +163,9 @@ def test_tensors_unlike_the_covered_trl_disable_the_batch_probes_with_one_warnin
     def unexpected(self, output):
         raise KeyError("advantages")
 
-    monkeypatch.setattr(FlatlineCallback, "_capture_batch", unexpected)
+    from flatline.integrations.trl_capture import BatchCapture
+
+    monkeypatch.setattr(BatchCapture, "generation", unexpected)
     callback = FlatlineCallback(run_dir=tmp_path / "run", log_book=str(tmp_path / "LOG.md"), log=lambda *a: None)
     with pytest.warns(UserWarning, match="batch capture .* disabled"):
         trl_trainer(tmp_path, callbacks=[callback], max_steps=2).train()

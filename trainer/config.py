@@ -348,17 +348,28 @@ def _coerce(key: str, value, annotation: str):
     return value
 
 
-def check_number(key: str, value, accepted: Range, integer: bool) -> None:
-    """ConfigError naming the key, the range and its reason unless `value` is a number inside `accepted`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepted.admits(value):
-        raise ConfigError(f"config key '{key}': must be {accepted.text(integer)}, got {shown(value)}")
+def check_number(key: str, value, accepted: Range, integer: bool, where: str = "config key") -> None:
+    """ConfigError naming the key (`where` says what kind of name it is), the range and its reason unless `value` is
+    a number inside `accepted` (an int, for an integer field)."""
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not accepted.admits(value):
+        raise ConfigError(f"{where} '{key}': must be {accepted.text(integer)}, got {shown(value)}")
 
 
-def check_text(key: str, value: str) -> None:
+def check_ranged(values, where: str) -> None:
+    """check_number for every `ranged` field of the dataclass instance `values` (its int fields take ints only;
+    a `ranged_table`'s values are checked by its owner)."""
+    for spec in dataclasses.fields(values):
+        if "range" in spec.metadata and spec.type not in ("dict", dict):
+            check_number(spec.name, getattr(values, spec.name), spec.metadata["range"], spec.type in ("int", int),
+                         where)
+
+
+def check_text(key: str, value: str, where: str = "config key") -> None:
     """Config strings name files, modules, models and W&B projects: no control characters, nothing unencodable."""
     bad = BAD_TEXT.search(value)
     if bad:
-        raise ConfigError(f"config key '{key}': holds the unprintable character {bad.group()!r} at position "
+        raise ConfigError(f"{where} '{key}': holds the unprintable character {bad.group()!r} at position "
                           f"{bad.start()} (in {shown(value)}); a name or path is one line of printable text")
 
 
@@ -377,10 +388,7 @@ def _check_values(cfg: Config) -> None:
         value = getattr(cfg, key)
         if value not in choices:
             raise ConfigError(f"config key '{key}': {shown(value)} is not one of {', '.join(choices)}{nearest(str(value), choices)}")
-    for key, accepted in RANGES.items():
-        if key == "reward_weights":
-            continue
-        check_number(key, getattr(cfg, key), accepted, key in INTEGER_FIELDS)
+    check_ranged(cfg, "config key")
     for key in FIELD_NAMES:
         if isinstance(getattr(cfg, key), str):
             check_text(key, getattr(cfg, key))

@@ -144,7 +144,7 @@ class Trainer:
         self.listeners = list(listeners)
         # every rank starts from rank 0's weights, before the sampler copies them (no-op for one process)
         broadcast_trainable([p for p in model.parameters() if p.requires_grad], world)
-        self.eos_token_ids = eos_token_ids(self.tokenizer, model)
+        self.eos_token_ids = eos_token_ids(self.tokenizer, getattr(model.generation_config, "eos_token_id", None))
         self.sampler = build_sampler(cfg, model, self.tokenizer, prepared.source, self.eos_token_ids,
                                      max(len(ids) for ids in prepared.prompt_ids.values()))
         self.scorer = RewardScorer(self.task, self.plugins.reward, cfg.reward_weights, self.prompt_text)
@@ -213,9 +213,9 @@ class Trainer:
         examples = local_share(self.next_examples(cfg.prompts_per_micro_batch * cfg.gradient_accumulation_steps
                                                   * self.world.size), self.world)
         if getattr(self.task, "is_environment", False):  # multi-turn episodes against a tool environment
-            played = episodes.episode_rollout(self, examples)
+            played = episodes.episode_rollout(self.episode_host(), examples)
             clock.mark("sample")
-            return episodes.with_logprobs(self, played)
+            return self.with_logprobs(played)
         samples = self.generate(examples, G, cfg.temperature)
         clock.mark("sample")
         completions, components, errors, weights = self.score(examples, samples, G)
@@ -226,13 +226,26 @@ class Trainer:
         rollout = Rollout(examples, samples, loss_mask, samples.completion_lengths, completions, rewards, components,
                           weights, errors, advantages, prompt_loss_mask=prompt_loss_mask)
         clock.mark("score")
-        if cfg.num_iterations > 1:
-            rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model).cpu()
-        if cfg.beta > 0:
-            rollout.ref_logprobs = self.reference_logprobs(rollout).cpu()
+        self.with_logprobs(rollout)
         if cfg.num_iterations > 1 or cfg.beta > 0:
             clock.mark("logprobs")
         return rollout
+
+    def with_logprobs(self, rollout: Rollout) -> Rollout:
+        """Old and reference logprobs, when the config needs them, added to `rollout`."""
+        if self.cfg.num_iterations > 1:
+            rollout.old_logprobs = self.logprobs_no_grad(rollout, self.model).cpu()
+        if self.cfg.beta > 0:
+            rollout.ref_logprobs = self.reference_logprobs(rollout).cpu()
+        return rollout
+
+    def episode_host(self) -> episodes.EpisodeHost:
+        """What the episode runner may use of this trainer (its sampler as it is now)."""
+        return episodes.EpisodeHost(
+            cfg=self.cfg, tokenizer=self.tokenizer, task=self.task, sampler=self.sampler,
+            eos_token_ids=self.eos_token_ids, prompt_ids=self.prompt_ids, prompt_text=self.prompt_text,
+            advantages=self.advantages, policy_step=self.step_count, reward=self.plugins.reward,
+            mask_fn=self.plugins.mask_fn if self.cfg.mask_fn else None)
 
     def advantages(self, rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
         """advantage_fn over the global batch's rewards (every rank's, in rank order), this rank's rows of it:
@@ -396,7 +409,7 @@ class Trainer:
         if not self.eval_examples:
             return {}
         if getattr(self.task, "is_environment", False):
-            return episodes.evaluate_episodes(self)
+            return episodes.evaluate_episodes(self.episode_host(), self.eval_examples)
         samples = self.generate(self.eval_examples, 1, self.cfg.eval_temperature)
         _, components, _, weights = self.score(self.eval_examples, samples, 1)
         rewards = combine_rewards(components, weights)

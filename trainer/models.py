@@ -245,9 +245,11 @@ def apply_lora(model, cfg):
                          f"linear modules in this model: {', '.join(names)}") from None
 
 
-def eos_token_ids(tokenizer, model) -> tuple[int, ...]:
-    """Every id that ends a completion: the tokenizer's EOS and the generation config's."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    return tuple(sorted(i for i in ids if i is not None))
+def eos_token_ids(tokenizer, configured=None) -> tuple[int, ...]:
+    """Every id that ends a completion: the tokenizer's EOS and the model's own `eos_token_id` (its generation
+    config's, or config.json's: an id, a list of ids or None), as TRL's GRPOTrainer and vLLM stop on them.
+    The trainer, preflight and the TRL callback all ask here."""
+    ids = set()
+    for value in (getattr(tokenizer, "eos_token_id", None), configured):
+        ids.update(value if isinstance(value, (list, tuple)) else [value])
+    return tuple(sorted(i for i in ids if isinstance(i, int) and not isinstance(i, bool)))

@@ -13,28 +13,21 @@ settles the run as failed with that rank's error, and ignores further SIGTERMs w
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from flatline.common.errors import HungUp, Terminated
-from flatline.common.files import write_atomic
-from flatline.common.jsonl import JsonlWriter
+from flatline.common.rundir import METRICS, SAMPLES, SUMMARY_WINDOW, Outcome, RunDir, error_line, run_summary
 from flatline.trainer.config import checked_toml, to_dict
 from flatline.trainer.distributed import World, leave_world, note_failure, peer_failure
 from flatline.trainer.loop import build_trainer, prepare
-from flatline.trainer.rundir import create_run_dir
 from flatline.trainer.tracking import Tracker
 
-# Steps averaged at each end of the run for the summary's "did reward rise" comparison.
-SUMMARY_WINDOW = 5
 PROGRESS_BAR_MIN_STEPS = 5
 
 
@@ -51,41 +44,6 @@ def eval_due(step: int, cfg) -> bool:
     if cfg.eval_every <= 0:
         return False
     return step == 1 or step % cfg.eval_every == 0 or step == cfg.max_steps
-
-
-def summarize(rows: list[dict], window: int = SUMMARY_WINDOW) -> dict:
-    """Mean reward of the first and last `window` steps, the last eval metrics, and totals."""
-    rewards = [r["reward"] for r in rows if isinstance(r.get("reward"), (int, float)) and math.isfinite(r["reward"])]
-    first, last = rewards[:window], rewards[-window:]
-    summary = {
-        "steps": len(rows),
-        "reward_first": sum(first) / len(first) if first else None,
-        "reward_last": sum(last) / len(last) if last else None,
-        "wall_seconds": sum(r.get("step_time", 0.0) for r in rows),
-    }
-    if first and last:
-        summary["reward_rose"] = summary["reward_last"] > summary["reward_first"]
-    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
-    if evals:
-        summary["eval_first"] = {k: v for k, v in evals[0].items() if k.startswith("eval/")}
-        summary["eval_last"] = {k: v for k, v in evals[-1].items() if k.startswith("eval/")}
-    return summary
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a run that got a run directory ended, as summary.json and the log book say it."""
-
-    status: str  # completed | failed | interrupted
-    steps_completed: int
-    max_steps: int
-    error: str = ""  # failed: the exception's type and last line; interrupted: SIGINT or SIGTERM
-
-
-def error_line(exc: BaseException) -> str:
-    """`Type: last line of the message`: what a failed run's summary and log entry quote."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
 
 
 def interruption(exc: KeyboardInterrupt) -> str:
@@ -118,25 +76,6 @@ def sigterm_as_interrupt():
             signal.signal(sig, handler)
 
 
-@contextmanager
-def interrupts_held():
-    """While the block runs, SIGINT, SIGTERM and SIGHUP wait and are delivered when it ends: a step's metrics line
-    (written, flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-                for sig in (signal.SIGINT, *STOP_SIGNALS)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if pending:
-            signal.raise_signal(pending[0])
-
-
 def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_listeners=None, on_finish=None,
           on_start=None, on_end=None) -> Path:
     """Train with `cfg`; returns the run directory. Bad input raises FlatlineError before anything is written.
@@ -159,17 +98,17 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
         if make_listeners is not None:
             trainer.listeners.extend(make_listeners(trainer))
         name = run_name(cfg)
-        run_dir = create_run_dir(Path(out) if out else Path(cfg.output_dir) / name)
-        (run_dir / "config.toml").write_text(config_text, encoding="utf-8")
+        run = RunDir.create(Path(out) if out else Path(cfg.output_dir) / name, config_text)
+        run_dir = run.path
         log(f"run directory: {run_dir}")
         tracker = Tracker(log=log)
         if cfg.report_to == "wandb":
             named = cfg.run_name or cfg.exp_major >= 0
             tracker.start(cfg.wandb_project, name if named else run_dir.name, str(run_dir), to_dict(cfg))
-        metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
+        run.open(METRICS, SAMPLES)
         bar = _progress_bar(cfg, name)
-        rows: list[dict] = []
-        trajectories, last_episodes = None, None
+        rows = run.rows  # summary.json counts exactly the rows written
+        last_episodes = None
         outcome = Outcome("failed", 0, cfg.max_steps, "stopped before the first step")
         try:
             if on_start is not None:
@@ -180,16 +119,13 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
                     row["world_size"] = trainer.world.size
                 if eval_due(row["step"], cfg):
                     row.update(trainer.evaluate())
-                with interrupts_held():  # summary.json counts exactly the rows written
-                    metrics.write(row)
-                    rows.append(row)
+                run.add_row(row)
                 for sample in trainer.logged_samples(cfg.log_completions):
-                    samples.write(sample)
+                    run.add_sample(sample)
                 fresh = trainer.last_rollout
                 if fresh is not None and fresh.episodes and fresh is not last_episodes:  # multi-turn: every trajectory
-                    trajectories = trajectories or JsonlWriter(run_dir / "trajectories.jsonl")
                     for episode in fresh.episodes:
-                        trajectories.write({"step": row["step"], **episode})
+                        run.add_trajectory({"step": row["step"], **episode})
                     last_episodes = fresh
                 tracker.log(row, row["step"])
                 if bar is not None:
@@ -203,18 +139,15 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
             outcome = stopped(trainer.world, Outcome("failed", len(rows), cfg.max_steps, error_line(exc)))
             raise
         finally:
-            metrics.close()
-            samples.close()
-            if trajectories is not None:
-                trajectories.close()
+            run.close()
             if bar is not None:
                 try:
                     bar.close()
                 except OSError:  # a terminal gone away (SIGHUP) must not cost the summary
                     pass
-            summary = run_summary(rows, outcome, run_dir.name, started_at, time.perf_counter() - started,
+            summary = run_summary(rows, outcome, run.name, started_at, time.perf_counter() - started,
                                   tracker.url_or_name)
-            write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            run.write_summary(summary)
             try:
                 if on_finish is not None and outcome.status == "completed" and rows:
                     on_finish(run_dir, tracker)
@@ -259,20 +192,6 @@ def distributed_line(world: World) -> str:
         line += ("; the accelerate config's DeepSpeed settings are not used by flatline train (weights replicated, "
                  "gradients all-reduced)")
     return line
-
-
-def run_summary(rows: list[dict], outcome: Outcome, run: str, started_at: datetime, total_seconds: float,
-                wandb: str) -> dict:
-    """summary.json: how the run ended (status, steps_completed of max_steps, error), when it started, and the
-    reward and eval summary of the steps it took."""
-    summary = {"run": run, "status": outcome.status, "steps_completed": outcome.steps_completed,
-               "max_steps": outcome.max_steps}
-    if outcome.error:
-        summary["error"] = outcome.error
-    summary.update(summarize(rows))
-    summary.update({"started": started_at.isoformat(timespec="seconds"), "total_seconds": total_seconds,
-                    "wandb": wandb})
-    return summary
 
 
 def summary_line(summary: dict) -> str:

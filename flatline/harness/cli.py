@@ -150,6 +150,7 @@ def cmd_diagnose(args) -> int:
     import json
     import re
 
+    from flatline.common.rundir import new_report_dir
     from flatline.diagnostics.history import load_histories, load_history
     from flatline.diagnostics.judge import judge
     from flatline.diagnostics.report import html_page, render_json, render_markdown, write_report
@@ -174,8 +175,7 @@ def cmd_diagnose(args) -> int:
         if args.out:  # several runs: one directory each under --out, named after the run
             out = Path(args.out) / re.sub(r"[^\w.=+-]+", "_", history.run) if several else Path(args.out)
             check_out_dir("--out", out, must_be_empty=True)  # again: judging took a while
-            out.mkdir(parents=True, exist_ok=True)
-            write_report(diagnosis, history, out)
+            write_report(diagnosis, history, new_report_dir(out))
         if args.log:
             log_evaluation(history, diagnosis, args.run, str(out) if out else None)
         render = {"json": render_json, "html": html_page, "md": render_markdown}[args.format]

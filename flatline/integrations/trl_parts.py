@@ -68,7 +68,7 @@ def local_rows(global_rows: int, local_rows: int, trainer) -> slice:
     return slice(index * local_rows, (index + 1) * local_rows)
 
 
-# The batch tensors of TRL's generation output that the callback's step record reads (FlatlineCallback._record), the
+# The batch tensors of TRL's generation output that the callback's step record reads (trl_record.step_record), the
 # only ones gathered from every process; those padded on the left (the prompt side), the others on the right.
 RECORD_TENSORS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                   "sampling_per_token_logps", "old_per_token_logps")
@@ -100,13 +100,6 @@ def global_batch(batch: dict, pad_token_id: int | None) -> dict | None:
             parts = [pad(p, width, fill) for p in parts]
         merged[key] = torch.cat(parts)
     return merged
-
-
-def eos_ids(tokenizer) -> tuple[int, ...]:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return ()
-    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
 
 
 def trl_version() -> str:

@@ -1,6 +1,6 @@
 """Multi-turn episodes against a tool environment, turned into one GRPO generation batch.
 
-    rollout = episode_rollout(trainer, examples)       # what Trainer.rollout returns for an environment task
+    rollout = episode_rollout(trainer.episode_host(), examples)   # what Trainer.rollout returns for an environment task
 
 Each of the P x G rollouts is an episode: the model writes a turn; a turn with tool calls gets the environment's
 answers appended as a tool message (its tokens are the environment's: env_mask True, never in the loss); a turn
@@ -12,12 +12,16 @@ The batch: prompt_ids [N, L] (the first prompt), completion_ids [N, T] (the tran
 ending with the model's last turn), completion_mask [N, T] (the model's own tokens only), env_mask [N, T].
 Rewards: the task's outcome term plus its per-call terms; an infrastructure failure is excluded (NaN) or, with
 infra_failure = "zero", scored 0 and flagged. Each episode keeps the policy step that sampled it.
+
+The runner sees the trainer only through an EpisodeHost: the config, the tokenizer, the task, the sampler, the EOS and
+prompt ids, the plug-ins it calls and the advantage function; never the model, the optimizer or the step.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +38,23 @@ from flatline.trainer.tasks.tools import clip_calls
 
 # One grading pool for the process: a grader that overruns its deadline keeps its thread until it returns.
 _GRADERS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="flatline-grader")
+
+
+@dataclass(frozen=True)
+class EpisodeHost:
+    """What the episode runner uses of the trainer that hosts it, and nothing more (Trainer.episode_host)."""
+
+    cfg: Any  # flatline.trainer.config.Config
+    tokenizer: Any
+    task: Any  # an environment task: make_env, grade, weights, call_cap
+    sampler: Any  # flatline.trainer.samplers.Sampler: the current policy's
+    eos_token_ids: tuple[int, ...]
+    prompt_ids: dict  # example id -> its prompt's token ids
+    prompt_text: Callable  # (example) -> the prompt as the model sees it
+    advantages: Callable  # (rewards [N], num_generations) -> advantages [N], over the global batch
+    policy_step: int  # optimizer steps taken: the policy the episodes are sampled from
+    reward: Callable | None = None  # the plug-in `reward` (None: the task grades)
+    mask_fn: Callable | None = None  # the plug-in mask over the transcript (None: the model's own tokens)
 
 
 @dataclass
@@ -115,13 +136,13 @@ def env_tokens(tokenizer, messages: list[dict], message: dict, eos_ids) -> tuple
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]), False
 
 
-def grade(trainer, episode: Episode) -> float:
+def grade(host: EpisodeHost, episode: Episode) -> float:
     """The outcome term of a finished episode: the plug-in `reward` (TRL form, one episode) or the task's grader."""
-    plugin = trainer.plugins.reward
+    plugin = host.reward
     if plugin is None:
-        return float(trainer.task.grade(episode.answer, episode.example))
+        return float(host.task.grade(episode.answer, episode.example))
     row = episode.example.row
-    result = call_reward(plugin, [trainer.prompt_text(episode.example)], [episode.answer],
+    result = call_reward(plugin, [host.prompt_text(episode.example)], [episode.answer],
                          {key: [value] for key, value in row.items()})
     (values,) = reward_components(plugin, result, 1).values()
     if values[0] is None:
@@ -129,18 +150,18 @@ def grade(trainer, episode: Episode) -> float:
     return float(values[0])
 
 
-def grade_all(trainer, episodes: list[Episode]) -> dict[int, float]:
+def grade_all(host: EpisodeHost, episodes: list[Episode]) -> dict[int, float]:
     """Grade each finished episode within grader_timeout_s; a grader that raises or overruns ends its episode as
     grader_error (never a silent 0)."""
     finished = [(i, e) for i, e in enumerate(episodes) if e.outcome == "finished"]
-    futures = [(i, e, _GRADERS.submit(grade, trainer, e)) for i, e in finished]
-    deadline = time.monotonic() + trainer.cfg.grader_timeout_s
+    futures = [(i, e, _GRADERS.submit(grade, host, e)) for i, e in finished]
+    deadline = time.monotonic() + host.cfg.grader_timeout_s
     scores = {}
     for i, episode, future in futures:
         try:
             scores[i] = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
-            episode.outcome, episode.error = "grader_error", f"grading took over {trainer.cfg.grader_timeout_s:g} s"
+            episode.outcome, episode.error = "grader_error", f"grading took over {host.cfg.grader_timeout_s:g} s"
         except PluginExit:  # sys.exit() in the grader ends the run, named; never a quiet exit
             raise
         except Exception as exc:  # the grader is infrastructure: its failure is counted, not scored
@@ -149,24 +170,23 @@ def grade_all(trainer, episodes: list[Episode]) -> dict[int, float]:
 
 
 class EpisodeRunner:
-    """Runs episodes of a batch of examples against the trainer's task environment, with its sampler."""
+    """Runs episodes of a batch of examples against the host's task environment, with its sampler."""
 
-    def __init__(self, trainer):
-        self.trainer, self.cfg, self.tokenizer = trainer, trainer.cfg, trainer.tokenizer
-        self.eos_ids = set(trainer.eos_token_ids)
+    def __init__(self, host: EpisodeHost):
+        self.host, self.cfg, self.tokenizer = host, host.cfg, host.tokenizer
+        self.eos_ids = set(host.eos_token_ids)
 
     def run(self, examples: list[Example], num_generations: int, temperature: float) -> list[Episode]:
-        cfg, trainer = self.cfg, self.trainer
-        step = trainer.step_count
+        cfg, host = self.cfg, self.host
         episodes, envs = [], []
         for example in examples:
             shared = StepBudget(cfg.env_step_budget)
             for _ in range(num_generations):
                 budget = shared if cfg.env_budget_shared else StepBudget(cfg.env_step_budget)
-                env = trainer.task.make_env(example, budget)
+                env = host.task.make_env(example, budget)
                 env.reset()
                 envs.append(env)
-                episodes.append(Episode(example, step, list(trainer.prompt_ids[example.id]),
+                episodes.append(Episode(example, host.policy_step, list(host.prompt_ids[example.id]),
                                         [dict(m) for m in example.messages]))
         started = time.monotonic()
         for turn in range(cfg.max_turns):
@@ -196,7 +216,7 @@ class EpisodeRunner:
                    for e, _ in active]
         budget = min(cfg.max_completion_length, max(room[id(e)] for e, _ in active))
         distinct, repeats = shared_prompts(prompts)
-        samples = self.trainer.sampler.sample(distinct, repeats, budget, temperature, cfg.top_p, cfg.top_k)
+        samples = self.host.sampler.sample(distinct, repeats, budget, temperature, cfg.top_p, cfg.top_k)
         for row, (e, env) in enumerate(active):
             n = int(samples.completion_lengths[row])
             ids = samples.completion_ids[row, :n].tolist()
@@ -252,10 +272,10 @@ class EpisodeRunner:
         e.logprobs += [0.0] * len(ids)
 
 
-def components_of(trainer, episodes: list[Episode], scores: dict[int, float]) -> dict[str, list]:
+def components_of(host: EpisodeHost, episodes: list[Episode], scores: dict[int, float]) -> dict[str, list]:
     """Reward components per episode: outcome (graded, or 0 for an episode that never answered) and the per-call
     term; an infrastructure failure gets None (excluded) or 0 (infra_failure = "zero")."""
-    cfg, task = trainer.cfg, trainer.task
+    cfg, task = host.cfg, host.task
     outcome, calls = [], []
     for i, e in enumerate(episodes):
         if e.outcome in INFRA_OUTCOMES:
@@ -267,10 +287,10 @@ def components_of(trainer, episodes: list[Episode], scores: dict[int, float]) ->
     return {"outcome": outcome, "tool_calls": calls}
 
 
-def to_batch(trainer, episodes: list[Episode]) -> tuple[SampleBatch, torch.Tensor, torch.Tensor]:
+def to_batch(host: EpisodeHost, episodes: list[Episode]) -> tuple[SampleBatch, torch.Tensor, torch.Tensor]:
     """(samples, completion_mask [N, T] over the model's own tokens, env_mask [N, T])."""
-    pad = trainer.tokenizer.pad_token_id
-    pad = pad if pad is not None else trainer.eos_token_ids[0]
+    pad = host.tokenizer.pad_token_id
+    pad = pad if pad is not None else host.eos_token_ids[0]
     prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in episodes], pad)  # [N, L]
     width = max(1, max(len(e.ids) for e in episodes))
     N = len(episodes)
@@ -290,23 +310,23 @@ def to_batch(trainer, episodes: list[Episode]) -> tuple[SampleBatch, torch.Tenso
     return samples, completion_mask, env_mask
 
 
-def episode_rollout(trainer, examples: list[Example], num_generations: int | None = None,
+def episode_rollout(host: EpisodeHost, examples: list[Example], num_generations: int | None = None,
                     temperature: float | None = None) -> Rollout:
     """Episodes for `examples` (G each), as a Rollout with env_mask and each episode's summary."""
-    cfg = trainer.cfg
+    cfg = host.cfg
     G = num_generations or cfg.num_generations
-    episodes = EpisodeRunner(trainer).run(examples, G, cfg.temperature if temperature is None else temperature)
-    scores = grade_all(trainer, episodes)
-    components = components_of(trainer, episodes, scores)
-    weights = dict(trainer.task.weights)
+    episodes = EpisodeRunner(host).run(examples, G, cfg.temperature if temperature is None else temperature)
+    scores = grade_all(host, episodes)
+    components = components_of(host, episodes, scores)
+    weights = dict(host.task.weights)
     rewards = combine_rewards(components, weights)  # [N], NaN for excluded infrastructure failures
-    samples, completion_mask, env_mask = to_batch(trainer, episodes)
+    samples, completion_mask, env_mask = to_batch(host, episodes)
     loss_mask, prompt_loss_mask = completion_mask, None
-    if cfg.mask_fn:  # the user's mask over the transcript (its env_mask says what it put in the loss)
-        loss_mask, prompt_loss_mask = call_mask_fn(trainer.plugins.mask_fn, samples.completion_ids,
-                                                   trainer.eos_token_ids, samples.prompt_ids, samples.prompt_mask)
-    advantages = trainer.advantages(rewards, G)  # over the global batch under several processes
-    completions = trainer.tokenizer.batch_decode([e.ids for e in episodes], skip_special_tokens=False)
+    if host.mask_fn is not None:  # the user's mask over the transcript (its env_mask says what it put in the loss)
+        loss_mask, prompt_loss_mask = call_mask_fn(host.mask_fn, samples.completion_ids, host.eos_token_ids,
+                                                   samples.prompt_ids, samples.prompt_mask)
+    advantages = host.advantages(rewards, G)  # over the global batch under several processes
+    completions = host.tokenizer.batch_decode([e.ids for e in episodes], skip_special_tokens=False)
     errors = sum(e.outcome == "grader_error" for e in episodes)
     summaries = []
     for i, e in enumerate(episodes):
@@ -319,24 +339,14 @@ def episode_rollout(trainer, examples: list[Example], num_generations: int | Non
                    episodes=summaries)
 
 
-def with_logprobs(trainer, rollout: Rollout) -> Rollout:
-    """Old and reference logprobs when the config needs them (as Trainer.rollout does for single-turn batches)."""
-    if trainer.cfg.num_iterations > 1:
-        rollout.old_logprobs = trainer.logprobs_no_grad(rollout, trainer.model).cpu()
-    if trainer.cfg.beta > 0:
-        rollout.ref_logprobs = trainer.reference_logprobs(rollout).cpu()
-    return rollout
-
-
-def evaluate_episodes(trainer) -> dict:
+def evaluate_episodes(host: EpisodeHost, examples: list[Example]) -> dict:
     """eval/*: one episode per held-out example at eval_temperature."""
-    examples = trainer.eval_examples
     if not examples:
         return {}
-    episodes = EpisodeRunner(trainer).run(examples, 1, trainer.cfg.eval_temperature)
-    scores = grade_all(trainer, episodes)
-    components = components_of(trainer, episodes, scores)
-    rewards = combine_rewards(components, trainer.task.weights)
+    episodes = EpisodeRunner(host).run(examples, 1, host.cfg.eval_temperature)
+    scores = grade_all(host, episodes)
+    components = components_of(host, episodes, scores)
+    rewards = combine_rewards(components, host.task.weights)
     row = {"eval/reward": float(torch.nanmean(rewards)),
            "eval/mean_length": sum(len(e.ids) for e in episodes) / len(episodes),
            "eval/clipped_ratio": sum(e.truncated for e in episodes) / len(episodes),

@@ -40,7 +40,7 @@ class Options:
 def preflight(cfg, options: Options = Options()) -> list[Finding]:
     """Every finding for `cfg`. Bad input (config, data, plug-in, model location) raises FlatlineError as
     `flatline train` would."""
-    from flatline.trainer.models import resolve_source
+    from flatline.trainer.models import eos_token_ids, resolve_source
     from flatline.trainer.plugins import load_plugins
     from flatline.trainer.tasks import build_task
 
@@ -73,7 +73,8 @@ def preflight(cfg, options: Options = Options()) -> list[Finding]:
         if parts.module_names is not None:
             run("lora", lambda: lora.target_findings(list(cfg.lora_target_modules), parts.module_names,
                                                      parts.linear_names))
-    run("tokenizer", lambda: tokenizer.pad_findings(tok.pad_token_id, eos_ids(tok, parts.config), bool(cfg.mask_fn)))
+    run("tokenizer", lambda: tokenizer.pad_findings(
+        tok.pad_token_id, eos_token_ids(tok, (parts.config or {}).get("eos_token_id")), bool(cfg.mask_fn)))
     run("chat_template", lambda: tokenizer.template_findings(template_renderer(tok), tok.decode))
     run("reward", lambda: rewards.reward_findings(reward_payments(cfg, task, plugins, tok)))
     run("disk", lambda: disk_check(cfg, source, longest, parts.config))
@@ -165,19 +166,12 @@ def _parts(config: dict, context_length: int | None, model) -> ModelParts:
     return ModelParts(config, context_length, names, linear)
 
 
-def eos_ids(tok, config: dict | None) -> tuple[int, ...]:
-    """The tokenizer's EOS and the model config's (a list in some models)."""
-    ids = {tok.eos_token_id}
-    configured = (config or {}).get("eos_token_id")
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return tuple(sorted(i for i in ids if isinstance(i, int)))
-
-
 def tool_answer_tokens(tok, task) -> int | None:
     """Tokens one tool answer and the next turn's header add to an episode: the first call of a training example's
     reference, answered by the task's environment, as the chat template renders it (None: no template or no call)."""
     from flatline.trainer.episodes.env import StepBudget
     from flatline.trainer.episodes.runner import env_tokens, tool_message
+    from flatline.trainer.models import eos_token_ids
     from flatline.trainer.episodes.toolcall import format_call, parse_turn
 
     example = task.examples("train")[0]
@@ -186,7 +180,7 @@ def tool_answer_tokens(tok, task) -> int | None:
         return None
     observation = task.make_env(example, StepBudget(0)).step(calls[0]).observation
     turn = [*example.messages, {"role": "assistant", "content": format_call(calls[0].name, calls[0].arguments)}]
-    ids, _ = env_tokens(tok, turn, tool_message([observation]), set(eos_ids(tok, None)))
+    ids, _ = env_tokens(tok, turn, tool_message([observation]), set(eos_token_ids(tok)))
     return len(ids)
 
 
@@ -312,8 +306,11 @@ def _installed(module: str) -> bool:
 
 def write_findings(findings: list[Finding], run_dir: Path, seconds: float | None = None) -> None:
     """preflight.txt and preflight.json in the run directory."""
-    (run_dir / "preflight.txt").write_text(render_text(findings, seconds), encoding="utf-8")
-    (run_dir / "preflight.json").write_text(render_json(findings), encoding="utf-8")
+    from flatline.common.rundir import PREFLIGHT_JSON, PREFLIGHT_TEXT, RunDir
+
+    run = RunDir(run_dir)
+    run.write_file(PREFLIGHT_TEXT, render_text(findings, seconds))
+    run.write_file(PREFLIGHT_JSON, render_json(findings))
 
 
 def timed_preflight(cfg, options: Options = Options()) -> tuple[list[Finding], float]:

@@ -89,16 +89,13 @@ def first_flags(rows: list[dict], times: list[float], config: dict, ids) -> dict
 
 def save_run(directory: Path, cfg, rows: list[dict]) -> None:
     """The case as a run directory (config.toml, metrics.jsonl) that `flatline diagnose` or another tool can read."""
-    from flatline.common.jsonl import JsonlWriter
+    from flatline.common.rundir import RunDir
     from flatline.trainer.config import to_toml
-    from flatline.trainer.rundir import create_run_dir
 
-    run_dir = create_run_dir(directory)
-    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-    writer = JsonlWriter(run_dir / "metrics.jsonl")
+    run = RunDir.create(directory, to_toml(cfg))
     for row in rows:
-        writer.write(row)
-    writer.close()
+        run.add_row(row)
+    run.close()
 
 
 def run_case(fault: Fault, seed: int = 0, steps: int | None = None, save: Path | None = None) -> CaseResult:
