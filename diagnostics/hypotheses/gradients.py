@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import at_steps, signal_steps
+from flatline.diagnostics.hypotheses.common import at_steps, policy_moved, signal_steps
 from flatline.diagnostics.hypotheses.update import REL_UPDATE_MIN, rel_update_series
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
@@ -44,6 +44,9 @@ def no_flow(h, v):
         signal = signal - clipped_out  # every token outside the trust region: no gradient is the clip's doing
     judged = at_steps(norm, signal)
     evidence = {"steps_with_signal": len(judged), "grad_norm_median": judged.median()}
+    window = h.logging_steps
+    if window > 1:
+        evidence["logging_steps"] = window  # grad_norm is the logged step's own; the signal share a window mean
     loss = h.series("loss").finite()
     if len(loss):
         evidence["loss_first"] = float(loss.values[0])  # ~0 on-policy at the start is expected (trl#3452)
@@ -55,6 +58,15 @@ def no_flow(h, v):
     missing = at_steps(h.series("gradients/params_without_grad"), signal)
     if len(missing):
         evidence["params_without_grad_max"] = missing.max()
+    # a dead gradient cannot move the policy: a zero norm on rows of a policy that moved is the logged step's own
+    # (a solved batch), not the run's (the probe's count of tensors without a gradient is judged either way)
+    moved = policy_moved(h) if zero >= NO_FLOW_STEPS_FRAC else {}
+    if moved:
+        evidence.update({f"moved/{name}": change for name, change in moved.items()})
+        return v.passed(f"the policy moved ({'; '.join(f'{k} {c}' for k, c in moved.items())}), which a dead gradient "
+                        f"cannot do: the zero grad_norm on {zero:.0%} of the judged rows is the logged step's own value"
+                        + (f" (one step of every {window:.0f}; the other numbers are window means)" if window > 1 else ""),
+                        evidence, refs("log_window", "zero_std"))
     if zero >= NO_FLOW_STEPS_FRAC:
         return v.fail(f"{zero:.0%} of steps with non-zero advantages produced a zero gradient", evidence,
                       "the loss is cut off from the trainable weights: check for .detach()/no_grad on the logprobs, "
