@@ -140,7 +140,9 @@ def _all_correct(h, v, p, recent_frac: float, worst: float, measured: bool, evid
 def _after_a_fall(v, fall, worst: float, evidence: dict):
     """Groups went flat after the reward fell from a high level: a consequence of a collapse, never "too hard" (the
     policy earned that reward on these prompts)."""
-    evidence.update(reward_peak=fall.peak, reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step)
+    # groups flat at the minimum are the fall's doing: they are evidence from where the reward is down, not before
+    evidence.update(reward_peak=fall.peak, reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step,
+                    onset_step=max(evidence.get("onset_step", fall.below_step), fall.below_step))
     if worst < DEGENERATE_FRAC:
         return v.inconclusive(f"{worst:.0%} of groups had zero reward variance after the reward fell from "
                               f"{fall.peak:.3g} (step {fall.peak_step:.0f}) to {fall.last:.3g}; under half of the "

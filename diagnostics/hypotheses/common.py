@@ -329,7 +329,7 @@ def sustained_from(series: Series, predicate, points: int | None = None) -> floa
 @dataclass(frozen=True)
 class RewardFall:
     peak: float  # the best window mean
-    peak_step: float  # the last step of that window: the reward falls from here
+    peak_step: float  # the last step whose window mean is still at the peak level: the reward falls from here
     last: float  # the last window mean
     below_step: float  # the first step whose window mean is MIN_GAIN (and the noise) below the peak
 
@@ -348,8 +348,10 @@ def reward_fall(h: History) -> RewardFall | None:
     drop = max(MIN_GAIN, NOISE_Z * math.sqrt(2) * spread)
     if means[best] - means[-1] < drop:
         return None
-    below = np.flatnonzero(means[best:] <= means[best] - drop)
-    return RewardFall(float(means[best]), float(ends[best]), float(means[-1]), float(ends[best + below[0]]))
+    below = best + int(np.flatnonzero(means[best:] <= means[best] - drop)[0])
+    # the fall starts after the last window still at the peak level (within a quarter of the drop)
+    start = best + int(np.flatnonzero(means[best:below] >= means[best] - drop / 4)[-1])
+    return RewardFall(float(means[best]), float(ends[start]), float(means[-1]), float(ends[below]))
 
 
 # Moved: a significant trend (Kendall, TREND_ALPHA) that changed the series by MOVED_REL of its start between the end
