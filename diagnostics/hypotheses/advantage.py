@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS,
-                                                  all_correct_share, at_top, flat_groups, progress, recent_part,
+                                                  all_correct_share, at_top, flat_groups, policy_moved, progress,
+                                                  recent_part,
                                                   reward_fall, reward_level, reward_range, solved, sustained_from,
                                                   window_size)
 from flatline.diagnostics.references import refs
@@ -109,6 +110,15 @@ def degenerate_groups(h, v):
                           f"reward has stopped rising ({p.recent_gain:+.3g} over the last third): the earlier gain "
                           "came from groups that no longer carry signal", evidence, prescription, refs_)
         return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription, refs_)
+    # the side guessed from the run's course alone (no split measured, the reward's range unknown): a policy that
+    # moved is learning from the groups that do vary, so the flat ones slow it rather than stop it
+    bounds = reward_range(h)
+    guessed = not measured and (bounds is None or bounds.source == "the range the run covered")
+    moved = policy_moved(h) if guessed else {}
+    if moved:
+        evidence.update({f"moved/{name}": change for name, change in moved.items()})
+        return v.inconclusive(reason + f"; the policy moved ({'; '.join(f'{k} {c}' for k, c in moved.items())}), so "
+                              "the groups that vary are being learned from", evidence, prescription, refs_)
     return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor", "degenerate_p"))
 
 
@@ -123,9 +133,10 @@ def _all_correct(h, v, p, recent_frac: float, worst: float, measured: bool, evid
         if p.learning_now and not p.barely_rising:  # still climbing toward the top: converging, not a fault yet
             return v.passed(f"{recent_frac:.0%} of recent groups are all at the maximum reward while the reward still "
                             "rises: the run is converging on these prompts", evidence)
-        if recent_frac < DEGENERATE_FRAC:
-            return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
-                                  evidence, TOO_EASY, refs_)
+        # read from the reward's level alone, all-correct groups are only evidenced at the top of the run's own course
+        if recent_frac < DEGENERATE_FRAC or not (measured or (p.material_gain and at_top(h.series("reward")))):
+            return v.inconclusive(reason + "; under half of the groups, or the reward still short of its own best, so "
+                                  "they slow learning more than they stop it", evidence, TOO_EASY, refs_)
         return v.warn(f"{recent_frac:.0%} of recent groups are all-correct and the reward has all but stopped rising "
                       f"(+{max(p.recent_gain, 0):.3g} over the last third) short of the task's maximum: the batch is "
                       "running out of signal", evidence, TOO_EASY, refs_)

@@ -85,6 +85,7 @@ class Progress:
     recent_start: float = math.nan  # step at which the recent part begins
     eval_recent_gain: float = math.nan  # held-out score at the end minus its last value before the recent part
     recent_span: float = 0.0  # steps covered by the recent part
+    span: float = math.inf  # steps covered by the run
 
     @property
     def gain(self) -> float:
@@ -96,8 +97,9 @@ class Progress:
 
     @property
     def rising(self) -> bool:
-        """The reward rose over the run: a significant trend, or a material gain clear of the noise."""
-        return self.trend.rising or self.material_gain
+        """The reward rose over the run: a significant trend worth half of MIN_GAIN over the run (on a long log a
+        negligible slope is significant too), or a material gain clear of the noise."""
+        return (self.trend.rising and self.trend.slope * self.span >= MIN_GAIN / 2) or self.material_gain
 
     @property
     def material_gain(self) -> bool:
@@ -176,7 +178,8 @@ def progress(h: History) -> Progress | None:
                     eval_peak=evals.max() if len(evals) else math.nan,
                     recent_start=float(recent.steps[0]) if len(recent) else math.nan,
                     eval_recent_gain=eval_recent_gain,
-                    recent_span=float(recent.steps[-1] - recent.steps[0]) if len(recent) else 0.0)
+                    recent_span=float(recent.steps[-1] - recent.steps[0]) if len(recent) else 0.0,
+                    span=float(reward.steps[-1] - reward.steps[0]))
 
 
 def flat_groups(h: History) -> Series:
@@ -274,10 +277,12 @@ def reward_range(h: History) -> RewardRange | None:
     names = [n[len("rewards/"):-len("/mean")] for n in h.names("rewards/") if n.endswith("/mean")]
     means = {name: h.series(f"rewards/{name}/mean").finite() for name in names}
     means = {name: s for name, s in means.items() if len(s)}
-    if means:
+    # each function read as scoring [0, 1], or up to the most it paid when above 1 (GSM8K correctness paying 2.0);
+    # a function that went below 0 (a game score, a penalty) has no range to read
+    if means and all(float(np.min(s.values)) >= UNIT_RANGE[0] for s in means.values()):
         weights = _reward_weights(h, list(means))
         high = sum(w * max(UNIT_RANGE[1], float(np.max(means[n].values))) for n, w in weights.items() if w > 0)
-        low = sum(w * min(UNIT_RANGE[0], float(np.min(means[n].values))) for n, w in weights.items() if w > 0)
+        low = 0.0
         if high > low and low - 1e-6 <= float(np.min(reward.values)) and float(np.max(reward.values)) <= high + 1e-6:
             return RewardRange(low, high, "the reward functions' ranges")
     if float(np.min(reward.values)) >= UNIT_RANGE[0] and float(np.max(reward.values)) <= UNIT_RANGE[1]:

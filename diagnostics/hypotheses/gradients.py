@@ -152,7 +152,11 @@ def spikes(h, v):
     # steps whose advantages were all 0 carry only the KL term's (tiny) gradient: against them every ordinary step
     # with signal would look like a spike, so only steps with signal are compared
     norm = at_steps(_grad_norm(h), signal_steps(h)).finite()
-    norm = type(norm)(norm.name, norm.steps[norm.values > ZERO_GRAD], norm.values[norm.values > ZERO_GRAD])
+    # a batch whose rewards are all equal (reward_std 0: every step of the row's window) has no signal either, which
+    # a log without frac_reward_zero_std (TRL before 0.15) shows only this way
+    silent = {s for s, x in zip(*(lambda r: (r.steps, r.values))(h.series("reward_std"))) if x == 0}
+    keep = (norm.values > ZERO_GRAD) & np.array([s not in silent for s in norm.steps], dtype=bool)
+    norm = type(norm)(norm.name, norm.steps[keep], norm.values[keep])
     if len(norm) < SPIKE_WINDOW:
         return v.skipped(f"needs at least {SPIKE_WINDOW} steps with a non-zero grad_norm and non-zero advantages")
     ratios = []

@@ -31,7 +31,7 @@ def plateau(h, v):
     evidence = p.evidence()
     if not enough_steps(h):
         return v.skipped(f"only {h.steps} steps; a trend needs at least {MIN_TREND_POINTS}", evidence)
-    if p.stalled and p.gain >= MIN_GAIN and not p.eval_rising_recently:
+    if p.stalled and p.gain >= MIN_GAIN and not p.eval_rising_recently and not near_ceiling(h, p):
         stall = _stall_evidence(h)
         if stall is not None:
             evidence.update(stall)
