@@ -160,8 +160,8 @@ def _after_a_fall(v, fall, worst: float, evidence: dict):
                               "groups, so they are not what stopped it", evidence,
                               f"find what moved before step {fall.peak_step:.0f} (the other verdicts)", refs("zero_std"))
     return v.fail(f"{worst:.0%} of groups had zero reward variance after the reward fell from {fall.peak:.3g} (step "
-                  f"{fall.peak_step:.0f}) to {fall.last:.3g}: the groups went flat with the collapse, the task is not "
-                  "too hard (the policy solved these prompts before)", evidence,
+                  f"{fall.peak_step:.0f}) to {fall.last:.3g}: the groups went flat with the collapse, on prompts the policy "
+                  "solved before", evidence,
                   f"find what moved before step {fall.peak_step:.0f} (completions reaching the length limit, entropy, "
                   "KL; the other verdicts) and resume from a checkpoint before it with that fixed",
                   refs("zero_std", "rldoctor"))
