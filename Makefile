@@ -6,7 +6,7 @@ CONFIG ?= configs/default.toml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatline-installed
 
-.PHONY: train test test-trl test-deepspeed test-vllm cases bench install
+.PHONY: train test test-browser test-trl test-deepspeed test-vllm cases bench install docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The browser stage (CI runs it after `make test`): report.html rendered by headless Chromium, installed with apt-get
+# (Debian package `chromium`) when it is missing.
+test-browser: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) -m pytest -m browser tests
+
+# Regenerates docs/HYPOTHESES.md, the README's front-door outputs and its screenshot (the docs tests compare them).
+docs: $(STAMP)
+	$(PY) -m flatline.harness.docs --write
 
 # The TRL stage (CI runs it after `make test`): installs the [trl] extra, runs the tests on real GRPOTrainer runs.
 test-trl: $(STAMP)

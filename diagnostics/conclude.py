@@ -47,8 +47,11 @@ def file_run(history: History, diagnosis: Diagnosis | None = None, *, state: Run
              report_dir=None, wandb: str = "", when: datetime | None = None, run: str | None = None) -> Path | None:
     """File the run's log book entry: it replaces the entry the run filed before (found by its id: the run directory)
     or goes in as the newest. state: default, what the run's summary.json says. Returns the log book's path, or None
-    with a warning when it could not be written (a locked or unwritable log book must not stop or hide a run)."""
+    when it is switched off, or with a warning when it could not be written (a locked or unwritable log book must
+    not stop or hide a run)."""
     book = log_book_path(log_book or history.setting("log_book", "") or "")
+    if book is None:  # switched off
+        return None
     run = run or (run_id(history.run_dir) if history.run_dir is not None else history.run)
     entry = render_entry(diagnosis, history, when=when or datetime.now(), report_dir=report_dir, wandb=wandb,
                          state=state, run=run)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flatline.diagnostics.readers import LogInfo, read_log
+from flatline.diagnostics.readers import LogData, LogInfo, read_log, read_logs
 
 # Below this many points a trend is not judged (Kendall's tau on fewer points cannot reach p < 0.05 reliably).
 MIN_TREND_POINTS = 6
@@ -225,6 +225,14 @@ def load_history(path: str | Path, format: str | None = None) -> History:
     """The History of a run directory or a log file, in any format flatline reads (`format`: one of
     `readers.FORMATS`; None or "auto" detects it). Raises FlatlineError with a one-line message naming the file, the
     place and the fix when there is nothing to judge."""
-    log = read_log(path, format)
+    return _history(read_log(path, format))
+
+
+def load_histories(path: str | Path, format: str | None = None) -> list[History]:
+    """One History per run the log holds (a W&B export may hold several; every other log holds one)."""
+    return [_history(log) for log in read_logs(path, format)]
+
+
+def _history(log: LogData) -> History:
     return History(run=log.run, rows=log.rows, config=log.config, summary=log.summary, samples=log.samples,
                    run_dir=log.run_dir, eval_rows=log.eval_rows, log=log.info)

@@ -12,11 +12,17 @@ INTERRUPTED (Ctrl-C, SIGTERM) when it ends; EVALUATED is added to that status ("
 run directory (the id), and closes with a hidden end line, so a later write finds its own entry: settling replaces
 only that entry's bytes (keeping its heading), every other byte of the file stays as it was. A new entry is
 inserted after the marker line. Writes hold `<path>.lock` and replace the file atomically.
+
+What the user points at is never harmed: the log book is switched off by log_book / $FLATLINE_LOG = "off" or the
+null device; a path that exists must be a regular, writable file that is empty or a log book (the marker line, or
+markdown text under a `# ` title, as a hand-started one); anything else (a device, a FIFO, a folder, a read-only
+file, a PNG or a metrics.jsonl named by mistake) is refused, untouched, with the reason (check_log_book).
 """
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +42,10 @@ if TYPE_CHECKING:
 
 # Environment variable naming the log book when the config does not.
 LOG_ENV = "FLATLINE_LOG"
+# log_book / $FLATLINE_LOG set to this (or to the null device) switches the log book off.
+OFF = "off"
+# Bytes read of an existing file to tell whether it is a log book.
+SNIFF_BYTES = 1024 * 1024
 # Where the log book lives when neither the config nor the environment names one (relative to the cwd).
 DEFAULT_LOG_BOOK = Path("reports") / "EXPERIMENT_LOG.md"
 # Seconds to wait for another process's write before giving up.
@@ -124,10 +134,70 @@ def run_id(path: str | Path) -> str:
     return os.path.realpath(Path(path).expanduser())
 
 
-def log_book_path(config_value: str = "") -> Path:
-    """The config's log_book when set, else $FLATLINE_LOG when set, else reports/EXPERIMENT_LOG.md under the cwd."""
+def log_book_path(config_value: str = "") -> Path | None:
+    """The config's log_book when set, else $FLATLINE_LOG when set, else reports/EXPERIMENT_LOG.md under the cwd;
+    None when that says off (`off`, or the null device)."""
     chosen = config_value or os.environ.get(LOG_ENV, "")
-    return Path(chosen).expanduser() if chosen else Path.cwd() / DEFAULT_LOG_BOOK
+    if not chosen:
+        return Path.cwd() / DEFAULT_LOG_BOOK
+    if chosen.strip().lower() == OFF or os.path.realpath(Path(chosen).expanduser()) == os.path.realpath(os.devnull):
+        return None
+    return Path(chosen).expanduser()
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def log_book_problem(path: str | Path, head: bytes | None = None) -> str:
+    """Why flatline must not write the log book at `path` ("" when it may): the path must not exist yet, or be a
+    regular file that is writable (by its mode, even for root) and empty or a log book. Never opens anything but a
+    regular file. head: the file's bytes when already read."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+        return f"is {kind}, not a log book file"
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o222 or not os.access(path, os.W_OK):
+        return f"is write-protected (mode {mode:o}); flatline leaves it so: make it writable (chmod u+w)"
+    if head is None:
+        try:
+            with open(path, "rb") as file:
+                head = file.read(SNIFF_BYTES)
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+    if head.strip() and not is_log_book(head):
+        return ("is neither empty nor a log book (no flatline marker line, and not markdown text under a '# ' "
+                "title)")
+    return ""
+
+
+def is_log_book(data: bytes) -> bool:
+    """A log book's bytes: they hold the marker line, or they are UTF-8 markdown text opening with a `# ` title."""
+    if _MARKER_LINE.search(data):
+        return True
+    if b"\0" in data:
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data) - 3:  # a multi-byte character cut by the sniff's end is still text
+            return False
+        text = data[:exc.start].decode("utf-8")
+    return text.lstrip("\ufeff \t\r\n").startswith("# ")
+
+
+def check_log_book(path: Path | None) -> None:
+    """FlatlineError naming `path`, why, and the fix, when flatline must not write the log book there (None: off)."""
+    problem = log_book_problem(path) if path is not None else ""
+    if problem:
+        raise FlatlineError(f"log book {path} {problem}; point log_book / ${LOG_ENV} at a markdown file, or set it "
+                            f"to {OFF} for no log book")
 
 
 def _cell(value) -> str:
@@ -248,14 +318,20 @@ def _with_settled(old: bytes, run: str, entry: bytes) -> bytes:
 
 
 def _update(path: str | Path, change, timeout: float) -> None:
-    """Replace the log book at `path` by change(old bytes) under its lock, atomically; create it if missing."""
+    """Replace the log book at `path` by change(old bytes) under its lock, atomically; create it if missing. A path
+    that is not a log book flatline may write (check_log_book) is refused, untouched."""
     path = Path(os.path.realpath(Path(path).expanduser()))
+    check_log_book(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = f"{path}.lock"
     try:
         with FileLock(lock_path, timeout=timeout):
-            old = (path.read_bytes() if path.exists() else b"") or (HEADER + MARKER + "\n").encode()
-            write_atomic(path, change(old))
+            old = path.read_bytes() if path.exists() else b""
+            problem = log_book_problem(path, old)  # again under the lock: it may have changed meanwhile
+            if problem:
+                raise FlatlineError(f"log book {path} {problem}; point log_book / ${LOG_ENV} at a markdown file, "
+                                    f"or set it to {OFF} for no log book")
+            write_atomic(path, change(old or (HEADER + MARKER + "\n").encode()))
     except Timeout:
         raise FlatlineError(f"{lock_path}: another process has held the log book's lock for over {timeout:g} s; "
                             f"wait for it, or delete this lock file if no flatline process is running") from None

@@ -1,7 +1,8 @@
 """Training curves for the diagnosis report: one small PNG per question, drawn only when its metrics were logged.
 
-    from flatline.diagnostics.plots import write_plots
+    from flatline.diagnostics.plots import svg_plots, write_plots
     files = write_plots(load_history("runs/x"), "runs/x")   # {"Reward": "reward.png", ...}
+    inline = svg_plots(history)                               # [("Reward", "reward.png", "<svg ...</svg>"), ...]
 
 matplotlib is imported inside write_plots (ImportError saying what to install when it is missing) and draws on
 standalone Agg figures, so a caller's pyplot state and backend are left alone. Each PNG is written atomically.
@@ -141,7 +142,7 @@ PLOTS: tuple[tuple[str, str, tuple[str, ...], Callable], ...] = (
 )
 
 
-def _render(figure_class, title: str, draw: Callable, history: History) -> bytes:
+def _render(figure_class, title: str, draw: Callable, history: History, fmt: str = "png") -> bytes:
     import io
 
     fig = figure_class(figsize=FIGSIZE, dpi=DPI, layout="tight")
@@ -150,7 +151,8 @@ def _render(figure_class, title: str, draw: Callable, history: History) -> bytes
     ax.set_title(title)
     ax.set_xlabel("step")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    # No date in the metadata: the same history gives the same bytes.
+    fig.savefig(buffer, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
     fig.clear()
     return buffer.getvalue()
 
@@ -169,3 +171,21 @@ def write_plots(history: History, out_dir: str | Path) -> dict[str, str]:
             write_atomic(out_dir / filename, _render(Figure, title, draw, history))
             written[title] = filename
     return written
+
+
+def svg_plots(history: History) -> list[tuple[str, str, str]]:
+    """The same pictures as write_plots, as inline SVG text (`<svg ...>...</svg>`, no XML prologue) for an HTML
+    page: [(title, the PNG's file name, svg)]. Text stays text (searchable, no font files); ids are fixed per
+    picture, so the same history gives the same page and two pictures on one page never share an id."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("the report's plots need matplotlib: pip install matplotlib") from exc
+    pictures = []
+    for title, filename, metrics, draw in PLOTS:
+        if _has(history, *metrics):
+            with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": filename}):
+                text = _render(Figure, title, draw, history, fmt="svg").decode("utf-8")
+            pictures.append((title, filename, text[text.index("<svg"):].strip()))
+    return pictures

@@ -1,7 +1,7 @@
 """The diagnosis report: diagnosis.md for people, diagnosis.json for tools (the docs/DESIGN.md contract).
 
     diagnosis = judge(history)
-    write_report(diagnosis, history, "runs/x")      # runs/x/diagnosis.md, diagnosis.json and the PNG curves
+    write_report(diagnosis, history, "runs/x")      # runs/x/diagnosis.md, diagnosis.json, report.html, PNG curves
 
 render_markdown and render_json return the text and the object without writing anything. Every string that
 came from the run (reasons, evidence, prescriptions, names, completions) is escaped or fenced, so a model's
@@ -228,7 +228,8 @@ def _samples_section(history: History) -> list[str]:
 def render_markdown(diagnosis: Diagnosis, history: History, plots: dict[str, str] | None = None) -> str:
     """diagnosis.md: headline, run, how the log was read, curves (`plots`: title -> file name next to the report),
     verdicts by family, references, sample completions."""
-    sections = [[f"# Diagnosis: {escape_inline(diagnosis.run)}"], _headline(diagnosis), _run_section(diagnosis),
+    caveat = [f"**⚠️ How the log was read: {escape_inline(history.log.caveat)}**"] if history.log.caveat else []
+    sections = [[f"# Diagnosis: {escape_inline(diagnosis.run)}"], caveat, _headline(diagnosis), _run_section(diagnosis),
                 _log_section(history), _plots_section(diagnosis, plots), _family_section(diagnosis), _references_section(diagnosis),
                 _samples_section(history)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
@@ -267,8 +268,22 @@ def _try_plots(history: History, out_dir: Path) -> dict[str, str]:
         return {}
 
 
+def html_page(diagnosis: Diagnosis, history: History) -> str:
+    """report.html's text (diagnostics/html_report.py), with the curves inline when they can be drawn."""
+    from flatline.diagnostics import plots
+    from flatline.diagnostics.html_report import render_html
+
+    try:
+        pictures = plots.svg_plots(history)
+    except Exception as exc:  # pictures are optional; the verdicts are the report
+        warnings.warn(f"report.html written without plots: {type(exc).__name__}: {exc}", stacklevel=3)
+        pictures = []
+    return render_html(diagnosis, history, pictures)
+
+
 def write_report(diagnosis: Diagnosis, history: History, out_dir: str | Path) -> Path:
-    """Write diagnosis.json, the PNG curves and diagnosis.md into `out_dir`; returns the diagnosis.md path."""
+    """Write diagnosis.json, the PNG curves, diagnosis.md and report.html into `out_dir`; returns the diagnosis.md
+    path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "diagnosis.json", json.dumps(render_json(diagnosis, history), indent=2, allow_nan=False)
@@ -276,4 +291,5 @@ def write_report(diagnosis: Diagnosis, history: History, out_dir: str | Path) ->
     plots = _try_plots(history, out_dir)
     path = out_dir / "diagnosis.md"
     write_atomic(path, render_markdown(diagnosis, history, plots))
+    write_atomic(out_dir / "report.html", html_page(diagnosis, history))
     return path

@@ -83,7 +83,7 @@ def test_diagnose_out_writes_a_report_and_never_overwrites_one(bandit_runs, caps
     assert (out / "diagnosis.md").exists() and (out / "diagnosis.json").exists()
     before = (out / "diagnosis.md").read_bytes()
     assert main(["diagnose", str(run), "--out", str(out)]) == 2
-    assert "already holds a diagnosis.md" in capsys.readouterr().err
+    assert "already holds files (diagnosis.json, diagnosis.md" in capsys.readouterr().err
     assert (out / "diagnosis.md").read_bytes() == before
 
 

@@ -442,3 +442,11 @@ def test_a_missing_path_or_a_folder_without_runs_is_named(tmp_path, capsys):
     (tmp_path / "empty" / "notes").mkdir(parents=True)
     err = one_line_error(capsys, tmp_path / "empty")
     assert f"no run to compare in {tmp_path / 'empty'}" in err and "nothing to read" in err
+
+
+def test_a_wandb_export_of_two_runs_gives_two_runs():
+    export = Path(__file__).parent / "fixtures" / "logs" / "csv" / "wandb_export_2026-11-23T19_15_42.007+00_00.csv"
+    result = compare_runs([str(export)], CompareOptions(pattern="grpo-lr{variant}", baseline="1e-6"))
+    runs = {r["variant"]: r for r in render_json(result)["runs"]}
+    assert set(runs) == {"1e-06", "3e-06"}
+    assert runs["1e-06"]["path"] == f"{export}/grpo-lr1e-6" and runs["1e-06"]["score"] == 0.8

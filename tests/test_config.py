@@ -92,14 +92,14 @@ def test_resolved_toml_round_trips(tmp_path):
     assert cfg.epsilon_upper == 0.28 and load_config(None).epsilon_upper == 0.2
 
 
-def test_the_readme_states_each_plug_point_as_the_trainer_calls_it():
-    """PLUG_POINTS is the one statement of the signatures; the README's table must say the same."""
+def test_the_manual_states_each_plug_point_as_the_trainer_calls_it():
+    """PLUG_POINTS is the one statement of the signatures; the manual's table must say the same."""
     from flatline.trainer.plugins import PLUG_POINTS
 
-    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8")
+    readme = Path(__file__).resolve().parents[1].joinpath("docs", "MANUAL.md").read_text(encoding="utf-8")
     rows = {line.split("|")[1].strip().strip("`"): line for line in readme.splitlines() if line.startswith("| `")}
     for key, point in PLUG_POINTS.items():
-        assert key in rows, f"README's plug-point table has no row for {key}"
+        assert key in rows, f"docs/MANUAL.md's plug-point table has no row for {key}"
         assert f"`{point.call_text().replace('|', chr(92) + '|')}`" in rows[key]
 
 

@@ -176,7 +176,6 @@ def test_hand_edits_below_the_marker_survive(tmp_path):
 
 @pytest.mark.parametrize("old, kept_prefix", [
     (b"# My experiments\r\n\r\n2025-01-02: lr 1e-5 did nothing\r\n| a | b |\n", b"# My experiments\r\n"),
-    (b"notes without a title\nline two", b""),
     (b"# Only a title", b"# Only a title"),
 ])
 def test_hand_written_log_without_marker_keeps_every_byte(tmp_path, old, kept_prefix):

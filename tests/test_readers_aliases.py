@@ -1,4 +1,7 @@
 """The alias table, the held-out guard, the trainer sniffing, the config table and the detection rules, on their own."""
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -155,3 +158,40 @@ def test_files_are_told_apart_by_name_and_first_objects(tmp_path, name, first_li
     path = tmp_path / name
     path.write_text(first_line + "\n")
     assert detect.file_kind(path) == kind
+
+
+def _mismatch_log(tmp_path, rows) -> Path:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("kl, status", [(0.0007, "inconclusive"), (0.00002, "pass"), (0.02, "fail")])
+def test_prime_rl_mismatch_kl_is_judged(tmp_path, kl, status):
+    """prime-rl's mismatch_kl (k3, per token) at a dense model's 7e-4 is worth a look, at 2e-5 fine, at 2e-2 a fault."""
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge_one
+
+    rows = [{"step": s, "time": 1.8e9 + s, "mismatch_kl/all/mean": kl, "optim/grad_norm": 0.3, "loss/mean": 0.01}
+            for s in range(1, 21)]
+    history = load_history(_mismatch_log(tmp_path, rows))
+    assert history.log.trainer == "prime-rl" and history.log.mapping["sync/mismatch_kl"] == "mismatch_kl/all/mean"
+    verdict = judge_one("sync.sampler_mismatch", history)
+    assert verdict.status == status and verdict.evidence["mismatch_kl_median"] == pytest.approx(kl)
+
+
+def test_verl_rollout_corr_names_are_judged(tmp_path):
+    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.judge import judge_one
+
+    rows = [{"step": s, "data": {"critic/score/mean": 0.5, "actor/grad_norm": 0.3,
+                                 "rollout_corr/log_ppl_abs_diff": 0.08, "rollout_corr/k3_kl": 0.004,
+                                 "rollout_corr/rollout_is_mean": 0.4, "rollout_corr/rollout_is_max": 9.0,
+                                 "rollout_corr/rollout_is_eff_sample_size": 0.2}} for s in range(1, 21)]
+    history = load_history(_mismatch_log(tmp_path, rows))
+    assert history.log.mapping["sync/logprob_diff_mean"] == "rollout_corr/log_ppl_abs_diff"
+    assert history.log.mapping["sync/is_weight_max"] == "rollout_corr/rollout_is_max"
+    mismatch = judge_one("sync.sampler_mismatch", history)
+    assert mismatch.status == "fail" and mismatch.evidence["logprob_diff_mean_median"] == 0.08
+    weights = judge_one("sync.importance_weights", history)
+    assert weights.status == "fail" and weights.evidence == {"ess_median": 0.2, "is_weight_mean_median": 0.4}

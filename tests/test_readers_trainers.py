@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flatline.common.errors import FlatlineError
-from flatline.diagnostics.history import load_history
+from flatline.diagnostics.history import load_histories, load_history
 from flatline.diagnostics.judge import judge, judge_one
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
@@ -237,11 +237,16 @@ def test_plain_csv_and_tsv():
     assert api.series("reward").steps.tolist() == list(range(1, 9))  # train/global_step, not _step
 
 
-def test_wandb_export_with_two_runs_judges_the_first_and_names_the_other():
-    h = load_history(LOGS / "csv" / "wandb_export_2026-11-23T19_15_42.007+00_00.csv")
+def test_wandb_export_with_two_runs_gives_each_run():
+    export = LOGS / "csv" / "wandb_export_2026-11-23T19_15_42.007+00_00.csv"
+    h = load_history(export)  # one History: the first run, with a note
     assert h.run == "grpo-lr1e-6" and h.series("reward").values.tolist()[:2] == [0.1, 0.2]
     assert h.series("reward").steps.tolist()[:2] == [1, 2]  # the panel's x axis, train/global_step
-    assert any("holds 2 runs: judged the first, 'grpo-lr1e-6'; the others ('grpo-lr3e-6')" in n for n in h.log.notes)
+    assert any("holds 2 runs: this is the first, 'grpo-lr1e-6'" in n for n in h.log.notes)
+    first, second = load_histories(export)
+    assert (first.run, second.run) == ("grpo-lr1e-6", "grpo-lr3e-6")
+    assert second.series("reward").steps.tolist()[:2] == [1, 2]
+    assert second.series("reward").values.tolist()[:2] == [0.15, 0.25]
     assert any("down-sampled" in n for n in h.log.notes)
     group = load_history(LOGS / "csv" / "wandb_export_2026-11-23T19_16_10.450+00_00.csv")
     assert any("'Group: beta=0.0' is a W&B group" in n for n in group.log.notes)

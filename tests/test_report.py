@@ -164,7 +164,8 @@ def test_write_report_writes_everything_it_references(tmp_path):
     assert md.index("## Why it is not learning") < md.index("## Curves") < md.index("## Verdicts by family")
     assert md.index("(update.png)") < md.index("(reward.png)")  # the first failed family's picture leads
     json.loads((path.parent / "diagnosis.json").read_text(encoding="utf-8"))
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted(ALL_PLOTS | {"diagnosis.md", "diagnosis.json"})
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(ALL_PLOTS | {"diagnosis.md", "diagnosis.json",
+                                                                               "report.html"})
 
 
 def test_plots_only_for_logged_metrics(tmp_path):

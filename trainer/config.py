@@ -283,6 +283,10 @@ class Config:
     """Your loss mask instead of completion_mask: [N, T] over the completion, or [N, L+T] over prompt and completion."""
     loss_fn: str = ""
     """Your loss instead of policy_loss: per-token logprobs, old logprobs, advantages and mask -> (loss, parts)."""
+    plugin_timeout_s: float = ranged(300.0, 0.001, 86_400.0, "0: no limit, e.g. under a debugger", zero_ok=True)
+    """Seconds one call of a plug-in above may take; longer is a PluginTimeout naming the plug-in and the call:
+    preflight refuses, a run fails. A reward scores a whole generation batch in one call: raise it for slow graders.
+    0: no limit, and the plug-in is called in the trainer's own thread."""
 
     @property
     def epsilon_upper(self) -> float:
@@ -439,8 +443,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise ConfigError(f"config file {path} does not exist; pass a TOML file such as configs/default.toml")
         try:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start}); a config is a TOML text file such as configs/default.toml") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: invalid TOML ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path}: nested too deeply to be a config; a config is a flat TOML file "
+                              f"such as configs/default.toml") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
     for override in overrides:
         key, value = parse_override(override)
         if key.startswith("reward_weights."):

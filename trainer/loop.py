@@ -170,6 +170,7 @@ class Trainer:
         self.step_count = 0
         self.num_tokens = 0
         self._no_graph_warned = False
+        self._non_finite_warned = False
 
     @property
     def last_rollout(self) -> Rollout | None:
@@ -240,10 +241,21 @@ class Trainer:
         everyone = global_rows(rewards, self.world)  # [W*n]
         advantages = self.plugins.advantage_fn(everyone, num_generations, scale_rewards=cfg.scale_rewards,
                                                eps=cfg.advantage_eps)
+        if not torch.isinf(everyone).any():  # non-finite rewards were warned about where they were scored
+            self._warn_non_finite(advantages)
         if not self.world.active:
             return advantages
         n = rewards.numel()
         return advantages[self.world.rank * n:(self.world.rank + 1) * n]
+
+    def _warn_non_finite(self, advantages) -> None:
+        """Once per run: advantages that are NaN or inf (non-finite rewards, or the advantage_fn's arithmetic)."""
+        bad = int((~torch.isfinite(torch.as_tensor(advantages))).sum())
+        if bad and not self._non_finite_warned:
+            warnings.warn(f"{bad} of {torch.as_tensor(advantages).numel()} advantages are NaN or inf (non-finite "
+                          f"rewards, or the advantage_fn's arithmetic); they are trained on as 0 so the run goes on, "
+                          f"and flatline's advantage.numerics verdict diagnoses them")
+            self._non_finite_warned = True
 
     def global_rollout(self, rollout: Rollout) -> Rollout | None:
         """Rank 0: the global batch, merged from every rank's part (kept in _rank_rollouts); other ranks: None."""
@@ -360,8 +372,9 @@ class Trainer:
             device = logps.device
             old = logps.detach() if rollout.old_logprobs is None else rollout.old_logprobs[rows].to(device)
             ref = None if rollout.ref_logprobs is None else rollout.ref_logprobs[rows].to(device)
+            advantages = finite_or_zero(rollout.advantages[rows]).to(device)  # the record keeps them as they were
             loss, parts = self.plugins.loss_fn(
-                logps, old, rollout.advantages[rows].to(device), mask[rows].to(device), loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
+                logps, old, advantages, mask[rows].to(device), loss_type=cfg.loss_type, epsilon_low=cfg.epsilon,
                 epsilon_high=cfg.epsilon_upper, beta=cfg.beta, ref_logps=ref,
                 max_completion_length=cfg.max_completion_length, num_items_in_batch=num_items,
                 gradient_accumulation_steps=cfg.gradient_accumulation_steps * self.world.size)
@@ -399,6 +412,11 @@ class Trainer:
         """The first completion of the first `count` groups of the last rollout, with what the loss actually saw."""
         return logged_samples(self._global, self.tokenizer, self.prompt_text, self.step_count,
                               self.cfg.num_generations, count)
+
+
+def finite_or_zero(values: torch.Tensor) -> torch.Tensor:
+    """NaN and inf replaced by 0: a non-finite advantage must not turn the weights into NaN. [N] -> [N]"""
+    return torch.where(torch.isfinite(values), values, torch.zeros_like(values))
 
 
 def merge_loss_parts(parts: list[dict], loss_type: str) -> dict:

@@ -2,22 +2,32 @@
 
 Each is imported and its signature checked against the call the trainer will make, at start-up, so a typo or
 a missing parameter is a one-line error instead of a crash after the model has loaded.
+
+Every call into a plug-in crosses a boundary (guarded): it runs in a daemon worker thread that the caller waits on
+for at most plugin_timeout_s. A call that does not return in time is a PluginTimeout naming the plug-in and the
+call; Python cannot stop a thread, so the call goes on in the background until it returns or the process exits
+(the run has failed by then; a daemon thread never holds the exit up). A plug-in that calls sys.exit() is a
+PluginExit naming it, never a quiet exit 0. The worker starts with the caller's grad mode and CUDA device (both
+thread-local in torch). plugin_timeout_s = 0 calls the plug-in in the caller's own thread, with no limit.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import importlib
 import inspect
 import numbers
 import os
 import reprlib
 import sys
+import threading
 from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from flatline.common.errors import ConfigError, PluginError
+from flatline.common.errors import ConfigError, PluginError, PluginExit, PluginTimeout
 from flatline.trainer import algorithm
 
 
@@ -103,14 +113,70 @@ def check_signature(key: str, function: Callable) -> None:
 
 
 def load_plugins(cfg) -> Plugins:
+    """The config's plug-ins, imported, their signatures checked, each behind its boundary (guarded)."""
     chosen = {}
     for key in PLUG_POINTS:
         target = getattr(cfg, key)
         if target:
             function = import_function(key, target)
             check_signature(key, function)
-            chosen[key] = function
+            chosen[key] = guarded(key, function, cfg.plugin_timeout_s)
     return Plugins(**chosen)
+
+
+def guarded(key: str, function: Callable, timeout_s: float) -> Callable:
+    """`function` behind the plug-in boundary: called in a worker thread for at most timeout_s (0: in this thread,
+    no limit); PluginTimeout when it overruns, PluginExit when it calls sys.exit(); its own exceptions pass through
+    unchanged (their traceback still ends in the user's file). Keeps the function's name and signature."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        if not timeout_s:
+            try:
+                return function(*args, **kwargs)
+            except SystemExit as exc:
+                raise PluginExit(exit_text(key, function, exc)) from None
+        future = in_daemon_thread(function, args, kwargs, f"flatline-{key}")
+        try:
+            return future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise PluginTimeout(f"{key} {function_name(function)} did not return within plugin_timeout_s = "
+                                f"{timeout_s:g} s (called as {PLUG_POINTS[key].call_text()}); a hang (a lock, a "
+                                f"network call without a timeout, an endless loop) or a slow plug-in: fix it, or "
+                                f"raise plugin_timeout_s") from None
+        except SystemExit as exc:
+            raise PluginExit(exit_text(key, function, exc)) from None
+
+    call.plugin_timeout_s = timeout_s
+    return call
+
+
+def exit_text(key: str, function: Callable, exc: SystemExit) -> str:
+    return (f"{key} {function_name(function)} called sys.exit({exc.code!r}) (raised SystemExit) while called as "
+            f"{PLUG_POINTS[key].call_text()}; a plug-in must return its value or raise an exception")
+
+
+def in_daemon_thread(function: Callable, args: tuple, kwargs: dict, name: str) -> concurrent.futures.Future:
+    """Start function(*args, **kwargs) in a new daemon thread (one that never holds the process's exit up) with
+    this thread's grad mode and CUDA device; its Future holds the result or whatever it raised (SystemExit too)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    grad_enabled = torch.is_grad_enabled()
+    device = torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+    def work() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            if device is not None:
+                torch.cuda.set_device(device)
+            with torch.set_grad_enabled(grad_enabled):
+                result = function(*args, **kwargs)
+        except BaseException as exc:  # the caller's thread re-raises it; SystemExit must not end this thread quietly
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future
 
 
 def keywords_taken(function: Callable, available: dict) -> dict:

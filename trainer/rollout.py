@@ -15,11 +15,14 @@ from typing import Callable
 
 import torch
 
-from flatline.common.errors import PluginError
+from flatline.common.errors import PluginError, PluginExit, PluginTimeout
 from flatline.common.groups import group_reward_std
 from flatline.trainer.plugins import call_reward, function_name, reward_components, short_repr
 from flatline.trainer.samplers import SampleBatch
 from flatline.trainer.tasks.base import Example, Task
+
+# The largest finite float32: rewards are held in float32, beyond this they are inf.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -94,6 +97,8 @@ class RewardScorer:
         columns = {key: [e.row.get(key) for e in owners] for key in (owners[0].row if owners else {})}
         try:
             result = call_reward(self.plugin, prompts, completions, columns)
+        except (PluginTimeout, PluginExit):  # the boundary's own verdicts end the run, naming the plug-in
+            raise
         except Exception as exc:
             self._warn(exc)
             components = {self.plugin.__name__: [None] * len(completions)}
@@ -111,12 +116,18 @@ class RewardScorer:
             self.warned = True
 
     def _warn_non_finite(self, who: str, components: dict[str, list]) -> None:
-        bad = sum(1 for values in components.values() for v in values if v is not None and not math.isfinite(v))
+        bad = sum(1 for values in components.values() for v in values if v is not None and not finite_reward(v))
         if bad and not self.warned_non_finite:
             total = sum(len(values) for values in components.values())
-            warnings.warn(f"{who} returned {bad} non-finite values (NaN or inf) among {total}; training goes on so "
-                          f"flatline can diagnose them (advantage.numerics), but such rewards poison the advantages")
+            warnings.warn(f"{who} returned {bad} non-finite values (NaN, inf, or beyond float32's range) among "
+                          f"{total}; training goes on so flatline can diagnose them (advantage.numerics), but such "
+                          f"rewards poison their groups' advantages (trained on as 0)")
             self.warned_non_finite = True
+
+
+def finite_reward(value: float) -> bool:
+    """Finite as the float32 reward tensor holds it: 1e300 is finite in Python and inf in float32."""
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
 
 
 def check_task_values(task: Task, values) -> None:

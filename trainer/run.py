@@ -2,8 +2,9 @@
 
 Run directory (never overwritten): config.toml, metrics.jsonl (a row per step), samples.jsonl, summary.json.
 summary.json says how the run ended: `status` completed | failed | interrupted, `steps_completed` of `max_steps`,
-and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM). SIGTERM is handled
-like Ctrl-C while a run trains, so `timeout` and cluster schedulers leave a settled run too.
+and for a failed or interrupted run the `error` (the exception's last line, or SIGINT / SIGTERM / SIGHUP). SIGTERM
+and SIGHUP are handled like Ctrl-C while a run trains, so `timeout`, cluster schedulers and a dropped ssh session
+leave a settled run too.
 
 Several processes (torchrun / accelerate launch): every rank trains; rank 0 alone has listeners, the run directory,
 W&B, evaluation and the hooks (log book). A rank other than 0 that raises leaves its error for rank 0
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flatline.common.errors import Terminated
+from flatline.common.errors import HungUp, Terminated
 from flatline.common.files import write_atomic
 from flatline.common.jsonl import JsonlWriter
 from flatline.trainer.config import checked_toml, to_dict
@@ -91,36 +92,42 @@ def interruption(exc: KeyboardInterrupt) -> str:
     return getattr(exc, "signal_name", "SIGINT")
 
 
+# The signals that stop a run as Ctrl-C does (timeout, schedulers; a terminal that went away), and what each raises.
+STOP_SIGNALS = {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}
+
+
 @contextmanager
 def sigterm_as_interrupt():
-    """While the block runs, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, once: a second
-    SIGTERM while the run writes its summary is ignored. The previous handler is restored afterwards. Off the main
-    thread (where Python cannot set handlers) nothing changes."""
+    """While the block runs, SIGTERM raises Terminated and SIGHUP HungUp (both KeyboardInterrupts) in the main
+    thread, once: a second one while the run writes its summary is ignored. The previous handlers are restored
+    afterwards. Off the main thread (where Python cannot set handlers) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def raise_terminated(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise STOP_SIGNALS[signum]()
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {sig: signal.signal(sig, raise_terminated) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
 def interrupts_held():
-    """While the block runs, SIGINT and SIGTERM wait and are delivered when it ends: a step's metrics line (written,
-    flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
+    """While the block runs, SIGINT, SIGTERM and SIGHUP wait and are delivered when it ends: a step's metrics line
+    (written, flushed, fsynced) and its count in summary.json stay together. Off the main thread nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         yield
     finally:
@@ -201,7 +208,10 @@ def train(cfg, out: str | Path | None = None, listeners=(), log=print, make_list
             if trajectories is not None:
                 trajectories.close()
             if bar is not None:
-                bar.close()
+                try:
+                    bar.close()
+                except OSError:  # a terminal gone away (SIGHUP) must not cost the summary
+                    pass
             summary = run_summary(rows, outcome, run_dir.name, started_at, time.perf_counter() - started,
                                   tracker.url_or_name)
             write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -3,7 +3,7 @@
 Which paths are runs: every path is one run (a run directory or a log file, anything load_history reads), except a
 directory that holds no log file itself and no TRL `checkpoint-N/` (`holds_a_log`): its subdirectories are the runs,
 one level down (hidden ones skipped; one with nothing to read is left out and listed). A run reached twice (the same
-resolved path) counts once.
+resolved path) counts once. A file of several runs (a W&B export) gives each of them, named `FILE/<run name>`.
 
 A run's score: the mean of the last K values it logged for the metric; K is `last` when set, else the last
 WINDOW_PERCENT % of the values the run logged for that metric, rounded up (at least 1). One final value is too noisy
@@ -32,7 +32,7 @@ from flatline.diagnostics.compare.labels import (
     run_labels,
 )
 from flatline.diagnostics.compare.stats import Cell, Comparison, compare_cells
-from flatline.diagnostics.history import History, load_history
+from flatline.diagnostics.history import History, load_histories
 
 DEFAULT_METRIC = "reward"
 DEFAULT_BY = "variant"
@@ -42,7 +42,7 @@ WINDOW_PERCENT = 10
 # A directory holding one of these right inside is one run, not a folder of runs: the logs load_history reads
 # (flatline's metrics.jsonl, JSON Lines, CSV/TSV, W&B's run-*.wandb, TRL's trainer_state.json, TensorBoard event
 # files), or TRL's checkpoint-N/ directories, which are parts of one run.
-RUN_LOG_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".wandb")
+RUN_LOG_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".wandb", ".ipynb")
 LOG_NAMES = ("trainer_state.json",)
 LOG_PREFIXES = ("events.out.tfevents.",)
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
@@ -181,21 +181,23 @@ def load_runs(arguments: list[str], options: CompareOptions) -> tuple[list[Score
             continue
         seen[resolved] = path
         try:
-            history = load_history(path)
+            histories = load_histories(path)
         except FlatlineError as exc:
             if not expanded:
                 raise
             left_out.append((path, f"nothing to read: {exc}"))
             continue
-        try:
-            scored = score_run(path, history, options)
-        except NoScore as exc:
-            unscored.append((path, str(exc)))
-            continue
-        labels = run_labels(path, history.config, task_key=options.task_key, by=options.by,
-                            seed_key=options.seed_key, pattern=options.resolved_pattern)
-        configs.append(history.config)
-        runs.append(ScoredRun(path, *labels, *scored))
+        for history in histories:  # a W&B export of several runs: each is a run, labelled by its name
+            name = path if len(histories) == 1 else f"{path}/{history.run}"
+            try:
+                scored = score_run(name, history, options)
+            except NoScore as exc:
+                unscored.append((name, str(exc)))
+                continue
+            labels = run_labels(name, history.config, task_key=options.task_key, by=options.by,
+                                seed_key=options.seed_key, pattern=options.resolved_pattern)
+            configs.append(history.config)
+            runs.append(ScoredRun(name, *labels, *scored))
     if unscored and not options.skip_missing:
         others = f" ({len(unscored) - 1} more run(s) like it)" if len(unscored) > 1 else ""
         raise FlatlineError(f"{unscored[0][1]}{others}; pass --metric NAME, or --skip-missing to leave such runs out")

@@ -111,7 +111,7 @@ def clipping_dominates(h, v):
     if not len(norm):
         return v.skipped("no grad_norm in the log")
     if not math.isfinite(max_norm):
-        return v.skipped("max_grad_norm unknown (no config.toml with the log)")
+        return v.skipped("max_grad_norm unknown (not in the settings found with the log; see its notes)")
     if max_norm <= 0:
         return v.passed("clipping is off (max_grad_norm <= 0)", {"max_grad_norm": max_norm})
     clipped = norm.frac(lambda x: x > max_norm)

@@ -16,6 +16,12 @@ PROBS_DIFF_BAD = 0.01
 # an fp32 trainer stays near 0.01 nats per token; 0.05 is five times that, 0.02 worth a look.
 LOGP_DIFF_BAD = 0.05
 LOGP_DIFF_OK = 0.02
+# The same lines for a per-token KL(sampler || trainer) (prime-rl's mismatch_kl, verl's rollout_corr/k3_kl): for a
+# small, roughly normal log-prob difference d, KL ~ E[d^2]/2 and E|d| = sqrt(2/pi) * sd(d), so KL = (pi/4) * E|d|^2.
+# The dense models of the mismatch literature sit at 1e-5 to 1e-3 (zhaochenyang20/Awesome-ML-SYS-Tutorial
+# rlhf/mismatch): below the fail line.
+KL_BAD = math.pi / 4 * LOGP_DIFF_BAD ** 2
+KL_OK = math.pi / 4 * LOGP_DIFF_OK ** 2
 # verl rollout_corr: effective sample size below 0.3 of the batch, or mean IS weight outside [0.5, 2], is unhealthy.
 ESS_MIN = 0.3
 IS_MEAN_RANGE = (0.5, 2.0)
@@ -27,23 +33,29 @@ def sampler_mismatch(h, v):
     logp = h.series("sync/logprob_diff_mean").finite()
     if not len(logp):
         logp = h.series("sampling/sampling_logp_difference/mean").finite()
-    if not len(probs) and not len(logp):
-        return v.skipped("needs sampler logprobs: flatline's sync probe (sync/probs_diff_mean) or TRL's "
-                         "sampling/sampling_logp_difference/mean")
+    kl = h.series("sync/mismatch_kl").finite()
+    use_kl = not len(probs) and not len(logp) and len(kl) > 0  # only the KL was logged (prime-rl, verl rollout_corr)
+    if not len(probs) and not len(logp) and not use_kl:
+        return v.skipped("needs sampler logprobs: flatline's sync probe (sync/probs_diff_mean), TRL's "
+                         "sampling/sampling_logp_difference/mean, verl's rollout_corr or prime-rl's mismatch_kl")
     evidence = {}
+    if use_kl:
+        evidence["mismatch_kl_median"] = kl.median()
     if len(probs):
         evidence["probs_diff_mean_median"] = probs.median()
     if len(logp):
         evidence["logprob_diff_mean_median"] = logp.median()
         trend = logp.trend()
         evidence["logprob_diff_kendall_tau"] = trend.tau
-    bad = (len(probs) and probs.median() > PROBS_DIFF_BAD) or (len(logp) and logp.median() > LOGP_DIFF_BAD)
-    watch = (len(probs) and probs.median() > PROBS_DIFF_OK) or (len(logp) and logp.median() > LOGP_DIFF_OK)
+    bad = ((len(probs) and probs.median() > PROBS_DIFF_BAD) or (len(logp) and logp.median() > LOGP_DIFF_BAD)
+           or (use_kl and kl.median() > KL_BAD))
+    watch = ((len(probs) and probs.median() > PROBS_DIFF_OK) or (len(logp) and logp.median() > LOGP_DIFF_OK)
+             or (use_kl and kl.median() > KL_OK))
     prescription = ("check that trained weights reach the sampler after every step (LoRA adapters sent to vLLM with a "
                     "new lora_int_id, or merged weights reloaded), reset the sampler's prefix cache after a sync, and "
                     "compare sampler and trainer dtypes")
     if bad:
-        growing = len(logp) and logp.trend().rising
+        growing = (len(logp) and logp.trend().rising) or (use_kl and kl.trend().rising)
         return v.fail("the sampler's token probabilities differ from the trainer's" +
                       (", and the gap grows with training: the sampler keeps old weights" if growing else ""),
                       evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))

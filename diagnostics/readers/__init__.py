@@ -2,8 +2,12 @@
 
     log = read_log("outputs/checkpoint-500")            # detects the format; read_log(path, "verl") forces one
     log.rows, log.eval_rows, log.config, log.info       # training rows, held-out rows, settings, provenance
+    logs = read_logs("wandb_export.csv")                # every run a file holds (a W&B export may hold several)
 
-One module per format (flatline_run, trl, wandb_run, tensorboard_events, verl, prime_rl, jsonl, table), each
+`path` may also be "-" (standard input), a pipe or a .gz file: read once, bounded (source.py).
+
+One module per format (flatline_run, trl, console, notebook, json_array, wandb_run, tensorboard_events, verl,
+verl_console, prime_rl, jsonl, table), each
 turning a file into a `RawLog` with the log's own key names; `detect` picks the reader, `rows` merges rows by step,
 `aliases` maps each trainer's names to ours and `configs` finds the settings next to the log. A new format: a
 reader module returning a RawLog, a rule in detect.py, and a Dialect in aliases.py if the trainer names things its
@@ -20,10 +24,14 @@ from flatline.diagnostics.readers.base import LogError, LogInfo, RawLog
 from flatline.diagnostics.readers.configs import find_settings
 from flatline.diagnostics.readers.detect import FORMATS, Found, find_log
 from flatline.diagnostics.readers.rows import merge_by_step, number, places
+from flatline.diagnostics.readers import source
+from flatline.diagnostics.readers.source import opened, too_large
 
-__all__ = ["FORMATS", "LogData", "LogError", "LogInfo", "read_log"]
+__all__ = ["FORMATS", "LogData", "LogError", "LogInfo", "read_log", "read_logs"]
 
-FORMAT_LABELS = {"flatline": "flatline run", "trl": "TRL trainer_state.json", "wandb": "W&B run",
+FORMAT_LABELS = {"flatline": "flatline run", "trl": "TRL trainer_state.json", "trl-console": "HF/TRL console output",
+                 "notebook": "Jupyter notebook", "json-array": "JSON array of log rows", "verl-console": "verl console",
+                 "wandb": "W&B run",
                  "tensorboard": "TensorBoard", "verl": "verl file-logger", "prime-rl": "prime-rl metrics.jsonl",
                  "jsonl": "JSON Lines", "csv": "CSV", "tsv": "TSV"}
 TRAINER_LABELS = {"flatline": "flatline", "trl": "TRL", "verl": "verl", "prime-rl": "prime-rl", "openrlhf": "OpenRLHF"}
@@ -43,17 +51,23 @@ class LogData:
     info: LogInfo = field(default_factory=LogInfo)
 
 
-def _read(found: Found) -> RawLog:
-    from flatline.diagnostics.readers import (flatline_run, jsonl, prime_rl, table, tensorboard_events, trl, verl,
-                                              wandb_run)
+def _read(found: Found) -> list[RawLog]:
+    """Every run the found log holds (one, except a W&B export of several runs)."""
+    from flatline.diagnostics.readers import (console, flatline_run, json_array, jsonl, notebook, prime_rl, table,
+                                              tensorboard_events, trl, verl, verl_console, wandb_run)
+    from flatline.diagnostics.readers.configs import logging_steps_beside
 
     if found.format == "flatline":
-        return flatline_run.read_flatline_run(found.path, found.run_dir)
+        return [flatline_run.read_flatline_run(found.path, found.run_dir)]
+    if found.format in ("csv", "tsv"):
+        return table.read_table_runs(found.path, found.format)
+    if found.format == "trl-console":
+        return console.read_console_runs(found.path, logging_steps_beside(found.path))
     readers = {"trl": trl.read_trl, "wandb": wandb_run.read_wandb, "tensorboard": tensorboard_events.read_tensorboard,
-               "verl": verl.read_verl, "prime-rl": prime_rl.read_prime_rl,
-               "jsonl": lambda p: jsonl.read_plain_jsonl(p), "csv": lambda p: table.read_table(p, "csv"),
-               "tsv": lambda p: table.read_table(p, "tsv")}
-    return readers[found.format](found.path)
+               "verl": verl.read_verl, "prime-rl": prime_rl.read_prime_rl, "verl-console": verl_console.read_verl_console,
+               "notebook": lambda p: notebook.read_notebook(p, logging_steps_beside(p)),
+               "json-array": json_array.read_json_array, "jsonl": lambda p: jsonl.read_plain_jsonl(p)}
+    return [readers[found.format](found.path)]
 
 
 def _apply(merged, keymap, null_is_nan: bool) -> tuple[list[dict], list[dict], list[str]]:
@@ -128,10 +142,50 @@ def _missing_values(rows: list[dict], keymap) -> str:
 
 
 def read_log(path, format: str | None = None) -> LogData:
-    """Read the log at `path` (a file or a directory) in `format` (one of FORMATS; None or "auto": detect it).
+    """Read the log at `path` (a file or a directory; "-" for standard input) in `format` (one of FORMATS; None or
+    "auto": detect it). A file of several runs (a W&B export) gives its first, with a note naming the others.
     Raises LogError (a FlatlineError) with a one-line message naming the file, the place and the fix."""
-    found = find_log(Path(path), format)
-    raw = _read(found)
+    logs = read_logs(path, format)
+    if len(logs) > 1:
+        logs[0].info.notes.append(f"this file holds {len(logs)} runs: this is the first, {logs[0].run!r}; "
+                                  "`flatline diagnose` judges each")
+    return logs[0]
+
+
+def read_logs(path, format: str | None = None) -> list[LogData]:
+    """Every run the log at `path` holds, each read as read_log reads one (most files hold one run)."""
+    with opened(path) as (readable, shown):
+        try:
+            found = find_log(readable, format)
+            _check_size(found)
+            raws = _read(found)
+            logs = [_finish(raw, found, Path(str(path)).name) for raw in raws]
+        except LogError as exc:
+            if str(readable) != shown:
+                raise LogError(str(exc).replace(str(readable), shown)) from None
+            raise
+    if str(readable) != shown:
+        for log in logs:
+            log.info.source = shown
+            how = "decompressed from" if shown.endswith(".gz") else "read once into memory from"
+            log.info.notes.insert(0, f"{how} {shown}")
+            if log.run in ("stdin", "stream", readable.stem, readable.name):
+                log.run = Path(shown).name.removesuffix(".gz") if shown != "standard input" else "stdin"
+    return logs
+
+
+def _check_size(found: Found) -> None:
+    """Refuse a text log too large to read within bounded memory (source.MAX_LOG_BYTES)."""
+    if found.format in ("wandb", "tensorboard") or not found.path.is_file():
+        return
+    size = found.path.stat().st_size
+    if size > source.MAX_LOG_BYTES:
+        raise too_large(found.path, size)
+
+
+def _finish(raw: RawLog, found: Found, named: str) -> LogData:
+    """A RawLog mapped to our names, with its settings and the notes on how it was read (`named`: the name of what
+    the user pointed at, the run's name when the log gives none)."""
     keys = list(dict.fromkeys(k for record in raw.records for k in record.values))
     trainer = found.trainer or raw.trainer
     notes = list(found.notes) + raw.notes
@@ -156,7 +210,7 @@ def read_log(path, format: str | None = None) -> LogData:
         notes.append(gap)
     if stopped := _stopped_early(rows, raw, settings):
         notes.append(stopped)
-    info = LogInfo(format=raw.format, trainer=trainer, source=str(found.path), keys=len(keys),
+    info = LogInfo(format=raw.format, trainer=trainer, source=str(found.path), keys=len(keys), caveat=raw.caveat,
                    mapping=keymap.mapping, unrecognised=keymap.unrecognised, ignored=keymap.ignored, dropped=dropped,
                    notes=notes, config_source=config_source, eval_points=len(eval_rows))
     if not keymap.judged:
@@ -164,7 +218,7 @@ def read_log(path, format: str | None = None) -> LogData:
         named = f" with {TRAINER_LABELS[trainer]}'s names" if trainer and trainer != raw.format else ""
         info.nothing_to_judge = (f"Nothing to judge: this looks like a {label} log{named} but none of its {len(keys)} "
                                  "keys map to a metric flatline judges (see the unrecognised keys)")
-    return LogData(run=raw.run_name or Path(path).name, rows=rows, eval_rows=eval_rows, config=settings,
+    return LogData(run=raw.run_name or named, rows=rows, eval_rows=eval_rows, config=settings,
                    summary=_summary(raw), samples=raw.samples, run_dir=raw.run_dir, info=info)
 
 

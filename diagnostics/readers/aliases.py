@@ -54,12 +54,24 @@ _VERL_VAL = re.compile(r"^eval/val-core/(?P<source>.+)/(?P<var>[^/]+)/mean@(?P<n
 VERL_VAL_VARS = ("acc", "reward", "score")
 
 
+# verl before 0.3 (and TinyZero) logged validation as val/test_score/<data source> (earlier: test_score/<source>).
+_VERL_OLD_VAL = re.compile(r"^eval/(?:val/)?test_score/(?P<source>.+)$")
+
+
 def held_out_verl(eval_names: set[str]) -> tuple[str | None, str]:
-    """val-core/<data source>/<var>/mean@<n>: var acc > reward > score, the first data source, the largest n."""
+    """val-core/<data source>/<var>/mean@<n>: var acc > reward > score, the first data source, the largest n; else
+    the first val/test_score/<data source> (verl < 0.3)."""
     found = [(m.group("source"), VERL_VAL_VARS.index(m.group("var")), -int(m.group("n")), name)
              for name in eval_names if (m := _VERL_VAL.match(name)) and m.group("var") in VERL_VAL_VARS]
     if not found:
-        return None, ""
+        # val/test_score/ (every test_freq) before test_score/ (some versions' validation before training only)
+        old = sorted((m.group("source"), "/val/" not in name, name) for name in eval_names
+                     if (m := _VERL_OLD_VAL.match(name)))
+        if not old:
+            return None, ""
+        sources = sorted({s for s, _, _ in old})
+        return old[0][2], (f"the first of {len(sources)} data sources ({', '.join(sources)})" if len(sources) > 1
+                           else "")
     sources = sorted({f[0] for f in found})
     best = min(f for f in found if f[0] == sources[0])
     return best[3], (f"the first of {len(sources)} data sources ({', '.join(sources)})" if len(sources) > 1 else "")
@@ -111,7 +123,11 @@ FLATLINE = Dialect("flatline", "flatline", all_canonical=True)
 
 TRL = Dialect(
     "trl", "TRL",
-    known=("profiling/", "policy_loss"),
+    # TRL before 0.15 logged the mean completion length as completion_length and each reward function as
+    # rewards/<f> (no /mean): the Unsloth notebooks of 2025 show both
+    aliases={"completions/mean_length": ("completions/mean_length", "completion_length")},
+    patterns=((re.compile(r"^rewards/(?P<f>[^/]+)$"), "rewards/{f}/mean"),),
+    known=("profiling/", "policy_loss", "completion_length"),
     eval_prefixes=(("eval/", "eval/"), ("eval_", "eval/")),
     strip=("train/",))
 
@@ -119,7 +135,7 @@ VERL = Dialect(
     "verl", "verl",
     aliases={
         "reward": ("critic/score/mean",),  # the rule/RM score; critic/rewards is after the KL penalty
-        "entropy": ("actor/entropy",),
+        "entropy": ("actor/entropy", "actor/entropy_loss"),  # verl < 0.3 logged the mean entropy as entropy_loss
         "kl": ("actor/kl_loss", "actor/reward_kl_penalty"),
         "grad_norm": ("actor/grad_norm",),  # before clipping (verl#2282)
         "learning_rate": ("actor/lr",),
@@ -129,14 +145,21 @@ VERL = Dialect(
         "completions/max_length": ("response_length/max",),
         "completions/min_length": ("response_length/min",),
         "completions/clipped_ratio": ("response_length/clip_ratio",),
+        # sampler vs trainer (verl docs/algo/rollout_corr.md); the rollout_corr/ keys are under actor/ where the
+        # actor computes them. log_ppl_abs_diff = |mean over a sequence of (trainer - sampler) logprob|, averaged
+        # over sequences: at most the mean per-token |difference| the judge reads, so it can only under-alarm.
         "sync/probs_diff_mean": ("training/rollout_probs_diff_mean",),
-        "sync/is_weight_mean": ("rollout_corr/rollout_is_mean",),
-        "sync/ess": ("rollout_corr/rollout_is_eff_sample_size",),
+        "sync/logprob_diff_mean": ("rollout_corr/log_ppl_abs_diff", "actor/rollout_corr/log_ppl_abs_diff"),
+        "sync/mismatch_kl": ("rollout_corr/k3_kl", "actor/rollout_corr/k3_kl"),
+        "sync/is_weight_mean": ("rollout_corr/rollout_is_mean", "actor/rollout_corr/rollout_is_mean"),
+        "sync/is_weight_max": ("rollout_corr/rollout_is_max", "actor/rollout_corr/rollout_is_max"),
+        "sync/ess": ("rollout_corr/rollout_is_eff_sample_size", "actor/rollout_corr/rollout_is_eff_sample_size"),
     },
     known=("actor/", "critic/", "response_length/", "response_length_non_aborted/", "response/", "prompt_length/",
-           "timing_s/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
+           "timing_s/", "timing/", "timing_per_token/", "timing_per_token_ms/", "perf/", "training/", "rollout_corr/", "global_seqlen/",
            "num_turns/", "tool_call_counts/"),
-    eval_prefixes=(("val-core/", "eval/val-core/"), ("val-aux/", "eval/val-aux/")),
+    eval_prefixes=(("val-core/", "eval/val-core/"), ("val-aux/", "eval/val-aux/"), ("val/", "eval/val/"),
+                   ("test_score/", "eval/test_score/")),
     held_out=held_out_verl,
     caveats={"reward": "critic/score/mean is the task score before any KL penalty (critic/rewards/mean is after it)"})
 
@@ -149,6 +172,8 @@ PRIME_RL = Dialect(
         "learning_rate": ("optim/lr",),
         "loss": ("loss/mean",),
         "clip_ratio/region_mean": ("is_masked/mean",),
+        # the trainer's k3 estimate of KL(sampler || trainer) per token (src/prime_rl/trainer/rl/loss.py)
+        "sync/mismatch_kl": ("mismatch_kl/all/mean", "mismatch_kl/mean"),
     },
     patterns=(
         (re.compile(_AGENT + r"/reward/mean$"), "reward"),

@@ -14,6 +14,11 @@ from flatline.common.errors import FlatlineError
 
 # Bytes read to tell a text log from a binary file (NUL bytes never occur in JSON, CSV or TOML text).
 SNIFF_BYTES = 64 * 1024
+# What each format is, for the messages that list them (a binary or unrecognised file, an unknown --format-in).
+FORMAT_HELP = ("flatline run directory, trl (trainer_state.json), trl-console (captured HF/TRL console output), "
+               "notebook (.ipynb), json-array (a dumped log_history), wandb, tensorboard, verl (file-logger JSONL), "
+               "verl-console, prime-rl, openrlhf, jsonl, csv/tsv (W&B Export CSV too)")
+BINARY_FIX = f"pass the run's metrics log ({FORMAT_HELP}), or name its format with --format-in"
 # Places of left-out rows kept in diagnosis.json (their count is always there).
 DROPPED_IN_JSON = 100
 
@@ -54,6 +59,7 @@ class RawLog:
     max_steps: float | None = None  # the planned length, when the log itself records it
     step_reached: float | None = None  # the last step the run reached, when the log records it
     finished: bool | None = None  # the log says whether the run ended normally (W&B's exit record)
+    caveat: str = ""  # what the headline must say about how the log was read (steps that are file order)
 
 
 @dataclass
@@ -72,6 +78,7 @@ class LogInfo:
     config_source: str = ""
     eval_points: int = 0  # held-out evaluations (not training steps)
     nothing_to_judge: str = ""  # set when the log was read but no key maps to a metric the judges read
+    caveat: str = ""  # shown with the headline: the reading changed what the steps mean (file order, ...)
 
     def to_json(self) -> dict:
         return {"format": self.format, "trainer": self.trainer, "source": self.source, "keys": self.keys,
@@ -79,7 +86,7 @@ class LogInfo:
                 "dropped": [{"where": w, "why": why} for w, why in self.dropped[:DROPPED_IN_JSON]],
                 "dropped_count": len(self.dropped), "notes": list(self.notes),
                 "config_source": self.config_source, "eval_points": self.eval_points,
-                "nothing_to_judge": self.nothing_to_judge}
+                "nothing_to_judge": self.nothing_to_judge, "caveat": self.caveat}
 
 
 def read_text(path: Path, what: str = "log") -> str:
@@ -94,14 +101,16 @@ def read_text(path: Path, what: str = "log") -> str:
     if not data.strip():
         raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
     if b"\x00" in data[:SNIFF_BYTES]:
-        raise LogError(f"{path}: is a binary file, not a {what} flatline reads; pass the run's metrics log "
-                       "(metrics.jsonl, trainer_state.json, a W&B run directory, TensorBoard events, a CSV)")
+        raise LogError(f"{path}: is a binary file, not a {what} flatline reads; {BINARY_FIX}")
     try:
-        return data.decode("utf-8-sig")  # -sig: a BOM from Excel or PowerShell
+        text = data.decode("utf-8-sig")  # -sig: a BOM from Excel or PowerShell
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise LogError(f"{path}:{line}: not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r}); "
                        f"pass the {what} as written by the trainer, not a re-encoded or compressed copy") from None
+    if not text.strip():  # a byte-order mark and nothing else
+        raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
+    return text
 
 
 def head_bytes(path: Path, size: int = SNIFF_BYTES) -> bytes:
@@ -121,7 +130,6 @@ def jsonl_objects(path: Path, what: str = "log") -> tuple[list[tuple[int, dict]]
     if not head.strip():
         raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
     if b"\x00" in head:
-        raise LogError(f"{path}: is a binary file, not a {what} flatline reads; pass the run's metrics log "
-                       "(metrics.jsonl, trainer_state.json, a W&B run directory, TensorBoard events, a CSV)")
+        raise LogError(f"{path}: is a binary file, not a {what} flatline reads; {BINARY_FIX}")
     rows = read_jsonl(path, error=LogError)
     return rows.objects, [(f"{path}:{line}", why) for line, why in rows.dropped]

@@ -96,6 +96,16 @@ def _verl_beta(config: dict):
     return None
 
 
+_KIND_WORDS = {float: "a number", int: "a whole number", str: "a text"}
+
+
+def unusable_settings(config: dict) -> list[str]:
+    """The judged settings whose value is not of their kind (max_grad_norm = "abc")."""
+    return [key for key, kind in SETTINGS.items()
+            if key in config and config[key] is not None and _value(config[key], kind) is None
+            and not (kind is int and key == "max_steps")]
+
+
 def map_settings(config: dict, trainer: str) -> dict:
     """flatline-named settings from a trainer's config (only the keys this table knows)."""
     table = CONFIG_KEYS.get(trainer) or CONFIG_KEYS["trl"]
@@ -203,15 +213,40 @@ def _side_config(directory: Path, notes: list[str]) -> tuple[dict, str]:
     return {}, ""
 
 
+def logging_steps_beside(log: Path) -> int | None:
+    """logging_steps from a file of training arguments beside a console log or notebook (args.json, ...), if any."""
+    config, _ = _side_config(log.parent, [])
+    value = _value(config.get("logging_steps"), int) if config else None
+    return value if value and value > 0 else None
+
+
+# Where HF's loggers write beside an output directory: TensorBoardCallback's logging_dir (output_dir/runs/<date_host>
+# by default) and wandb's run directories (wandb/ in the working directory, often the output directory's parent).
+TRAINER_SIDE_GLOBS = ("events.out.tfevents.*", "runs/*/events.out.tfevents.*", "wandb/*run-*/run-*.wandb",
+                      "*run-*/run-*.wandb")
+
+
+def trainer_side_files(out_dir: Path) -> list[Path]:
+    """The TensorBoard and W&B files a trainer writes next to its output directory: those places only, never a walk
+    of the folder around a log (a log saved in /tmp or a home folder), and a link that cannot be resolved is absent."""
+    found = []
+    for pattern in TRAINER_SIDE_GLOBS:
+        try:
+            found += [p for p in sorted(out_dir.glob(pattern)) if p.is_file()]
+        except OSError:
+            continue
+    return found
+
+
 def _trl_dir_config(raw: RawLog, notes: list[str]) -> tuple[dict, str]:
     """A TRL output directory: args.json beside it, else the run's own TensorBoard or W&B log there."""
-    from flatline.diagnostics.readers.detect import wandb_run_files, walk
+    from flatline.diagnostics.readers.detect import wandb_run_files
 
     out_dir = raw.source.parent.parent if raw.source.parent.name.startswith("checkpoint-") else raw.source.parent
     config, source = _side_config(out_dir, notes)
     if config:
         return config, source
-    files = walk(out_dir, max_depth=3)
+    files = trainer_side_files(out_dir)
     events = sorted({f.parent for f in files if f.name.startswith("events.out.tfevents.")})
     runs = wandb_run_files(files)
     for reader, targets in (("tensorboard", events), ("wandb", runs)):
@@ -240,11 +275,18 @@ def find_settings(raw: RawLog, trainer: str) -> tuple[dict, str, list[str]]:
         config, source = _prime_rl_config(raw, notes)
     if not config and raw.format == "trl":
         config, source = _trl_dir_config(raw, notes)
-    if not config and raw.format in ("jsonl", "csv", "tsv", "wandb", "tensorboard"):
+    if not config and raw.format in ("jsonl", "csv", "tsv", "wandb", "tensorboard", "trl-console", "notebook",
+                                     "json-array", "verl-console"):
         config, source = _side_config(raw.source if raw.source.is_dir() else raw.source.parent, notes)
     settings = map_settings(config, "flatline" if raw.format == "flatline" else trainer) if config else {}
     if raw.format == "flatline":
         settings = dict(config)  # flatline's own config: every key, as the judges have always read it
+        if bad := unusable_settings(settings):
+            for key in bad:
+                del settings[key]
+            named = ", ".join(f"{k} = {config[k]!r} (not {_KIND_WORDS[SETTINGS[k]]})" for k in bad)
+            notes.append(f"{source}: {named}: left out, so verdicts that need them are skipped; fix the config to "
+                         "judge them")
     missing = [k for k in KEY_SETTINGS if k not in settings]
     pickle = _training_args_bin(raw)
     if missing and raw.format != "flatline":

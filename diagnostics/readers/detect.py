@@ -11,8 +11,10 @@ Directories, first match wins:
   6. events.out.tfevents.* here or below         TensorBoard, the directory with the newest event file
   7. exactly one *.jsonl, *.csv or *.tsv below   that file (several: an error that lists them)
 Files: trainer_state.json or a JSON object with log_history -> TRL; *.wandb -> W&B; events.out.tfevents.* ->
-TensorBoard; *.csv / *.tsv; JSON Lines by their first objects: {"step", "data": {...}} -> verl, "step" and "time"
--> prime-rl, flat rows -> plain JSONL. Search goes at most MAX_DEPTH directories down and stops after MAX_ENTRIES.
+TensorBoard; *.csv / *.tsv; *.ipynb or a JSON object with nbformat -> notebook; JSON Lines by their first objects:
+{"step", "data": {...}} -> verl, "step" and "time" -> prime-rl, flat rows -> plain JSONL; `[{...` -> a JSON array
+of rows; other text by its first lines: `step:N - key:value` -> verl's console, printed `{'loss': ...}` dicts ->
+HF/TRL console output. Search goes at most MAX_DEPTH directories down and stops after MAX_ENTRIES.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flatline.diagnostics.readers.base import LogError, head_bytes
+from flatline.diagnostics.readers.base import BINARY_FIX, FORMAT_HELP, SNIFF_BYTES, LogError, head_bytes
 
-FORMATS = ("auto", "flatline", "trl", "wandb", "tensorboard", "verl", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
+FORMATS = ("auto", "flatline", "trl", "trl-console", "notebook", "json-array", "wandb", "tensorboard", "verl",
+           "verl-console", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
 MAX_DEPTH = 4
 MAX_ENTRIES = 100_000
 # Objects (within the first lines) looked at to tell JSON Lines formats apart; a line is read whole up to the limit.
@@ -61,10 +64,14 @@ def walk(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
             if seen > MAX_ENTRIES:
                 raise LogError(f"{root}: too many files to search for a log; pass the log file or the run directory "
                                "itself")
-            if entry.is_dir(follow_symlinks=False):
+            try:
+                is_dir, is_file = entry.is_dir(follow_symlinks=False), entry.is_file()
+            except OSError:  # a link that cannot be resolved (a loop, a dangling target): absent
+                continue
+            if is_dir:
                 if depth < max_depth and not entry.name.startswith(".") and entry.name not in SKIP_DIRS:
                     queue.append((Path(entry.path), depth + 1))
-            elif entry.is_file():
+            elif is_file:
                 found.append(Path(entry.path))
     return found
 
@@ -119,16 +126,65 @@ def file_kind(path: Path) -> str | None:
         return "csv"
     if suffix in (".tsv", ".tab"):
         return "tsv"
+    if suffix == ".ipynb":
+        return "notebook"
     head = head_bytes(path)
     if b"\x00" in head:
         return None
     text = head.decode("utf-8", "replace").lstrip("\ufeff").lstrip()
     if text.startswith("{") and '"log_history"' in text:
         return "trl"  # a trainer_state.json under another name
-    if text.startswith("{"):
+    if text.startswith("{") and '"nbformat"' in text and '"cells"' in text:
+        return "notebook"
+    if text.startswith("{") and not text.startswith("{'"):  # `{'`: a Python dict printed to a console, not JSON
         return jsonl_kind(path)
-    if suffix in (".jsonl", ".ndjson", ".log"):
+    if JSON_ARRAY_HEAD.match(text):
+        return "json-array"
+    if console := console_kind(text) or (len(head) == SNIFF_BYTES and console_kind_further(path)):
+        return console
+    if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    return None
+
+
+# A console capture may open with a long preamble (model loading, dataset prints) before its first logged row:
+# beyond the sniff, lines are looked at up to this many bytes, one chunk at a time.
+CONSOLE_SCAN_BYTES = 16 * 1024 * 1024
+
+
+def console_kind_further(path: Path) -> str | None:
+    """console_kind over the file's first CONSOLE_SCAN_BYTES, a chunk at a time (a row cut by a chunk's end is seen
+    whole in the next chunk, which starts at the last line break)."""
+    carry = ""
+    try:
+        with path.open("rb") as handle:
+            for _ in range(CONSOLE_SCAN_BYTES // SNIFF_BYTES):
+                chunk = handle.read(SNIFF_BYTES)
+                if not chunk:
+                    break
+                text = carry + chunk.decode("utf-8", "replace")
+                if kind := console_kind(text):
+                    return kind
+                carry = text[text.rfind("\n") + 1:][-SNIFF_BYTES:]
+    except OSError:
+        return None
+    return None
+
+
+# A JSON array of objects: `[` then `{` (or an empty array).
+JSON_ARRAY_HEAD = re.compile(r"^\[\s*(\{|\])")
+
+
+def console_kind(head: str) -> str | None:
+    """verl-console or trl-console, from the first lines of a text log (colour codes and Ray prefixes removed)."""
+    from flatline.diagnostics.readers.console import printed_rows
+    from flatline.diagnostics.readers.verl_console import verl_line
+
+    lines = head.splitlines()[:-1] or head.splitlines()  # the last line of the sniff may be cut
+    if any(verl_line(line.split("\r")[-1]) for line in lines):
+        return "verl-console"
+    if printed_rows("\n".join(lines)):
+        return "trl-console"
     return None
 
 
@@ -211,11 +267,12 @@ def detect_dir(root: Path, want: str | None = None) -> Found:
 def detect_file(path: Path) -> Found:
     kind = file_kind(path)
     if kind is None:
+        if not head_bytes(path).strip():
+            raise LogError(f"{path}: is empty; the run wrote nothing yet, or the file was truncated")
         if b"\x00" in head_bytes(path):
-            raise LogError(f"{path}: is a binary file, not a log flatline reads; pass the run's metrics log "
-                           "(metrics.jsonl, trainer_state.json, a W&B run directory, TensorBoard events, a CSV)")
-        raise LogError(f"{path}: not a log flatline recognises (JSON Lines, trainer_state.json, CSV/TSV, a .wandb "
-                       "file, TensorBoard events); name the format with --format-in")
+            raise LogError(f"{path}: is a binary file, not a log flatline reads; {BINARY_FIX}")
+        raise LogError(f"{path}: not a log flatline recognises; it reads: {FORMAT_HELP}; name the format with "
+                       f"--format-in ({'|'.join(f for f in FORMATS if f != 'auto')})")
     if kind == "tensorboard":
         return Found(kind, path.parent, notes=[f"TensorBoard reads every event file in {path.parent}"])
     if kind == "jsonl" and path.name == "metrics.jsonl" and (path.parent / "config.toml").is_file():
@@ -228,6 +285,8 @@ FORCED = {
     "flatline": ("flatline", "flatline"), "trl": ("trl", "trl"), "wandb": ("wandb", None),
     "tensorboard": ("tensorboard", None), "verl": ("verl", "verl"), "prime-rl": ("prime-rl", "prime-rl"),
     "openrlhf": (None, "openrlhf"), "jsonl": ("jsonl", None), "csv": ("csv", None), "tsv": ("tsv", None),
+    "trl-console": ("trl-console", "trl"), "verl-console": ("verl-console", "verl"), "notebook": ("notebook", "trl"),
+    "json-array": ("json-array", None),
 }
 
 
@@ -238,7 +297,7 @@ def find_log(path: Path, forced: str | None = None) -> Found:
     if forced in (None, "auto"):
         return detect_dir(path) if path.is_dir() else detect_file(path)
     if forced not in FORCED:
-        raise LogError(f"--format-in {forced}: unknown; choose from {', '.join(FORMATS)}")
+        raise LogError(f"--format-in {forced}: unknown; choose from {', '.join(FORMATS)} ({FORMAT_HELP})")
     reader, trainer = FORCED[forced]
     if reader is None:  # openrlhf: its names in whatever file holds them (W&B, TensorBoard, JSONL, CSV)
         found = detect_dir(path) if path.is_dir() else detect_file(path)

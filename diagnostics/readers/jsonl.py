@@ -29,6 +29,14 @@ def records_from_rows(rows: list[tuple[str, dict]], raw: RawLog) -> None:
                          "in file order")
         raw.records += [Record(i, row, where) for i, (where, row) in enumerate(rows, start=1)]
         return
+    if len(rows) > 1 and _one_step(keyed):
+        key, value = keyed[0][2], keyed[0][1][keyed[0][2]]
+        note = (f"every row logs {key} = {value!r}: the logger does not advance its step, so rows are numbered "
+                f"1..{len(rows)} in file order")
+        raw.notes.append(note)
+        raw.caveat = note
+        raw.records += [Record(i, row, where) for i, (where, row) in enumerate(rows, start=1)]
+        return
     # W&B's _step counts log calls: when the log names its training step elsewhere, _step alone is no step
     only_training_steps = any(key not in (None, "_step") for _, _, key in keyed)
     used_wandb_step = False
@@ -41,6 +49,16 @@ def records_from_rows(rows: list[tuple[str, dict]], raw: RawLog) -> None:
         raw.records.append(Record(row[key], row, where))  # the step key stays: aliases.META leaves it out
     if used_wandb_step:
         raw.notes.append(WANDB_STEP_NOTE)
+
+
+def _one_step(keyed) -> bool:
+    """Every row has the same step key and the same value under it (a logger that writes `step: 0` each time)."""
+    keys = {key for _, _, key in keyed}
+    if len(keys) != 1 or None in keys:
+        return False
+    key = keys.pop()
+    first = keyed[0][1][key]
+    return all(row[key] == first and type(row[key]) is type(first) for _, row, _ in keyed)
 
 
 def read_plain_jsonl(path: Path, fmt: str = "jsonl", trainer: str = "") -> RawLog:

@@ -3,9 +3,9 @@
 A W&B export's first column is the panel's x axis (`Step`, a custom step metric such as `train/global_step`, or a
 time axis), then per run and metric `"<run> - <metric>"` with `__MIN` and `__MAX` bands (dropped: for one run they
 equal the value; for a group, `"Group: <name> - <metric>"`, the value is the group's mean). Run names may contain
-" - ", so headers split on the last one. An export holding several runs is judged on its first run, and the report
-lists the others (export one run to judge another). W&B line plots sample a line to about 1500 points, so an
-export may be down-sampled. Cells: empty = not logged at that step, `nan`/`inf` kept, anything else not a number is
+" - ", so headers split on the last one. An export may hold several runs: read_table_runs gives one RawLog each
+(`flatline diagnose` and `compare` judge each), read_table the first. W&B line plots sample a line to about 1500
+points, so an export may be down-sampled. Cells: empty = not logged at that step, `nan`/`inf` kept, anything else not a number is
 left out and counted.
 
     log = read_table(Path("wandb_export_2026-11-23T19_14_00.123+00_00.csv"), "csv")
@@ -63,7 +63,8 @@ def _plain(path: Path, header: list[str], body, raw: RawLog) -> None:
     records_from_rows(rows, raw)
 
 
-def _wandb_export(path: Path, header: list[str], body, raw: RawLog) -> None:
+def _wandb_export(path: Path, header: list[str], body, raw: RawLog) -> list[RawLog]:
+    """One RawLog per run of the export (the first fills `raw`)."""
     x_axis = header[0]
     runs: dict[str, dict[str, int]] = {}
     for index, column in enumerate(header[1:], start=1):
@@ -73,12 +74,20 @@ def _wandb_export(path: Path, header: list[str], body, raw: RawLog) -> None:
         runs.setdefault(run, {})[metric] = index
     if not runs:
         raise LogError(f"{path}: a W&B export without any '<run> - <metric>' column")
-    run, columns = next(iter(runs.items()))
-    raw.run_name = run
-    if len(runs) > 1:
-        others = list(runs)[1:]
-        raw.notes.append(f"this W&B export holds {len(runs)} runs: judged the first, {run!r}; the others "
-                         f"({', '.join(map(repr, others))}) need an export of their own")
+    body = _whole_rows(path, header, body, raw)
+    out = []
+    for number, (run, columns) in enumerate(runs.items()):
+        one = raw if number == 0 else RawLog(raw.format, path, run_name=run, restarts=False)
+        one.run_name = run
+        if len(runs) > 1:
+            one.notes.append(f"run {number + 1} of {len(runs)} in this W&B export ({', '.join(map(repr, runs))})")
+        _wandb_run(path, x_axis, columns, body, one)
+        out.append(one)
+    return out
+
+
+def _wandb_run(path: Path, x_axis: str, columns: dict[str, int], body, raw: RawLog) -> None:
+    run = raw.run_name
     if run.startswith("Group: "):
         raw.notes.append(f"{run!r} is a W&B group: each value is the mean over its runs")
     raw.notes.append(f"a W&B panel export may be down-sampled (line plots keep about {WANDB_PLOT_POINTS} points)")
@@ -86,7 +95,7 @@ def _wandb_export(path: Path, header: list[str], body, raw: RawLog) -> None:
     if time_axis and "_step" not in columns:
         raw.notes.append(f"the export's x axis is {x_axis!r}, a time: rows are numbered in file order")
     records = []
-    for line, cells in _whole_rows(path, header, body, raw):
+    for line, cells in body:
         values = {m: cells[i].strip() for m, i in columns.items() if cells[i].strip() != ""}
         if not any(m != "_step" for m in values):
             continue  # this run has no point at this x
@@ -101,16 +110,21 @@ def _wandb_export(path: Path, header: list[str], body, raw: RawLog) -> None:
     raw.records = records
 
 
-def read_table(path: Path, fmt: str) -> RawLog:
+def read_table_runs(path: Path, fmt: str) -> list[RawLog]:
+    """Every run of a table: one for a plain table, one per run of a W&B export."""
     text = read_text(path, "table")
-    first = text.lstrip().splitlines()[0]
+    first = next(iter(text.lstrip().splitlines()), "")  # "\x1c" alone is whitespace to lstrip
     delimiter = "\t" if fmt == "tsv" or ("\t" in first and "," not in first) else ","
     header, body = _cells(path, text, delimiter)
-    raw = RawLog("tsv" if delimiter == "\t" else "csv", path, run_name=path.stem, restarts=False)
-    if is_wandb_export(header):
-        _wandb_export(path, header, body, raw)
-    else:
-        _plain(path, header, body, raw)
     if not body:
         raise LogError(f"{path}: has a header but no rows")
-    return raw
+    raw = RawLog("tsv" if delimiter == "\t" else "csv", path, run_name=path.stem, restarts=False)
+    if is_wandb_export(header):
+        return _wandb_export(path, header, body, raw)
+    _plain(path, header, body, raw)
+    return [raw]
+
+
+def read_table(path: Path, fmt: str) -> RawLog:
+    """The table's first run (read_table_runs gives them all)."""
+    return read_table_runs(path, fmt)[0]

@@ -21,8 +21,22 @@ class PluginError(FlatlineError):
     """A user plug-in returned something the trainer cannot use (raised on its first call)."""
 
 
+class PluginTimeout(PluginError):
+    """A user plug-in did not return within plugin_timeout_s (it may still be running in its worker thread)."""
+
+
+class PluginExit(PluginError):
+    """A user plug-in called sys.exit() (raised SystemExit): caught at the plug-in boundary, never a quiet exit 0."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what `timeout` and cluster schedulers send) during a run: handled like Ctrl-C, so the run writes its
     summary and settles its log book entry before it exits."""
 
     signal_name = "SIGTERM"
+
+
+class HungUp(Terminated):
+    """SIGHUP (the terminal went away: an ssh drop, a closed window) during a run: settled as for SIGTERM."""
+
+    signal_name = "SIGHUP"

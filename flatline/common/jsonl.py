@@ -50,7 +50,7 @@ def read_jsonl(path: str | Path, *, strict: bool = False, error=FlatlineError) -
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: a byte-order mark (PowerShell, Excel) is no part of row 1
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not a UTF-8 text file (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
                     "pass a JSON Lines log (one JSON object per line)") from None

@@ -1,7 +1,8 @@
 """The `flatline` command line.
 
     flatline train CONFIG [--set key=value ...] [--out DIR] [--probes none|cheap|full]
-    flatline diagnose RUN_DIR_OR_LOG [--format md|json] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
+    flatline diagnose RUN_DIR_OR_LOG [--format md|json|html] [--fail-on fail|warn|inconclusive] [--control RUN] [--out DIR]
+    flatline watch LOG [--interval S] [--fail-on fail|warn] [--format-in FORMAT] [--max-wait S] [--once]
     flatline log [--log-book PATH] [--status STATUS ...]
     flatline selftest [--full] [--episodes] [--only NAME ...] [--seeds N]
     flatline preflight CONFIG [--set key=value ...] [--gpu-mem GIB] [--max-model-len N] [--vllm-share F]
@@ -24,8 +25,9 @@ from pathlib import Path
 
 from flatline.common.errors import FlatlineError
 from flatline.common.record import PROBE_LEVELS
-from flatline.diagnostics.logbook import STATUSES
+from flatline.diagnostics.logbook import STATUSES, check_log_book, log_book_path
 from flatline.diagnostics.readers.detect import FORMATS as LOG_FORMATS
+from flatline.harness.out_dir import check_out_dir
 from flatline.harness.preflight.gate import add_arguments as add_preflight_arguments
 from flatline.harness.preflight.gate import gate as preflight_gate
 from flatline.harness.preflight.gate import options_from as preflight_options
@@ -62,17 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
                            help="exit 1 when a finding at or above this severity is found (default refuse)")
     diagnose = commands.add_parser("diagnose", help="re-judge a finished run from its metrics alone")
     diagnose.add_argument("run", help="a flatline run directory or another trainer's log: TRL trainer_state.json "
-                                      "(or its output directory), a W&B run directory, TensorBoard events, a verl or "
-                                      "prime-rl JSONL, a metrics JSONL or CSV/TSV")
-    diagnose.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
-                          help="the log's format (default auto: detected from the layout and the first rows)")
-    diagnose.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
+                                      "(or its output directory), HF/TRL console output captured to a file, a Jupyter "
+                                      "notebook, a JSON array of log rows, a W&B run directory or CSV export (each "
+                                      "run of it is judged), TensorBoard events, a verl JSONL or console log, a "
+                                      "prime-rl JSONL, a metrics JSONL or CSV/TSV; '-' reads standard input, a .gz "
+                                      "file is read decompressed")
+    diagnose.add_argument("--format-in", choices=LOG_FORMATS, default="auto", metavar="FORMAT",
+                          help="the log's format, one of: " + ", ".join(LOG_FORMATS) + " (default auto: detected "
+                          "from the layout and the first rows)")
+    diagnose.add_argument("--format", choices=("md", "json", "html"), default="md",
+                          help="what to print (default md; html: report.html's self-contained page)")
     diagnose.add_argument("--fail-on", choices=("fail", "warn", "inconclusive"),
                           help="exit 1 when a verdict at or above this level is found (for CI)")
     diagnose.add_argument("--control", help="the control run (GSM8K-format) to judge control.learns against")
-    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json and plots into this new directory")
+    diagnose.add_argument("--out", help="also write diagnosis.md, diagnosis.json, report.html and plots into this new directory")
     diagnose.add_argument("--log", action="store_true",
                           help="add this judgement to the run's log book entry (status gains EVALUATED)")
+    watch = commands.add_parser("watch", help="follow a log still being written; print each verdict change")
+    watch.add_argument("run", help="the log (or run directory) the trainer is writing, in any format diagnose reads")
+    watch.add_argument("--format-in", choices=LOG_FORMATS, default="auto",
+                       help="the log's format (default auto: detected from the layout and the first rows)")
+    watch.add_argument("--interval", type=float, default=5.0, metavar="S",
+                       help="seconds between looks at the log (default 5)")
+    watch.add_argument("--fail-on", choices=("fail", "warn"), default="fail",
+                       help="exit 1 as soon as a verdict at or above this level is there (default fail)")
+    watch.add_argument("--max-wait", type=float, metavar="S",
+                       help="stop (exit 0) when the log has not changed for S seconds (the run ended)")
+    watch.add_argument("--once", action="store_true", help="judge the log as it stands and stop")
     log = commands.add_parser("log", help="print the experiment log book")
     log.add_argument("--log-book", default="", help="path (default: $FLATLINE_LOG, else reports/EXPERIMENT_LOG.md)")
     log.add_argument("--status", nargs="+", type=str.lower, choices=STATUSES, metavar="STATUS",
@@ -109,6 +127,8 @@ def cmd_train(args) -> int:
 
     overrides = args.overrides + ([f"probes={args.probes}"] if args.probes else [])
     cfg = load_config(args.config, overrides)
+    check_out_dir("--out", args.out)
+    check_log_book(log_book_path(cfg.log_book))
     hooks = log_book_hooks(cfg)
     if not args.no_preflight:
         hooks = preflight_gate(cfg, preflight_options(args), hooks)  # refuses before any weights load
@@ -128,29 +148,55 @@ def cmd_preflight(args) -> int:
 
 def cmd_diagnose(args) -> int:
     import json
+    import re
 
-    from flatline.diagnostics.history import load_history
+    from flatline.diagnostics.history import load_histories, load_history
     from flatline.diagnostics.judge import judge
-    from flatline.diagnostics.report import render_json, render_markdown, write_report
+    from flatline.diagnostics.report import html_page, render_json, render_markdown, write_report
 
-    history = load_history(args.run, args.format_in)
-    control = load_history(args.control) if args.control else None
-    diagnosis = judge(history, control=control)
-    if diagnosis.nothing_to_judge:
-        print(f"flatline: warning: {diagnosis.nothing_to_judge}", file=sys.stderr)
-    if args.out:
-        out = Path(args.out)
-        if (out / "diagnosis.md").exists():
-            raise FlatlineError(f"--out {out}: already holds a diagnosis.md; choose a new directory")
-        out.mkdir(parents=True, exist_ok=True)
-        write_report(diagnosis, history, out)
+    check_out_dir("--out", args.out, must_be_empty=True)
+    histories = load_histories(args.run, args.format_in)  # one per run: a W&B export may hold several
     if args.log:
-        log_evaluation(history, diagnosis, args.run, args.out)
+        for history in histories:
+            check_log_book(log_book_path(history.setting("log_book", "") or ""))
+    control = load_history(args.control) if args.control else None
+    several = len(histories) > 1
+    if several and args.format == "html":
+        raise FlatlineError(f"{args.run} holds {len(histories)} runs and --format html prints one page: use --out DIR "
+                            "(a report.html per run) or --format md|json")
+    texts, found = [], False
+    for history in histories:
+        diagnosis = judge(history, control=control)
+        if diagnosis.nothing_to_judge:
+            named = f"{history.run}: " if several else ""
+            print(f"flatline: warning: {named}{diagnosis.nothing_to_judge}", file=sys.stderr)
+        out = None
+        if args.out:  # several runs: one directory each under --out, named after the run
+            out = Path(args.out) / re.sub(r"[^\w.=+-]+", "_", history.run) if several else Path(args.out)
+            check_out_dir("--out", out, must_be_empty=True)  # again: judging took a while
+            out.mkdir(parents=True, exist_ok=True)
+            write_report(diagnosis, history, out)
+        if args.log:
+            log_evaluation(history, diagnosis, args.run, str(out) if out else None)
+        render = {"json": render_json, "html": html_page, "md": render_markdown}[args.format]
+        texts.append(render(diagnosis, history))
+        found |= bool(args.fail_on and diagnosis.worst_at_or_above(args.fail_on))
     if args.format == "json":
-        emit(json.dumps(render_json(diagnosis, history), indent=2, allow_nan=False))
+        emit(json.dumps({"runs": texts} if several else texts[0], indent=2, allow_nan=False))
+    elif args.format == "html":
+        emit(texts[0].rstrip("\n"))
     else:
-        emit(render_markdown(diagnosis, history))
-    return EXIT_FOUND if args.fail_on and diagnosis.worst_at_or_above(args.fail_on) else 0
+        lead = [f"{args.run} holds {len(texts)} runs; each is judged on its own below.\n"] if several else []
+        emit("\n".join(lead + texts))
+    return EXIT_FOUND if found else 0
+
+
+def cmd_watch(args) -> int:
+    from flatline.harness.watch import Options, watch
+
+    options = Options(interval=args.interval, fail_on=args.fail_on, format_in=args.format_in,
+                      max_wait=args.max_wait, once=args.once)
+    return watch(args.run, options, out=emit)
 
 
 def emit(text: str) -> None:
@@ -177,9 +223,9 @@ def cmd_compare(args) -> int:
         seed_key=args.seed_key, pattern=args.pattern, lower_is_better=args.lower_is_better,
         skip_missing=args.skip_missing))
     if args.format == "json":
-        print(json.dumps(render_json(result), indent=2, allow_nan=False))
+        emit(json.dumps(render_json(result), indent=2, allow_nan=False))
     else:
-        print(render_markdown(result), end="")
+        emit(render_markdown(result).removesuffix("\n"))
     return 0
 
 
@@ -195,14 +241,19 @@ def cmd_selftest(args) -> int:
 
 
 def cmd_log(args) -> int:
-    from flatline.diagnostics.logbook import entry_lines, log_book_path, read_log_book
+    from flatline.diagnostics.logbook import LOG_ENV, entry_lines, read_log_book
 
-    text = read_log_book(log_book_path(args.log_book))
+    path = log_book_path(args.log_book)
+    if path is None:
+        raise FlatlineError(f"the log book is switched off (log_book / ${LOG_ENV} says off or {os.devnull}); "
+                            f"pass --log-book PATH to read one")
+    text = read_log_book(path)
     if not args.status:
-        print(text, end="")
+        emit(text.removesuffix("\n"))
         return 0
-    for entry in entry_lines(text, args.status):
-        print(entry.text())
+    lines = [entry.text() for entry in entry_lines(text, args.status)]
+    if lines:
+        emit("\n".join(lines))
     return 0
 
 
@@ -210,19 +261,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "diagnose": cmd_diagnose, "log": cmd_log, "selftest": cmd_selftest,
-                    "compare": cmd_compare, "preflight": cmd_preflight}
+                    "compare": cmd_compare, "preflight": cmd_preflight, "watch": cmd_watch}
         return commands[args.command](args)
     except FlatlineError as exc:
-        print(f"flatline: error: {exc}", file=sys.stderr)
+        say(f"flatline: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("flatline: interrupted", file=sys.stderr)
+        say("flatline: interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        print(f"flatline: {describe_internal_error(exc)}", file=sys.stderr)
+        say(f"flatline: {describe_internal_error(exc)}")
         return EXIT_INTERNAL
+
+
+def say(line: str) -> None:
+    """One line on stderr; a terminal that has gone away (SIGHUP, a closed pipe) changes no exit code."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def describe_internal_error(exc: BaseException) -> str:
@@ -243,12 +302,24 @@ def describe_internal_error(exc: BaseException) -> str:
 
 
 def _is_user_code(filename: str) -> bool:
-    """Neither flatline's package, nor an installed library, nor the standard library."""
+    """Neither flatline's packages (flatline/, trainer/, probes/, diagnostics/), nor an installed library, nor the
+    standard library."""
     path = os.path.realpath(filename)
-    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    ours = {os.path.realpath(folder) for folder in _flatline_folders()}
     installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return not (path.startswith(package + os.sep) or any(path.startswith(p + os.sep) for p in installed)
-                or filename.startswith("<"))
+    return not (any(path.startswith(p + os.sep) for p in ours | installed) or filename.startswith("<"))
+
+
+def _flatline_folders() -> list[str]:
+    """The folders flatline's code lives in: the package and each subpackage mapped elsewhere (pyproject's
+    package-dir)."""
+    import flatline
+    import flatline.diagnostics
+    import flatline.probes
+    import flatline.trainer
+
+    return [folder for package in (flatline, flatline.trainer, flatline.probes, flatline.diagnostics)
+            for folder in package.__path__]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flatline.common.errors import PluginExit
 from flatline.trainer.episodes.env import StepBudget
 from flatline.trainer.episodes.outcomes import INFRA_OUTCOMES
 from flatline.trainer.episodes.toolcall import parse_turn
@@ -140,6 +141,8 @@ def grade_all(trainer, episodes: list[Episode]) -> dict[int, float]:
             scores[i] = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             episode.outcome, episode.error = "grader_error", f"grading took over {trainer.cfg.grader_timeout_s:g} s"
+        except PluginExit:  # sys.exit() in the grader ends the run, named; never a quiet exit
+            raise
         except Exception as exc:  # the grader is infrastructure: its failure is counted, not scored
             episode.outcome, episode.error = "grader_error", f"{type(exc).__name__}: {exc}"
     return scores

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flatline.common.errors import PluginExit, PluginTimeout
 from flatline.harness.preflight import context, environment, lora, memory, rewards, tokenizer
 from flatline.harness.preflight.findings import Finding, refusal_line, refusals, render_json, render_text
 
@@ -56,6 +57,8 @@ def preflight(cfg, options: Options = Options()) -> list[Finding]:
     def run(name: str, check) -> None:
         try:
             findings.extend(check())
+        except (PluginTimeout, PluginExit):  # a plug-in that hangs or exits is a refusal of its own, named
+            raise
         except Exception as exc:  # a check that cannot run is said, never stops the run
             findings.append(Finding(name, "info", f"check could not run: {type(exc).__name__}: {exc}"))
 
@@ -226,6 +229,8 @@ def reward_payments(cfg, task, plugins, tok) -> rewards.Payments:
                     weights = {k: float(cfg.reward_weights.get(k, 1.0)) for k in components}
                     total = float(combine_rewards(components, weights)[0])
                 total = total if math.isfinite(total) else None
+            except (PluginTimeout, PluginExit):
+                raise
             except Exception as exc:  # the reward is what is under test: its failure is a finding
                 pay.errors.setdefault(name, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 total = None

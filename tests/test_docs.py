@@ -1,0 +1,109 @@
+"""The docs cannot go stale: the hypothesis reference is the registry's, each count the docs state is the code's,
+and the README's front-door outputs are what their commands print (`make docs` regenerates all of them)."""
+import re
+from pathlib import Path
+
+import pytest
+
+from flatline.harness import docs, front_doors
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# Documents whose stated counts are checked against the code.
+STATED = ("README.md", "docs/MANUAL.md", "docs/HYPOTHESES.md", "docs/DESIGN.md")
+WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                                    "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
+NUMBER = r"(\d+|" + "|".join(WORDS) + r")"
+
+
+def code_counts() -> dict[str, int]:
+    """What a document may state a count of, and the code's count."""
+    from flatline.diagnostics.judge import hypothesis_ids
+    from flatline.diagnostics.readers.detect import FORMATS
+    from flatline.diagnostics.verdict import REGISTRY, STATUSES
+    from flatline.probes import ALL_PROBES
+    from flatline.trainer.plugins import PLUG_POINTS
+
+    ids = hypothesis_ids()
+    families = {REGISTRY[i].family for i in ids}
+    counts = {"hypotheses": len(ids), "hypothesis ids": len(ids), "families": len(families),
+              "hypothesis families": len(families), "probes": len(ALL_PROBES), "probe classes": len(ALL_PROBES),
+              "log formats": len([f for f in FORMATS if f != "auto"]), "plug points": len(PLUG_POINTS),
+              "verdict statuses": len(STATUSES)}
+    counts |= {f"{family} hypotheses": sum(REGISTRY[i].family == family for i in ids) for family in families}
+    return counts
+
+
+def stated_counts(text: str, nouns) -> list[tuple[str, int, str]]:
+    """(noun, the number stated, the line) for every `N noun` in `text` (N in digits or words)."""
+    found = []
+    for noun in sorted(nouns, key=len, reverse=True):
+        for match in re.finditer(rf"(?<![\w.-]){NUMBER} {re.escape(noun)}\b", text, flags=re.I):
+            number = match.group(1).lower()
+            line = text[text.rfind("\n", 0, match.start()) + 1:text.find("\n", match.end())]
+            found.append((noun, int(number) if number.isdigit() else WORDS[number], line.strip()))
+    return found
+
+
+def test_the_hypothesis_reference_is_the_registrys():
+    committed = (ROOT / "docs" / "HYPOTHESES.md").read_text(encoding="utf-8")
+    assert committed == docs.hypothesis_reference(), "docs/HYPOTHESES.md is stale: run `make docs`"
+
+
+def test_every_count_the_docs_state_is_the_codes():
+    counts = code_counts()
+    checked = []
+    for name in STATED:
+        for noun, stated, line in stated_counts((ROOT / name).read_text(encoding="utf-8"), counts):
+            assert stated == counts[noun], f"{name} states {stated} {noun}, the code has {counts[noun]}: {line}"
+            checked.append(noun)
+    assert {"hypotheses", "families"} <= set(checked)  # the README's and the reference's own counts
+
+
+def test_a_stale_count_is_caught():
+    counts = code_counts()
+    text = f"Every hypothesis ({counts['hypotheses'] - 6} ids, eleven families) and {counts['probes']} probes."
+    found = stated_counts(text.replace(" ids,", " hypotheses,"), counts)
+    assert ("hypotheses", counts["hypotheses"] - 6) in [(n, s) for n, s, _ in found]
+    assert ("families", 11) in [(n, s) for n, s, _ in found] and ("probes", counts["probes"]) in [(n, s) for n, s, _ in found]
+
+
+def test_the_reference_says_what_each_judge_reads():
+    from flatline.diagnostics.verdict import REGISTRY
+
+    docs.hypothesis_reference()  # registers the families
+    drift = docs.reads(docs._judge_function(REGISTRY["kl.drift"]))
+    assert "kl" in drift["metric"] and "beta" in drift["setting"]
+    assert "reward" in drift["metric"]  # through the progress helper it calls
+    dominance = docs.reads(docs._judge_function(REGISTRY["reward.component_dominance"]))
+    assert any(name.startswith("reward/<") for name in dominance["metric"])
+
+
+def test_the_readme_keeps_its_quick_start_and_size():
+    text = README.read_text(encoding="utf-8")
+    assert "## Quick start\n\n```\nmake train\nmake test\n```\n" in text
+    assert "pip install flatline-rl" in text
+    assert 120 <= len(text.splitlines()) <= 180
+    assert set(front_doors.blocks(text)) == set(front_doors.BY_NAME)
+    assert "](docs/img/report.png)" in text and (ROOT / "docs" / "img" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["diagnose", "trl", "cases"])
+def test_the_readmes_front_door_output_is_its_commands(name):
+    """`flatline diagnose` is run; the TRL and cases doors quote their committed outputs (runs of minutes)."""
+    assert front_doors.differing(README.read_text(encoding="utf-8"), names={name}) == [], \
+        f"README.md's '{name}' output is stale: run `make docs`"
+
+
+@pytest.mark.slow
+def test_the_readmes_train_output_is_its_commands():
+    assert front_doors.differing(README.read_text(encoding="utf-8"), names={"train"}) == [], \
+        "README.md's 'train' output is stale: run `make docs`"
+
+
+def test_a_changed_output_is_caught():
+    text = README.read_text(encoding="utf-8")
+    body = front_doors.blocks(text)["diagnose"]
+    changed = text.replace(body, body.replace("1 fail,", "2 fail,"))
+    assert front_doors.differing(changed, names={"diagnose"}) == ["diagnose"]
+    assert front_doors.normalised("8 steps in 107 s, 3.2 s/step") == front_doors.normalised("8 steps in 9 s, 1 s/step")
