@@ -221,7 +221,17 @@ def _never_pays(means: dict, weights: dict | None) -> list[str]:
     weight = {name: weights[name] if weights else 1.0 for name in means}
     silent = [name for name, s in means.items() if weight[name] > 0
               and bool(np.all((s.values >= 0) & (s.values <= 1))) and recent_part(s).mean() <= 1 - SATURATED_FRAC]
-    return silent if len(silent) < len(means) else []
+    if not silent or len(silent) == len(means):
+        return []
+    # and what varies pays almost always (a format term): with a component that has room to rise still varying (a
+    # correctness that pays half the time beside a strict format that never does) the task itself carries signal
+    others = [s for name, s in means.items() if name not in silent]
+    paying = all(recent_part(s).mean() >= HIGH_PAY * max(1.0, float(np.max(s.values))) for s in others)
+    return silent if paying else []
+
+
+# "Pays almost always": the recent mean in the top fifth of the component's range (common.HIGH_LEVEL).
+HIGH_PAY = 0.8
 
 
 def _never_pays_verdict(h, v, never: list[str], shares: dict, means: dict, evidence: dict):
