@@ -191,7 +191,11 @@ def growth(h, v):
         return v.inconclusive(f"completions grew {relative:.0%} longer ({first:.0f} -> {last:.0f} tokens) with the "
                               f"reward at the top of its range ({p.last:.3g}): no room left for a gain to show, and "
                               "none lost", evidence, "watch the cut share (length.truncation) as they grow; " + advice)
-    onset = sustained_from(length, lambda x: x >= (1 + GROWTH_FRAC) * first)
+    # grown into the limit, the harm comes where they are cut: length.truncation's verdict dates it; growth that
+    # stays under the limit is dated here
+    clipped = _clipped(h).finite()
+    cut_recently = len(clipped) > 0 and clipped.tail(max(1, len(clipped) // 2)).mean() > TRUNCATION_FRAC
+    onset = math.nan if cut_recently else sustained_from(length, lambda x: x >= (1 + GROWTH_FRAC) * first)
     if math.isfinite(onset):
         evidence["onset_step"] = onset
     return v.fail(f"completions grew {relative:.0%} longer ({first:.0f} -> {last:.0f} tokens) without a reward gain",
