@@ -205,6 +205,21 @@ class History:
         """Training steps logged (held-out evaluations are not steps)."""
         return len(self.rows)
 
+    @property
+    def logging_steps(self) -> float:
+        """Optimizer steps per logged row. HF/TRL log each metric as the mean over the `logging_steps` steps since the
+        last log, except `grad_norm`, which is the last of those steps' value alone (transformers' Trainer._maybe_log_save_evaluate).
+        From the run's settings when they say, else the median spacing of the logged steps (TRL logs at every
+        multiple of logging_steps); 1 for a log of every step."""
+        configured = self.setting("logging_steps")
+        if isinstance(configured, (int, float)) and not isinstance(configured, bool) and configured >= 1:
+            return float(configured)
+        steps = _floats([row.get("step", i + 1) for i, row in enumerate(self.rows)])
+        steps = steps[np.isfinite(steps)]
+        gaps = np.diff(steps)
+        gaps = gaps[gaps > 0]
+        return max(1.0, float(np.median(gaps))) if len(gaps) else 1.0
+
 
 def load_history(path: str | Path, format: str | None = None) -> History:
     """The History of a run directory or a log file, in any format flatline reads (`format`: one of

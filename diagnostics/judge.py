@@ -4,9 +4,11 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from flatline.diagnostics.history import History
+from flatline.diagnostics.hypotheses.common import reward_fall
 from flatline.diagnostics.verdict import REGISTRY, SEVERITY, STATUSES, Verdict
 
 # When several hypotheses are confirmed, the headline lists them in this order: a root cause before the
@@ -38,10 +40,10 @@ CAUSE_ORDER = (
     "length.truncation",
     "episodes.early_termination",
     "episodes.tool_call_failures",
+    "reward.component_dominance",  # a format term that owns the signal leaves the groups flat: before their verdicts
     "reward.no_signal",
     "advantage.degenerate_groups",
     "episodes.bonus_dominates",
-    "reward.component_dominance",
     "entropy.collapse",
     "entropy.explosion",
     "gradients.clipping_dominates",
@@ -57,6 +59,24 @@ CAUSE_ORDER = (
     "progress.plateau",
     "gradients.zero_loss",  # a guard: never fails
 )
+
+
+# Fails present from a run's first step whatever its course (a missing gradient, a mask, a sampler serving other
+# weights, a broken scorer, a context that cannot fit): every id before FIRST_COURSE_ID in CAUSE_ORDER, and the
+# reward's design (a component that owns the signal, a reward without variance). A fail that says when its evidence
+# moved gives evidence["onset_step"]; any other fail about the run's course follows those that do.
+FIRST_COURSE_ID = "length.truncation"
+FROM_THE_START = ("reward.component_dominance", "reward.no_signal")
+
+
+def onset(verdict: Verdict, first_step: float) -> float:
+    """The step where a fail's evidence moved first: its onset_step, the first step for a structural fault, else inf."""
+    step = verdict.evidence.get("onset_step")
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step):
+        return float(step)
+    structural = verdict.id in FROM_THE_START or (
+        verdict.id in CAUSE_ORDER and CAUSE_ORDER.index(verdict.id) < CAUSE_ORDER.index(FIRST_COURSE_ID))
+    return first_step if structural else math.inf
 
 
 def _load_families() -> None:
@@ -81,6 +101,7 @@ class Diagnosis:
     key_metrics: dict = field(default_factory=dict)
     control_run: str | None = None
     nothing_to_judge: str = ""  # the log was read but none of its keys is a metric the judges read (History.log)
+    reward_fall: tuple | None = None  # (step the reward falls from, its peak, its last window mean) when it fell
 
     @property
     def failed(self) -> list[Verdict]:
@@ -103,12 +124,26 @@ class Diagnosis:
         if self.nothing_to_judge:
             return self.nothing_to_judge
         if self.failed:
-            return "Not learning because: " + "; ".join(f"{v.id} ({v.reason})" for v in self.failed)
+            return self._why()
         if self.warned:
             return "Learning now, but this will stop it: " + "; ".join(f"{v.id} ({v.reason})" for v in self.warned)
         if any(v.status == "inconclusive" for v in self.verdicts):
             return "No hypothesis confirmed; some evidence is mixed (see inconclusive verdicts)."
         return "No hypothesis confirmed: every judged hypothesis is ruled out."
+
+    def _why(self) -> str:
+        """The fail whose evidence moved first (fails are ordered by onset), with the step, the reward's fall when it
+        came after it, then the other fails as what followed."""
+        first, *rest = self.failed
+        step = first.evidence.get("onset_step")
+        text = f"Not learning because: {first.id}" + (f" from step {step:.0f}" if isinstance(step, (int, float))
+                                                       and math.isfinite(step) else "") + f" ({first.reason})"
+        fall = self.reward_fall
+        if fall is not None and "reward falls from step" not in first.reason:
+            text += f"; the reward falls from step {fall[0]:.0f} ({fall[1]:.3g} -> {fall[2]:.3g})"
+        if rest:
+            text += "; then, as consequences: " + "; ".join(f"{v.id} ({v.reason})" for v in rest)
+        return text
 
     def worst_at_or_above(self, level: str) -> bool:
         return any(SEVERITY[v.status] >= SEVERITY[level] for v in self.verdicts)
@@ -135,8 +170,13 @@ def judge(history: History, control: History | None = None, ids=None) -> Diagnos
         history.control = control
     chosen = [i for i in hypothesis_ids() if ids is None or i in ids]
     verdicts = sorted((judge_one(i, history) for i in chosen), key=cause_rank)
+    first_step = float(history.rows[0].get("step", 1)) if history.rows else 1.0
+    fails = sorted((v for v in verdicts if v.status == "fail"), key=lambda v: onset(v, first_step))  # stable
+    verdicts = fails + [v for v in verdicts if v.status != "fail"]
     control_run = history.control.run if history.control is not None else None
-    return Diagnosis(history.run, verdicts, key_metrics(history), control_run, history.log.nothing_to_judge)
+    fall = reward_fall(history) if fails else None
+    return Diagnosis(history.run, verdicts, key_metrics(history), control_run, history.log.nothing_to_judge,
+                     (fall.peak_step, fall.peak, fall.last) if fall is not None else None)
 
 
 # Steps averaged at each end of the run for "first" and "last" figures (as the run summary's).

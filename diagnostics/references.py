@@ -47,6 +47,12 @@ REFS = {
     "hacking": "Skalse et al. 2022 and rldoctor's reward_hacking detector: train reward up while held-out score is flat",
     "control": "docs/failure-catalogue.md: control flat too -> infrastructure (A, C); control learns -> the task's signal (B)",
     "plateau": "rldoctor plateau detector: Theil-Sen slope and Mann-Kendall test on the reward curve",
+    "log_window": "transformers Trainer._maybe_log_save_evaluate: a logged row holds the loss (and TRL's GRPO metrics) "
+                  "averaged over the logging_steps steps since the last log, but grad_norm of the last step alone",
+    "degenerate_p": "rlvr-audit: a group of G completions that each succeed with probability p is flat with probability "
+                    "p^G + (1-p)^G: all-correct groups dominate above p = 0.5, all-wrong below (docs/field-2026-11.md 1a)",
+    "entropy_start": "Instruct models start GRPO on math at 0.1-0.2 nats per token (TRL #5312's log: 0.11); rlwatch's "
+                     "absolute entropy < 1.0 trip-wire would fire on most healthy runs (docs/field-2026-11.md 1a)",
     "spikes": "Cockpit (Schneider et al., NeurIPS 2021): gradient norm tracked per step; spikes judged against the run's median",
 }
 

@@ -57,11 +57,23 @@ def test_eos_unmeasurable_when_nothing_finishes_is_skipped():
 
 # ---------------------------------------------------------------- gradients.no_flow / non_finite
 
+# a policy whose gradient is dead does not move: reward, KL, entropy and length stay where they started
+DEAD = {"reward": flat(0.3, noise=0.03, seed=62), "kl": 0.0, "entropy": flat(1.7, noise=0.05, seed=63),
+        "completions/mean_length": flat(120, noise=5, seed=64), "eval/reward": None}
+
+
 def test_zero_gradient_on_steps_with_advantages_fails():
-    v = verdict("gradients.no_flow", healthy(grad_norm=0.0, **{"advantage/zero_frac": 0.3}))
+    v = verdict("gradients.no_flow", healthy(grad_norm=0.0, **{"advantage/zero_frac": 0.3}, **DEAD))
     assert v.status == "fail"
     assert v.evidence["zero_grad_steps_frac"] == 1.0 and v.evidence["steps_with_signal"] == N
     assert "detach" in v.prescription
+
+
+def test_zero_gradient_rows_of_a_policy_that_moved_are_not_a_dead_gradient():
+    # the healthy run's reward climbs 0.2 -> 0.6 and its KL leaves 0: weights changed, whatever grad_norm reads
+    v = verdict("gradients.no_flow", healthy(grad_norm=0.0, **{"advantage/zero_frac": 0.3}))
+    assert v.status == "pass" and "the policy moved" in v.reason
+    assert "moved/reward" in v.evidence and "moved/kl" in v.evidence
 
 
 def test_zero_gradient_only_where_every_advantage_is_zero_is_correct():

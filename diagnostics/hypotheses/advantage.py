@@ -5,8 +5,11 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, at_top, flat_groups,
-                                                  progress, recent_part, solved, window_size)
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS,
+                                                  all_correct_share, at_top, flat_groups, policy_moved, progress,
+                                                  recent_part,
+                                                  reward_fall, reward_level, reward_range, solved, sustained_from,
+                                                  window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -39,26 +42,24 @@ def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
         if flat_frac > 0 and all_max / flat_frac >= DOMINANT_SHARE:
             return "all-max", True
         return "mixed", True
-    # No split in the log (TRL logs only frac_reward_zero_std): groups flat after the reward rose to the top of its
-    # run are all-correct; groups flat with the reward never materially up are all-wrong.
+    # No split in the log (TRL logs only frac_reward_zero_std): read it from the success rate. A group of G completions
+    # that each succeed with probability p is all-correct with probability p^G and all-wrong with (1-p)^G, so where the
+    # reward sits in its range says which kind of flat group dominates (references: degenerate_p).
+    bounds = reward_range(h)
+    if p is not None and bounds is not None and bounds.source != "the range the run covered":
+        share = all_correct_share(h, bounds.level(p.last))
+        if share >= DOMINANT_SHARE:
+            return "all-max", False
+        if share <= 1 - DOMINANT_SHARE:
+            return "all-min", False
+        return "mixed", False
+    # the reward's range is unknown: groups flat after the reward rose to the top of its run are all-correct; groups
+    # flat with the reward never materially up are all-wrong
     if p is not None and p.material_gain and at_top(h.series("reward")):
         return "all-max", False
     if p is not None and not p.material_gain and not p.eval_rising:
         return "all-min", False
     return "mixed", False
-
-
-def reward_fell(reward) -> bool:
-    """The recent window's mean reward sits MIN_GAIN below the best window mean before it, clear of the noise."""
-    s = reward.finite()
-    n = window_size(len(s))
-    if len(s) < 3 * n:
-        return False
-    values = s.values
-    means = np.convolve(values, np.ones(n) / n, mode="valid")  # [len - n + 1] rolling window means
-    recent, best = float(means[-1]), float(means[:-n].max()) if len(means) > n else float(means[0])
-    spread = float(np.std(values[-n:], ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    return best - recent >= max(MIN_GAIN, NOISE_Z * math.sqrt(2) * spread)
 
 
 @hypothesis("advantage.degenerate_groups", "do most groups have zero reward variance (all-correct / all-wrong)?")
@@ -84,34 +85,86 @@ def degenerate_groups(h, v):
     if solved(h, p):
         return v.passed(f"{recent_frac:.0%} of recent groups are flat at the task's maximum: solved on these prompts",
                         evidence)
-    prescription = {"all-min": TOO_HARD, "all-max": TOO_EASY}.get(
-        kind, "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations")
-    where = {"all-min": "every completion at the minimum reward (too hard)",
-             "all-max": "every completion at the maximum reward (too easy)"}.get(kind, "all-max and all-min together")
-    how = "" if measured else " (read from where the reward sits; flatline's advantage probe measures the split)"
+    onset = sustained_from(flat, lambda x: x >= DEGENERATE_FRAC)
+    if math.isfinite(onset):
+        evidence["onset_step"] = onset
+    if kind == "all-max":
+        return _all_correct(h, v, p, recent_frac, worst, measured, evidence)
+    fall = reward_fall(h) if p is not None else None
+    gained = p is not None and (p.material_gain or p.eval_rising)
+    if fall is not None and (reward_level(h, fall.peak) >= HIGH_LEVEL or (kind == "all-min" and not gained)):
+        return _after_a_fall(v, fall, worst, evidence)
+    prescription = TOO_HARD if kind == "all-min" else (
+        "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations")
+    where = ("every completion at the minimum reward (too hard)" if kind == "all-min"
+             else "all-max and all-min together")
+    how = "" if measured else " (read from where the reward sits in its range; flatline's advantage probe measures the split)"
     reason = f"{worst:.0%} of groups had zero reward variance, mostly {where}{how}: those groups give zero advantage"
     refs_ = refs("zero_std", "rldoctor")
-    if kind == "all-max" and p is not None and p.rising:
-        if p.learning_now and not p.barely_rising:  # still climbing toward the top: converging, not a fault yet
-            return v.passed(f"{recent_frac:.0%} of recent groups are all at the maximum reward while the reward still "
-                            "rises: the run is converging on these prompts", evidence)
-        if recent_frac < DEGENERATE_FRAC:
-            return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
-                                  evidence, prescription, refs_)
-        return v.warn(f"{recent_frac:.0%} of recent groups are all-correct and the reward has all but stopped rising "
-                      f"(+{max(p.recent_gain, 0):.3g} over the last third) short of the task's maximum: the batch is "
-                      "running out of signal", evidence, prescription, refs_)
     if worst < DEGENERATE_FRAC:
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
                               evidence, prescription, refs_)
-    if p is not None and (p.material_gain or p.eval_rising):
-        if (recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently
-                and reward_fell(h.series("reward"))):  # still at its best: converged on what it can learn
+    if gained:
+        if recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently and fall is not None:
             return v.warn(f"{recent_frac:.0%} of recent groups have zero reward variance, mostly {where}{how}, and the "
                           f"reward has stopped rising ({p.recent_gain:+.3g} over the last third): the earlier gain "
                           "came from groups that no longer carry signal", evidence, prescription, refs_)
         return v.inconclusive(reason + ", yet the reward is rising on the rest", evidence, prescription, refs_)
-    return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor"))
+    # the side guessed from the run's course alone (no split measured, the reward's range unknown): a policy that
+    # moved is learning from the groups that do vary, so the flat ones slow it rather than stop it
+    bounds = reward_range(h)
+    guessed = not measured and (bounds is None or bounds.source == "the range the run covered")
+    moved = policy_moved(h) if guessed else {}
+    if moved:
+        evidence.update({f"moved/{name}": change for name, change in moved.items()})
+        return v.inconclusive(reason + f"; the policy moved ({'; '.join(f'{k} {c}' for k, c in moved.items())}), so "
+                              "the groups that vary are being learned from", evidence, prescription, refs_)
+    return v.fail(reason, evidence, prescription, refs("zero_std", "zero_std_swift", "rldoctor", "degenerate_p"))
+
+
+def _all_correct(h, v, p, recent_frac: float, worst: float, measured: bool, evidence: dict):
+    """Groups flat at the top: information with a prescription (harder prompts, a curriculum, filter what is solved),
+    never a fail: the policy gets these prompts right, which is what training is for."""
+    how = "" if measured else " (read from where the reward sits in its range; flatline's advantage probe measures the split)"
+    reason = (f"{worst:.0%} of groups had zero reward variance, mostly every completion at the maximum reward "
+              f"(too easy){how}: those groups give zero advantage")
+    refs_ = refs("zero_std", "rldoctor", "degenerate_p")
+    if p is not None and p.rising:
+        if p.learning_now and not p.barely_rising:  # still climbing toward the top: converging, not a fault yet
+            return v.passed(f"{recent_frac:.0%} of recent groups are all at the maximum reward while the reward still "
+                            "rises: the run is converging on these prompts", evidence)
+        # read from the reward's level alone, all-correct groups are only evidenced at the top of the run's own course
+        if recent_frac < DEGENERATE_FRAC or not (measured or (p.material_gain and at_top(h.series("reward")))):
+            return v.inconclusive(reason + "; under half of the groups, or the reward still short of its own best, so "
+                                  "they slow learning more than they stop it", evidence, TOO_EASY, refs_)
+        return v.warn(f"{recent_frac:.0%} of recent groups are all-correct and the reward has all but stopped rising "
+                      f"(+{max(p.recent_gain, 0):.3g} over the last third) short of the task's maximum: the batch is "
+                      "running out of signal", evidence, TOO_EASY, refs_)
+    level = reward_level(h, p.last) if p is not None else math.nan
+    if math.isfinite(level):
+        evidence["reward_level_in_range"] = level
+    return v.inconclusive(f"{reason}; the reward sat at {level:.0%} of its range from the start: the model already "
+                          "solves most of these prompts, so there is little left to learn on them (a solved task, not "
+                          "a dead signal)", evidence, TOO_EASY, refs_)
+
+
+def _after_a_fall(v, fall, worst: float, evidence: dict):
+    """Groups went flat after the reward fell from a high level: a consequence of a collapse, never "too hard" (the
+    policy earned that reward on these prompts)."""
+    # groups flat at the minimum are the fall's doing: they are evidence from where the reward is down, not before
+    evidence.update(reward_peak=fall.peak, reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step,
+                    onset_step=max(evidence.get("onset_step", fall.below_step), fall.below_step))
+    if worst < DEGENERATE_FRAC:
+        return v.inconclusive(f"{worst:.0%} of groups had zero reward variance after the reward fell from "
+                              f"{fall.peak:.3g} (step {fall.peak_step:.0f}) to {fall.last:.3g}; under half of the "
+                              "groups, so they are not what stopped it", evidence,
+                              f"find what moved before step {fall.peak_step:.0f} (the other verdicts)", refs("zero_std"))
+    return v.fail(f"{worst:.0%} of groups had zero reward variance after the reward fell from {fall.peak:.3g} (step "
+                  f"{fall.peak_step:.0f}) to {fall.last:.3g}: the groups went flat with the collapse, on prompts the policy "
+                  "solved before", evidence,
+                  f"find what moved before step {fall.peak_step:.0f} (completions reaching the length limit, entropy, "
+                  "KL; the other verdicts) and resume from a checkpoint before it with that fixed",
+                  refs("zero_std", "rldoctor"))
 
 
 @hypothesis("advantage.numerics", "non-finite advantages, near-zero std turned into advantages, group sums, grouping")

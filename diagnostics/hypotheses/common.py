@@ -85,6 +85,7 @@ class Progress:
     recent_start: float = math.nan  # step at which the recent part begins
     eval_recent_gain: float = math.nan  # held-out score at the end minus its last value before the recent part
     recent_span: float = 0.0  # steps covered by the recent part
+    span: float = math.inf  # steps covered by the run
 
     @property
     def gain(self) -> float:
@@ -96,8 +97,9 @@ class Progress:
 
     @property
     def rising(self) -> bool:
-        """The reward rose over the run: a significant trend, or a material gain clear of the noise."""
-        return self.trend.rising or self.material_gain
+        """The reward rose over the run: a significant trend worth half of MIN_GAIN over the run (on a long log a
+        negligible slope is significant too), or a material gain clear of the noise."""
+        return (self.trend.rising and self.trend.slope * self.span >= MIN_GAIN / 2) or self.material_gain
 
     @property
     def material_gain(self) -> bool:
@@ -176,7 +178,8 @@ def progress(h: History) -> Progress | None:
                     eval_peak=evals.max() if len(evals) else math.nan,
                     recent_start=float(recent.steps[0]) if len(recent) else math.nan,
                     eval_recent_gain=eval_recent_gain,
-                    recent_span=float(recent.steps[-1] - recent.steps[0]) if len(recent) else 0.0)
+                    recent_span=float(recent.steps[-1] - recent.steps[0]) if len(recent) else 0.0,
+                    span=float(reward.steps[-1] - reward.steps[0]))
 
 
 def flat_groups(h: History) -> Series:
@@ -203,15 +206,20 @@ def enough_steps(h: History) -> bool:
 
 
 def signal_steps(h: History) -> set[float] | None:
-    """Steps whose batch had at least one non-zero advantage (else a zero gradient is the right answer); None when
-    the log does not say (no advantage/zero_frac or frac_reward_zero_std), as against an empty set: no step had one."""
+    """Logged steps whose own batch had at least one non-zero advantage (else a zero gradient is the right answer);
+    None when the log does not say (no advantage/zero_frac or frac_reward_zero_std), as against an empty set.
+
+    A row of a log that averages over L = logging_steps steps holds the window's mean share of flat groups but the
+    grad_norm of its last step alone (references: log_window). That last step had no signal only if all of its groups
+    were flat, which adds 1/L to the mean: so only a window mean below 1/L proves the logged step had signal. A log
+    of every step (L = 1) keeps every row below 1."""
     zero = h.series("advantage/zero_frac")
-    if len(zero):
-        return {s for s, v in zip(zero.steps, zero.values) if math.isfinite(v) and v < 1.0}
-    flat = h.series("frac_reward_zero_std")
-    if len(flat):
-        return {s for s, v in zip(flat.steps, flat.values) if math.isfinite(v) and v < 1.0}
-    return None
+    if not len(zero):
+        zero = h.series("frac_reward_zero_std")
+    if not len(zero):
+        return None
+    bound = 1.0 / h.logging_steps
+    return {s for s, v in zip(zero.steps, zero.values) if math.isfinite(v) and v < bound}
 
 
 def at_steps(series, steps: set[float] | None):
@@ -220,3 +228,172 @@ def at_steps(series, steps: set[float] | None):
         return series
     keep = np.array([s in steps for s in series.steps], dtype=bool)
     return type(series)(series.name, series.steps[keep], series.values[keep])
+
+
+# ---------------------------------------------------------------- the reward's range, and where the run sits in it
+
+# A score whose every logged value lies in [0, 1] is read as a pass rate or accuracy (TRL's accuracy rewards, GSM8K
+# correctness): its range is [0, 1] unless the task's maximum is known.
+UNIT_RANGE = (0.0, 1.0)
+# Near the ceiling: the reward's recent level in the top fifth of its range. A strong instruct model solves 80-100% of
+# GSM8K groups from its first step (issue 25's healthy TRL runs: reward 0.83 -> 1.0 with 80-100% of groups flat).
+HIGH_LEVEL = 0.8
+# The flat groups' side is read from the per-completion success rate p: a group of G completions is all-correct with
+# probability p^G and all-wrong with (1-p)^G (rlvr-audit's D(p) = p^G + (1-p)^G). G = TRL's default num_generations
+# when the log does not say.
+DEFAULT_GROUP_SIZE = 8
+
+
+@dataclass(frozen=True)
+class RewardRange:
+    low: float
+    high: float
+    source: str  # how the range was found, for the evidence
+
+    def level(self, value: float) -> float:
+        """Where `value` sits in the range: 0 at the floor, 1 at the ceiling (NaN when the range is empty)."""
+        span = self.high - self.low
+        return (value - self.low) / span if span > 0 and math.isfinite(value) else math.nan
+
+
+def _reward_weights(h, names: list[str]) -> dict:
+    configured = h.setting("reward_weights")
+    if isinstance(configured, dict) and set(names) <= set(configured):
+        return {name: float(configured[name]) for name in names}
+    return {name: 1.0 for name in names}  # TRL's default: every reward function weighs 1
+
+
+def reward_range(h: History) -> RewardRange | None:
+    """The reward's range: the task's bounds (flatline's advantage probe), else the sum of the reward functions' ranges
+    (each rewards/<f>/mean read as [0, 1] unless it was logged outside it), else [0, 1] for a score that never left
+    it, else the range the run itself covered; None without a reward."""
+    reward = h.series("reward").finite()
+    if not len(reward):
+        return None
+    ceiling, floor = h.series("advantage/reward_ceiling").finite(), h.series("advantage/reward_floor").finite()
+    if len(ceiling):
+        low = float(np.min(floor.values)) if len(floor) else min(0.0, float(np.min(reward.values)))
+        return RewardRange(low, float(np.max(ceiling.values)), "the task's maximum")
+    names = [n[len("rewards/"):-len("/mean")] for n in h.names("rewards/") if n.endswith("/mean")]
+    means = {name: h.series(f"rewards/{name}/mean").finite() for name in names}
+    means = {name: s for name, s in means.items() if len(s)}
+    # each function read as scoring [0, 1], or up to the most it paid when above 1 (GSM8K correctness paying 2.0);
+    # a function that went below 0 (a game score, a penalty) has no range to read
+    if means and all(float(np.min(s.values)) >= UNIT_RANGE[0] for s in means.values()):
+        weights = _reward_weights(h, list(means))
+        high = sum(w * max(UNIT_RANGE[1], float(np.max(means[n].values))) for n, w in weights.items() if w > 0)
+        low = 0.0
+        if high > low and low - 1e-6 <= float(np.min(reward.values)) and float(np.max(reward.values)) <= high + 1e-6:
+            return RewardRange(low, high, "the reward functions' ranges")
+    if float(np.min(reward.values)) >= UNIT_RANGE[0] and float(np.max(reward.values)) <= UNIT_RANGE[1]:
+        return RewardRange(*UNIT_RANGE, "a score in [0, 1]")
+    low, high = float(np.min(reward.values)), float(np.max(reward.values))
+    return RewardRange(low, high, "the range the run covered") if high > low else None
+
+
+def reward_level(h: History, value: float) -> float:
+    """`value` placed in the reward's range (0 floor, 1 ceiling); NaN when the range is unknown."""
+    bounds = reward_range(h)
+    return bounds.level(value) if bounds is not None else math.nan
+
+
+def near_ceiling(h: History, p: "Progress | None") -> bool:
+    """The reward's last window sits in the top of its range (the task's maximum when known, within CEILING_MARGIN;
+    HIGH_LEVEL of an inferred range): flat there is a solved task, not a stalled one."""
+    if p is None:
+        return False
+    if math.isfinite(p.ceiling):
+        return p.at_ceiling
+    return reward_level(h, p.last) >= HIGH_LEVEL
+
+
+def all_correct_share(h: History, level: float) -> float:
+    """Of the groups expected flat at a success rate `level` (the reward's place in its range), the share that is
+    all-correct: p^G / (p^G + (1-p)^G)."""
+    if not math.isfinite(level):
+        return math.nan
+    p = min(1.0, max(0.0, level))
+    group = int(h.setting("num_generations", DEFAULT_GROUP_SIZE) or DEFAULT_GROUP_SIZE)
+    right, wrong = p ** group, (1 - p) ** group
+    return right / (right + wrong) if right + wrong > 0 else 0.5
+
+
+# ---------------------------------------------------------------- when things moved
+
+def sustained_from(series: Series, predicate, points: int | None = None) -> float:
+    """The first step from which `predicate` holds on the value there and on the median of the next `points` values
+    (a window, so one noisy row cannot decide); NaN when it never does."""
+    s = series.finite()
+    n = points or max(3, window_size(len(s)) // 2)
+    for i in range(len(s)):
+        if predicate(s.values[i]) and predicate(float(np.median(s.values[i:i + n]))):
+            return float(s.steps[i])
+    return math.nan
+
+
+@dataclass(frozen=True)
+class RewardFall:
+    peak: float  # the best window mean
+    peak_step: float  # the last step whose window mean is still at the peak level: the reward falls from here
+    last: float  # the last window mean
+    below_step: float  # the first step whose window mean is MIN_GAIN (and the noise) below the peak
+
+
+def reward_fall(h: History) -> RewardFall | None:
+    """The reward fell: its last window mean sits MIN_GAIN below the best window mean before it, clear of the noise
+    (NOISE_Z standard errors of a window mean); None otherwise or when the run is under three windows long."""
+    s = h.series("reward").finite()
+    n = window_size(len(s))
+    if len(s) < 3 * n:
+        return None
+    means = np.convolve(s.values, np.ones(n) / n, mode="valid")  # [len - n + 1], window ending at s.steps[n - 1 + i]
+    ends = s.steps[n - 1:]
+    best = int(np.argmax(means[:-n])) if len(means) > n else 0
+    spread = float(np.std(s.values[-n:], ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    drop = max(MIN_GAIN, NOISE_Z * math.sqrt(2) * spread)
+    if means[best] - means[-1] < drop:
+        return None
+    below = best + int(np.flatnonzero(means[best:] <= means[best] - drop)[0])
+    # the fall starts after the last window still at the peak level (within a quarter of the drop)
+    start = best + int(np.flatnonzero(means[best:below] >= means[best] - drop / 4)[-1])
+    return RewardFall(float(means[best]), float(ends[start]), float(means[-1]), float(ends[below]))
+
+
+# Moved: a significant trend (Kendall, TREND_ALPHA) that changed the series by MOVED_REL of its start between the end
+# windows. KL to the reference is exactly 0 while the policy is the reference (TRL logs 0 at the first steps).
+MOVED_REL = 0.2
+KL_MOVED = 1e-4
+
+
+def _moved(series: Series) -> tuple[float, float] | None:
+    s = series.finite()
+    if len(s) < MIN_TREND_POINTS:
+        return None
+    first, last, _ = end_means(s)
+    trend = s.trend()
+    if (trend.rising or trend.falling) and abs(last - first) >= MOVED_REL * max(abs(first), 1e-9):
+        return first, last
+    return None
+
+
+def policy_moved(h: History) -> dict:
+    """What shows the policy changed during the run (a dead gradient cannot move it): name -> "first -> last". The
+    reward by a material change clear of the noise; completion length and entropy by a significant trend of
+    MOVED_REL; KL to the reference by a significant rise off 0; the ratio clip by any clipped token."""
+    out = {}
+    p = progress(h)
+    if p is not None and abs(p.gain) >= MIN_GAIN and abs(p.gain) >= NOISE_Z * p.gain_se:
+        out["reward"] = f"{p.first:.3g} -> {p.last:.3g}"
+    for label, names in (("completion length", ("completions/mean_length", "length/mean")),
+                         ("entropy", ("entropy", "policy/entropy_mean"))):
+        series = next((h.series(n) for n in names if len(h.series(n).finite())), None)
+        moved = _moved(series) if series is not None else None
+        if moved:
+            out[label] = f"{moved[0]:.3g} -> {moved[1]:.3g}"
+    kl = h.series("kl").finite()
+    if len(kl) >= MIN_TREND_POINTS and kl.trend().rising and end_means(kl)[1] > KL_MOVED:
+        out["kl"] = f"{end_means(kl)[0]:.3g} -> {end_means(kl)[1]:.3g}"
+    clip = h.series("clip_ratio/region_mean").finite()
+    if len(clip) and clip.max() > 0:
+        out["clip ratio"] = f"up to {clip.max():.3g}"
+    return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import progress, recent_part, solved, window_size
+from flatline.diagnostics.hypotheses.common import (near_ceiling, progress, recent_part, reward_fall, solved,
+                                                  sustained_from, window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -68,7 +69,9 @@ def collapse(h, v):
     if temperature is not None:
         evidence["temperature"] = temperature
     fell = len(entropy) > 0 and first > 0 and last <= ENTROPY_FALL_RATIO * first
-    near_zero = len(entropy) > 0 and last < ENTROPY_FLOOR
+    # near zero counts only as a fall from the run's own start: an instruct model may begin at 0.1-0.2 nats on math
+    # and drift to a few hundredths while it stays right (references: entropy_start)
+    near_zero = len(entropy) > 0 and last < ENTROPY_FLOOR and last <= FALLING_RATIO * first
     all_identical = recent_identical >= IDENTICAL_FRAC
     p = progress(h)
     if not (fell or near_zero or all_identical):
@@ -85,6 +88,13 @@ def collapse(h, v):
     if solved(h, p):
         return v.passed("entropy fell as the run reached the task's maximum: the policy converged on these prompts",
                         evidence, refs("entropy"))
+    if near_ceiling(h, p) and reward_fall(h) is None:
+        return v.passed("entropy fell while the reward stayed at the top of its range: the policy is sure of answers "
+                        "it gets right", evidence, refs("entropy", "entropy_start"))
+    if len(entropy):
+        onset = sustained_from(entropy, lambda x: x <= FALLING_RATIO * first)
+        if math.isfinite(onset):
+            evidence["onset_step"] = onset
     if converged_where_solved(h, p, evidence):
         return v.passed("entropy fell on the prompts the policy solves: every recent group without reward variance is "
                         "at the maximum, and the others still vary", evidence, refs("entropy"))
@@ -121,6 +131,13 @@ def explosion(h, v):
                     "check the loss sign and the advantage normalisation, and read late samples for repeated or "
                     "garbage tokens; a bf16 sampler/trainer mismatch can drive it (sync.sampler_mismatch)")
     reason = f"entropy rose from {first:.3g} to {last:.3g} nats ({last / first:.1f}x) and is still rising"
+    if near_ceiling(h, p) and reward_fall(h) is None:
+        return v.inconclusive(reason + " with the reward at the top of its range: from a low start (an instruct model "
+                              "on math begins at 0.1-0.2 nats) this is not junk yet", evidence,
+                              "watch it: junk shows as the reward falling", refs("entropy_explosion", "entropy_start"))
+    onset = sustained_from(entropy, lambda x: x >= EXPLOSION_RATIO * first)
+    if math.isfinite(onset):
+        evidence["onset_step"] = onset
     if p is not None and p.learning_now:
         return v.warn(reason + " while the reward rises: entropy that keeps growing usually ends in collapse or "
                       "garbage output", evidence, prescription, refs("entropy_explosion"))

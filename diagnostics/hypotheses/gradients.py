@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import at_steps, signal_steps
+from flatline.diagnostics.hypotheses.common import at_steps, policy_moved, signal_steps
 from flatline.diagnostics.hypotheses.update import REL_UPDATE_MIN, rel_update_series
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
@@ -44,6 +44,9 @@ def no_flow(h, v):
         signal = signal - clipped_out  # every token outside the trust region: no gradient is the clip's doing
     judged = at_steps(norm, signal)
     evidence = {"steps_with_signal": len(judged), "grad_norm_median": judged.median()}
+    window = h.logging_steps
+    if window > 1:
+        evidence["logging_steps"] = window  # grad_norm is the logged step's own; the signal share a window mean
     loss = h.series("loss").finite()
     if len(loss):
         evidence["loss_first"] = float(loss.values[0])  # ~0 on-policy at the start is expected (trl#3452)
@@ -55,6 +58,15 @@ def no_flow(h, v):
     missing = at_steps(h.series("gradients/params_without_grad"), signal)
     if len(missing):
         evidence["params_without_grad_max"] = missing.max()
+    # a dead gradient cannot move the policy: a zero norm on rows of a policy that moved is the logged step's own
+    # (a solved batch), not the run's (the probe's count of tensors without a gradient is judged either way)
+    moved = policy_moved(h) if zero >= NO_FLOW_STEPS_FRAC else {}
+    if moved:
+        evidence.update({f"moved/{name}": change for name, change in moved.items()})
+        return v.passed(f"the policy moved ({'; '.join(f'{k} {c}' for k, c in moved.items())}), which a dead gradient "
+                        f"cannot do: the zero grad_norm on {zero:.0%} of the judged rows is the logged step's own value"
+                        + (f" (one step of every {window:.0f}; the other numbers are window means)" if window > 1 else ""),
+                        evidence, refs("log_window", "zero_std"))
     if zero >= NO_FLOW_STEPS_FRAC:
         return v.fail(f"{zero:.0%} of steps with non-zero advantages produced a zero gradient", evidence,
                       "the loss is cut off from the trainable weights: check for .detach()/no_grad on the logprobs, "
@@ -140,7 +152,11 @@ def spikes(h, v):
     # steps whose advantages were all 0 carry only the KL term's (tiny) gradient: against them every ordinary step
     # with signal would look like a spike, so only steps with signal are compared
     norm = at_steps(_grad_norm(h), signal_steps(h)).finite()
-    norm = type(norm)(norm.name, norm.steps[norm.values > ZERO_GRAD], norm.values[norm.values > ZERO_GRAD])
+    # a batch whose rewards are all equal (reward_std 0: every step of the row's window) has no signal either, which
+    # a log without frac_reward_zero_std (TRL before 0.15) shows only this way
+    silent = {s for s, x in zip(*(lambda r: (r.steps, r.values))(h.series("reward_std"))) if x == 0}
+    keep = (norm.values > ZERO_GRAD) & np.array([s not in silent for s in norm.steps], dtype=bool)
+    norm = type(norm)(norm.name, norm.steps[keep], norm.values[keep])
     if len(norm) < SPIKE_WINDOW:
         return v.skipped(f"needs at least {SPIKE_WINDOW} steps with a non-zero grad_norm and non-zero advantages")
     ratios = []

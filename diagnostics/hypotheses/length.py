@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 
 from flatline.diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
-from flatline.diagnostics.hypotheses.common import MIN_GAIN, enough_steps, progress, window_size
+from flatline.diagnostics.hypotheses.common import (MIN_GAIN, enough_steps, near_ceiling, progress, reward_fall,
+                                                  sustained_from, window_size)
 from flatline.diagnostics.hypotheses.progress import PLATEAU_MIN_STEPS
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
@@ -52,6 +53,12 @@ def truncation(h, v):
         evidence["terminated_reward_mean"] = done_reward
     if max(clipped.mean(), recent.mean()) <= TRUNCATION_FRAC:
         return v.passed(f"{clipped.mean():.0%} of completions reached the limit", evidence, refs("verl_clip"))
+    bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
+    advice = f"{bigger}, or ask for a shorter answer in the prompt"
+    cut_then_fell = _cut_then_fell(h, clipped, evidence)
+    if cut_then_fell:
+        return v.fail(cut_then_fell, evidence, advice + "; resume from a checkpoint before the completions reached the "
+                      "limit", refs("truncation", "verl_clip"))
     p = progress(h)
     shrinking = enough_steps(h) and clipped.trend().falling
     learning = p is not None and (p.rising or p.at_ceiling)
@@ -61,8 +68,6 @@ def truncation(h, v):
     # with the length probe: no finished completion was ever scored; without it: every recent completion was cut
     probed = h.has("length/truncated_reward_mean") or h.has("length/terminated_reward_mean")
     never_finishes = not math.isfinite(done_reward) if probed else float(recent.values.min()) >= 1.0
-    bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
-    advice = f"{bigger}, or ask for a shorter answer in the prompt"
     growing = enough_steps(h) and clipped.trend().rising
     if learning and growing and not never_finishes:
         first_cut = clipped.head(window_size(len(clipped))).mean()
@@ -100,6 +105,25 @@ def truncation(h, v):
         return v.fail(reason, evidence, advice, refs("truncation", "verl_clip"))
     return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit, but truncated ones score as "
                           "well as finished ones", evidence, advice + " to see whether it matters", refs("verl_clip"))
+
+
+def _cut_then_fell(h, clipped, evidence: dict) -> str:
+    """Over time: the share of completions cut at the limit rose past TRUNCATION_FRAC, and the reward fell from its
+    best after (or while) it did: the cut answers lose their reward (TRL #6219). Returns the reason, or ""."""
+    fall = reward_fall(h)
+    if fall is None or len(clipped) < 2 * window_size(len(clipped)):
+        return ""
+    n = window_size(len(clipped))
+    first, last = clipped.head(n).mean(), clipped.tail(n).mean()
+    onset = sustained_from(clipped, lambda x: x > TRUNCATION_FRAC)
+    if not (math.isfinite(onset) and last > TRUNCATION_FRAC and last - first >= TRUNCATION_FRAC
+            and onset <= fall.below_step):
+        return ""
+    evidence.update(clipped_ratio_first=first, clipped_ratio_last=last, onset_step=onset, reward_peak=fall.peak,
+                    reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step, reward_last_window=fall.last)
+    return (f"completions reach max_completion_length from step {onset:.0f} (cut share {first:.0%} -> {last:.0%}) and "
+            f"the reward falls from step {fall.peak_step:.0f} ({fall.peak:.3g} -> {fall.last:.3g}): answers cut at the "
+            "limit lose their reward")
 
 
 @hypothesis("length.context_overflow", "do prompt + completion budget exceed the context, or are prompts truncated?")
@@ -163,6 +187,17 @@ def growth(h, v):
     if p is not None and p.rising:
         return v.inconclusive("completions grow longer while the training reward rises; no held-out score to tell "
                               "real gains from length hacking", evidence, "set eval_every to score a held-out set")
+    if near_ceiling(h, p) and reward_fall(h) is None:
+        return v.inconclusive(f"completions grew {relative:.0%} longer ({first:.0f} -> {last:.0f} tokens) with the "
+                              f"reward at the top of its range ({p.last:.3g}): no room left for a gain to show, and "
+                              "none lost", evidence, "watch the cut share (length.truncation) as they grow; " + advice)
+    # grown into the limit, the harm comes where they are cut: length.truncation's verdict dates it; growth that
+    # stays under the limit is dated here
+    clipped = _clipped(h).finite()
+    cut_recently = len(clipped) > 0 and clipped.tail(max(1, len(clipped) // 2)).mean() > TRUNCATION_FRAC
+    onset = math.nan if cut_recently else sustained_from(length, lambda x: x >= (1 + GROWTH_FRAC) * first)
+    if math.isfinite(onset):
+        evidence["onset_step"] = onset
     return v.fail(f"completions grew {relative:.0%} longer ({first:.0f} -> {last:.0f} tokens) without a reward gain",
                   evidence, advice, refs("length_bias"))
 
@@ -182,9 +217,12 @@ def collapse(h, v):
     p = progress(h)
     if p is not None:
         evidence.update(p.evidence(trend=False))
-    if p is not None and (p.rising or p.eval_rising or p.at_ceiling):
-        return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward rose: the "
-                        "policy learned to answer more briefly", evidence)
+    if p is not None and (p.rising or p.eval_rising or near_ceiling(h, p)):
+        return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward rose or stayed "
+                        "at the top of its range: the policy learned to answer more briefly", evidence)
+    onset = sustained_from(length, lambda x: x <= (1 - COLLAPSE_FRAC) * first)
+    if math.isfinite(onset):
+        evidence["onset_step"] = onset
     loss_type = h.setting("loss_type")
     advice = ("use loss_type = \"dapo\" (token-level) or \"dr_grpo\" instead of per-sequence normalisation (grpo), "
               "which lets short wrong answers cost less per token" if loss_type in (None, "grpo") else

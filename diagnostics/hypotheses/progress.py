@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from flatline.diagnostics.history import MIN_TREND_POINTS
-from flatline.diagnostics.hypotheses.common import MIN_GAIN, NOISE_Z, enough_steps, flat_groups, progress, recent_part
+from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, enough_steps, flat_groups, near_ceiling, progress,
+                                                  recent_part, reward_fall, reward_range)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -30,7 +31,7 @@ def plateau(h, v):
     evidence = p.evidence()
     if not enough_steps(h):
         return v.skipped(f"only {h.steps} steps; a trend needs at least {MIN_TREND_POINTS}", evidence)
-    if p.stalled and p.gain >= MIN_GAIN and not p.eval_rising_recently:
+    if p.stalled and p.gain >= MIN_GAIN and not p.eval_rising_recently and not near_ceiling(h, p):
         stall = _stall_evidence(h)
         if stall is not None:
             evidence.update(stall)
@@ -49,6 +50,11 @@ def plateau(h, v):
         return v.passed(f"the held-out score rose {p.eval_first:.3g} -> {p.eval_last:.3g}", evidence)
     if p.at_ceiling:
         return v.passed(f"reward is at the task's maximum ({p.last:.3g} of {p.ceiling:.3g}): solved", evidence)
+    if near_ceiling(h, p) and reward_fall(h) is None:
+        bounds = reward_range(h)
+        return v.passed(f"the reward stays at the top of its range ({p.first:.3g} -> {p.last:.3g}, range "
+                        f"{bounds.low:.3g}-{bounds.high:.3g} from {bounds.source}): a run that starts near its ceiling "
+                        "has no room to rise, so a flat reward is not a plateau", evidence)
     if h.steps < PLATEAU_MIN_STEPS:
         return v.inconclusive(f"no reward gain yet ({p.first:.3g} -> {p.last:.3g}), but {h.steps} steps are too few "
                               "to call a plateau", evidence, f"train for at least {PLATEAU_MIN_STEPS} steps")

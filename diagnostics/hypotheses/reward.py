@@ -194,7 +194,10 @@ def _dominance_from_logged_means(h, v):
     evidence.update({f"{name}/mean_recent": recent_part(s).mean() for name, s in means.items()},
                     weights="from the config or a fit of reward" if weights else "unknown: compared unweighted")
     others_pay_always = all(recent_part(s).mean() >= SATURATED_FRAC for name, s in means.items() if name != owner)
+    never = _never_pays(means, weights)
     if shares[owner] < OWNS_VARIATION or not pays_always or others_pay_always:
+        if never:
+            return _never_pays_verdict(h, v, never, shares, means, evidence)
         return _gain_from_one_component(h, v, means, weights, evidence)
     rest = ", ".join(name for name in means if name != owner)
     reason = (f"{owner} pays almost always (mean {owner_mean:.2f}) yet owns {shares[owner]:.0%} of the reward's "
@@ -209,6 +212,47 @@ def _dominance_from_logged_means(h, v):
         return v.warn(reason + "; the reward still rises, but through the wrong component it will stall", evidence,
                       prescription, refs("rldoctor_composition"))
     return v.fail(reason, evidence, prescription, refs("rldoctor_composition"))
+
+
+def _never_pays(means: dict, weights: dict | None) -> list[str]:
+    """Components scored in [0, 1] that (almost) never pay over the recent part of the run while another component
+    does vary: every group then agrees on them, so whatever variance the reward has comes from the others. All of
+    them silent is reward.no_signal's case, not a component's."""
+    weight = {name: weights[name] if weights else 1.0 for name in means}
+    silent = [name for name, s in means.items() if weight[name] > 0
+              and bool(np.all((s.values >= 0) & (s.values <= 1))) and recent_part(s).mean() <= 1 - SATURATED_FRAC]
+    if not silent or len(silent) == len(means):
+        return []
+    # and what varies pays almost always (a format term): with a component that has room to rise still varying (a
+    # correctness that pays half the time beside a strict format that never does) the task itself carries signal
+    others = [s for name, s in means.items() if name not in silent]
+    paying = all(recent_part(s).mean() >= HIGH_PAY * max(1.0, float(np.max(s.values))) for s in others)
+    return silent if paying else []
+
+
+# "Pays almost always": the recent mean in the top fifth of the component's range (common.HIGH_LEVEL).
+HIGH_PAY = 0.8
+
+
+def _never_pays_verdict(h, v, never: list[str], shares: dict, means: dict, evidence: dict):
+    """A task component that never pays while the others carry the reward (a format term that owns the signal): the
+    groups are flat on the task, and their variance teaches the format alone."""
+    owner = max((name for name in shares if name not in never), key=shares.get)
+    paid = ", ".join(f"{name} pays {recent_part(means[name]).mean():.0%} of the time" for name in never)
+    reason = (f"{paid} over the recent steps, so the reward moves only through {owner} (mean "
+              f"{recent_part(means[owner]).mean():.2f}): the groups' variance teaches {owner}, not the task")
+    prescription = (f"confirm {' and '.join(never)} gives a known-good answer full marks (the reward self-check) and that "
+                    "the prompt states the answer format it checks; if so, the model cannot earn it yet: easier prompts, "
+                    f"more num_generations, or a graded component that pays partial progress; lower {owner}'s weight "
+                    "once it always pays")
+    evidence["never_pays"] = ", ".join(never)
+    p = progress(h)
+    if p is not None:
+        evidence.update(p.evidence(trend=False))
+    if p is not None and p.learning_now:
+        return v.warn(reason + "; the reward still rises, through the wrong component", evidence, prescription,
+                      refs("rldoctor_composition"))
+    return v.fail(reason, evidence, prescription, refs("rldoctor_composition", "zero_std"))
 
 
 # The reward's gain "came from one component" when that component holds GAIN_OWNED of the weighted gain and every

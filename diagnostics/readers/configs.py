@@ -26,7 +26,8 @@ from flatline.diagnostics.readers.base import RawLog, read_text
 # The settings the judges read, each with its kind (float, int or str).
 SETTINGS = {"learning_rate": float, "beta": float, "num_generations": int, "max_completion_length": int,
             "max_grad_norm": float, "lora_r": int, "loss_type": str, "num_iterations": int, "temperature": float,
-            "max_steps": int, "per_device_train_batch_size": int, "optim": str, "adam_epsilon": float}
+            "max_steps": int, "per_device_train_batch_size": int, "optim": str, "adam_epsilon": float,
+            "logging_steps": float}
 # The ones whose absence skips verdicts: named in the report when no config gives them.
 KEY_SETTINGS = ("max_grad_norm", "beta", "num_generations", "max_completion_length", "learning_rate")
 
