@@ -179,6 +179,7 @@ class StaticSampler:
         self.eos_token_ids = eos_token_ids
         self.use_graphs = use_graphs
         self.fold_adapters = fold_adapters  # None: on a GPU only
+        self.compile_step = False  # torch.compile the decode step before capturing it (fewer, fused kernels)
         self._folded: FoldedWeights | None = None
         self.min_new_tokens = 0  # a benchmark's fixed-length rollouts; EOS is never sampled before this
         self._states: dict[Settings, DecodeState] = {}  # at most KEEP_STATES, the latest last
@@ -290,19 +291,20 @@ class StaticSampler:
         try:
             if not state.cache.keys:  # the buffers are allocated by a first (eager) forward
                 state.decode_step()
+            step = torch.compile(state.decode_step, dynamic=False) if self.compile_step else state.decode_step
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):
                     state.cache.position.fill_(state.settings.prompt_width)
                     state.step.zero_()
-                    state.decode_step()
+                    step()
             torch.cuda.current_stream().wait_stream(stream)
             state.cache.position.fill_(state.settings.prompt_width)
             state.step.zero_()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                state.decode_step()
+                step()
             state.graph = graph
         except Exception as exc:  # a model whose step cannot be captured still samples, eagerly
             self._graph_failed = True
