@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flatline.diagnostics.history import History
 from flatline.diagnostics.hypotheses.common import reward_fall
-from flatline.diagnostics.verdict import REGISTRY, SEVERITY, STATUSES, Verdict
+from flatline.diagnostics.verdict import FLAGGED, REGISTRY, SEVERITY, STATUSES, Verdict
 
 # When several hypotheses are confirmed, the headline lists them in this order: a root cause before the
 # symptoms it produces (no gradient -> weights unchanged -> plateau), infrastructure before signal (the
@@ -154,15 +154,50 @@ class Diagnosis:
                 "verdicts": [v.to_json() for v in self.verdicts]}
 
 
+# Minimum evidence. A fail or warn about a rate or a course over steps (no signal on 80% of steps, most groups flat,
+# zero gradients, a mean importance ratio, a trend) asserts that something persists; one or two logged rows cannot
+# show that. Each row is one observation: a window mean over logging_steps optimizer steps, with grad_norm that of its
+# last step alone (references: log_window), and on a live run (`flatline watch`) the first rows are the warm-up. So
+# such a verdict needs MIN_EVIDENCE_ROWS logged training rows; with fewer it is inconclusive and says how many it needs.
+MIN_EVIDENCE_ROWS = 3
+# Faults one row proves, flagged at once: a non-finite value; a config or code path that cannot work whatever the run
+# does (parameters outside the optimizer, a context that cannot hold prompt + completion, dropout in the policy,
+# frozen weights that moved); and what flatline's probes count per token, group or episode at every step (a loss mask,
+# advantages that do not sum to zero in a group, a template that rewrites earlier turns, a scorer that raises, an
+# episode cut by its budget): each row holds every case of it, not a window's mean.
+IMMEDIATE = frozenset({
+    "gradients.non_finite", "update.optimizer_coverage", "length.context_overflow", "update.nondeterministic_forward",
+    "update.base_drift", "advantage.numerics", "advantage.grouping", "reward.parse_failures",
+    "masking.prompt_in_loss", "masking.padding_in_loss", "masking.eos_excluded", "masking.env_tokens_in_loss",
+    "masking.completion_excluded", "episodes.infra_scored_as_reward", "episodes.template_not_prefix_preserving",
+    "episodes.early_termination", "episodes.tool_call_failures", "episodes.bonus_dominates",
+})
+
+
+def minimum_evidence(verdict: Verdict, history: History) -> Verdict:
+    """The verdict, or inconclusive when it flags (fail or warn) a persisting fault on fewer than MIN_EVIDENCE_ROWS
+    logged rows; faults in IMMEDIATE are flagged from one row."""
+    rows = history.steps
+    if verdict.status not in FLAGGED or verdict.id in IMMEDIATE or rows >= MIN_EVIDENCE_ROWS:
+        return verdict
+    evidence = {**verdict.evidence, "logged_rows": rows, "rows_needed": MIN_EVIDENCE_ROWS}
+    evidence.pop("onset_step", None)
+    reason = (f"{verdict.reason}; but this is {rows} logged row{'s' if rows != 1 else ''} and a {verdict.status} needs "
+              f"{MIN_EVIDENCE_ROWS} to show it persists: judged again as the log grows")
+    return replace(verdict, status="inconclusive", evidence=evidence, reason=reason)
+
+
 def judge_one(hypothesis_id: str, history: History) -> Verdict:
-    """One hypothesis; a judge that raises gives a skipped verdict naming the error, never a crash."""
+    """One hypothesis, under the minimum-evidence rule; a judge that raises gives a skipped verdict naming the error,
+    never a crash."""
     _load_families()
     hypothesis = REGISTRY[hypothesis_id]
     try:
-        return hypothesis.judge(history)
+        verdict = hypothesis.judge(history)
     except Exception as exc:  # a malformed foreign log must not take the whole diagnosis down
         return Verdict(hypothesis.id, hypothesis.title, "skipped", {}, "", [],
                        f"could not be judged from this log ({type(exc).__name__}: {exc})")
+    return minimum_evidence(verdict, history)
 
 
 def judge(history: History, control: History | None = None, ids=None) -> Diagnosis:

@@ -6,13 +6,18 @@ the real logs the issue describes (a 7B instruct model on GSM8K through TRL: rew
 
     .venv/bin/python -m pytest -q tests/test_hypotheses_real_logs.py
 """
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
+import pytest
 from test_hypotheses import verdict
 
-from flatline.diagnostics.history import History
+from flatline.diagnostics.history import History, load_history
 from flatline.diagnostics.hypotheses.advantage import TOO_EASY
 from flatline.diagnostics.hypotheses.common import signal_steps
-from flatline.diagnostics.judge import judge
+from flatline.diagnostics.judge import MIN_EVIDENCE_ROWS, judge
 
 ROWS, LOGGING_STEPS = 40, 10
 
@@ -125,3 +130,41 @@ def test_a_format_reward_that_owns_the_signal_is_headlined_before_the_flat_group
     v = verdict("reward.component_dominance", h)
     assert v.status == "fail" and "correctness_reward pays 2%" in v.reason and "format_reward" in v.reason
     assert judge(h).failed[0].id == "reward.component_dominance"
+
+
+# -- minimum evidence: what one or two logged rows of a real run can and cannot show (judge.minimum_evidence) ----------
+
+REAL_RUNS = Path(__file__).resolve().parent.parent / "data" / "real_runs"
+
+
+def real_prefix(run_id: str, rows: int | None) -> History:
+    """A run of the real-runs corpus read as `flatline diagnose` reads it, cut to its first `rows` logged rows (None:
+    the whole log), as `flatline watch` sees it while the run is still being written."""
+    folder = REAL_RUNS / run_id
+    h = load_history(folder / tomllib.loads((folder / "source.toml").read_text())["log"])
+    return h if rows is None else replace(h, rows=h.rows[:rows], eval_rows=[])
+
+
+@pytest.mark.parametrize("run_id, rows, hypothesis_id, expected", [
+    # healthy (the author's 0.8 -> 0.95 on GSM8K): the first row, a window mean over 5 steps, has no reward variance
+    ("grpodyn-qwen2.5-7b-gsm8k-rho0.10-s42", 1, "reward.no_signal", "inconclusive"),
+    # healthy: a 9B model solving most groups from its first logged row
+    ("grpodyn-qwen3.5-9b-gsm8k-rho1.00-s43", 1, "advantage.degenerate_groups", "inconclusive"),
+    ("grpodyn-qwen3.5-9b-gsm8k-rho1.00-s43", 2, "advantage.degenerate_groups", "inconclusive"),
+    # broken (a dead simulator scores every rollout alike): one row is no proof, the whole log is
+    ("scutsc-qwen3-tsc-console-deadsim", 1, "reward.no_signal", "inconclusive"),
+    ("scutsc-qwen3-tsc-console-deadsim", None, "reward.no_signal", "fail"),
+    # a NaN gradient on the first row proves itself at once
+    ("rldecisionagent-qwen3-4b-dapo-nangrad", 1, "gradients.non_finite", "fail"),
+])
+def test_a_fail_needs_the_rows_to_show_it_persists(run_id, rows, hypothesis_id, expected):
+    v = verdict(hypothesis_id, real_prefix(run_id, rows))
+    assert v.status == expected, v.message()
+    if expected == "inconclusive":
+        assert v.evidence["rows_needed"] == MIN_EVIDENCE_ROWS and f"needs {MIN_EVIDENCE_ROWS}" in v.reason
+
+
+def test_the_whole_diagnosis_of_a_first_row_has_no_fail_but_a_structural_one():
+    assert not judge(real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.10-s42", 1)).failed
+    assert [v.id for v in judge(real_prefix("rldecisionagent-qwen3-4b-dapo-nangrad", 1)).failed] == \
+        ["gradients.non_finite"]
