@@ -113,7 +113,8 @@ def plateau(h, v):
                 f"{SPARSE_START_STEPS - span:.0f} more optimizer steps without a gain", evidence,
                 f"train for at least {SPARSE_START_STEPS} optimizer steps, or add a partial reward (format, answer "
                 "present) so that progress shows earlier", [SPARSE_START])
-    if not falling and (p.gain <= -MIN_GAIN or reward_fall(h) is not None):
+    # a dip: the end window a material amount below the start, or half that below it after a fall from a peak
+    if not falling and (p.gain <= -MIN_GAIN or (p.gain <= -MIN_GAIN / 2 and reward_fall(h) is not None)):
         return v.inconclusive(f"the reward dropped ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps) "
                               f"but not as a sustained fall (Kendall tau {p.trend.tau:.2f}, p = {p.trend.p_value:.2f}; "
                               f"a fall needs a significant trend and a loss of {MIN_GAIN} between the end windows): a "
