@@ -81,7 +81,7 @@ def plateau(h, v):
         return v.passed(f"reward is at the task's maximum ({p.last:.3g} of {p.ceiling:.3g}): solved", evidence)
     if (near_ceiling(h, p) or _known_level(h, p.first) >= HIGH_LEVEL) and reward_fall(h) is None:
         bounds = reward_range(h)
-        return v.passed(f"the reward started at the top of its range ({p.first:.3g} -> {p.last:.3g}, range "
+        return v.passed(f"the reward started or stays at the top of its range ({p.first:.3g} -> {p.last:.3g}, range "
                         f"{bounds.low:.3g}-{bounds.high:.3g} from {bounds.source}): a run that starts near its ceiling "
                         "has no room to rise, so a flat reward is not a plateau", evidence)
     span = optimizer_steps(h)
@@ -93,9 +93,10 @@ def plateau(h, v):
     # best window clear of the noise (a noisy start drifting by a few hundredths, or ten rows, is not a fall)
     falling = p.trend.falling and p.gain <= -MIN_GAIN and reward_fall(h) is not None
     if not falling and p.gain + NOISE_Z * p.gain_se >= MIN_GAIN:
-        return v.inconclusive(f"no clear reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps), but the "
-                              f"batch-to-batch noise (standard error {p.gain_se:.2g} on that change) cannot rule out "
-                              f"a gain of {MIN_GAIN}", evidence, "train longer, or with more prompts per batch")
+        return v.inconclusive(f"no clear reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer "
+                              f"steps), but the batch-to-batch noise (standard error {p.gain_se:.2g} on that change) "
+                              f"cannot rule out a gain of {MIN_GAIN}", evidence,
+                              "train longer, or with more prompts per batch")
     if not falling and _sparse_start(h, p):
         moving = precursors_moving(h)
         if moving:
@@ -107,8 +108,8 @@ def plateau(h, v):
                 "keep training; a flat reward while these move is the normal start of GRPO", [SPARSE_START])
         if span < SPARSE_START_STEPS:
             return v.inconclusive(
-                f"no reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps), at the floor of its "
-                f"range (or a range the log does not give): a sparse reward is often flat for the first "
+                f"no reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps), at the floor of "
+                "its range (or in a range the log does not give): a sparse reward is often flat for the first "
                 f"{SPARSE_START_STEPS} steps while the policy finds its first rewarded completions, so a plateau needs "
                 f"{SPARSE_START_STEPS - span:.0f} more optimizer steps without a gain", evidence,
                 f"train for at least {SPARSE_START_STEPS} optimizer steps, or add a partial reward (format, answer "
@@ -203,8 +204,9 @@ def _sparse_start(h, p) -> bool:
 
 
 def precursors_moving(h) -> dict:
-    """What moves before the reward does: a reward component (format, partial credit) rising by COMPONENT_GAIN clear of the noise,
-    completion length or entropy changing by a significant trend of MOVED_REL of its start; name -> "first -> last"."""
+    """What moves before the reward does: a reward component (format, partial credit) rising by COMPONENT_GAIN clear
+    of the noise, completion length or entropy changing by a significant trend of MOVED_REL of its start (and clear of
+    the noise); name -> "first -> last"."""
     out = {}
     for name in h.names("rewards/"):
         if not name.endswith("/mean"):
@@ -215,8 +217,8 @@ def precursors_moving(h) -> dict:
         first, last, se = end_means(s)
         if s.trend().rising and last - first >= max(COMPONENT_GAIN, NOISE_Z * se):
             out[name[len("rewards/"):-len("/mean")]] = f"{first:.3g} -> {last:.3g}"
-    for label, names in (("completion length", ("completions/mean_length", "length/mean", "response_length/mean")),
-                         ("entropy", ("entropy", "policy/entropy_mean", "actor/entropy"))):
+    for label, names in (("completion length", ("completions/mean_length", "length/mean")),
+                         ("entropy", ("entropy", "policy/entropy_mean"))):
         s = next((h.series(n).finite() for n in names if len(h.series(n).finite()) >= MIN_TREND_POINTS), None)
         if s is None:
             continue
