@@ -38,6 +38,8 @@ REAL = [
     ("h1073146274-qwen2.5-3b-gsm8k", 31, "inconclusive", "no reward gain yet"),
     ("xenonaesir-qwen2.5-3b-gsm8k", 10, "inconclusive", "no reward gain yet"),
     ("holazzer-qwen2.5-3b-gsm8k-flat", 40, "inconclusive", "110 more optimizer steps"),
+    # healthy, at the floor: 0.06 -> -0.06 is a significant trend over 26 steps, but a fall there is the floor's noise
+    ("holazzer-qwen2.5-3b-gsm8k-b", 26, "inconclusive", "at the floor of its range"),
     # verl GSM8K PPO: flat for its first 20 steps, then 0.16 -> 0.69
     ("verl_qwen05b_gsm8k_ppo_538", 19, "inconclusive", "at the floor of its range"),
     # reported broken and flat for the whole log: 250 steps at 0 with no reward component moving

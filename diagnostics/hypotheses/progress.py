@@ -97,8 +97,8 @@ def plateau(h, v):
                               f"steps), but the batch-to-batch noise (standard error {p.gain_se:.2g} on that change) "
                               f"cannot rule out a gain of {MIN_GAIN}", evidence,
                               "train longer, or with more prompts per batch")
-    if not falling and _sparse_start(h, p):
-        moving = precursors_moving(h)
+    if _sparse_start(h, p):  # at the floor a fall is as small as the noise there: it waits as a flat start does
+        moving = {} if falling else precursors_moving(h)
         if moving:
             evidence.update({f"moving_{k}": val for k, val in moving.items()})
             return v.inconclusive(
@@ -197,10 +197,10 @@ def _known_level(h, value: float) -> float:
 
 
 def _sparse_start(h, p) -> bool:
-    """The reward sits at the floor of its range, or its range is unknown (a reward-only log that went below 0): the
-    start of a sparse-reward run, where a flat reward is expected for a while."""
-    level = _known_level(h, p.last)
-    return not math.isfinite(level) or level < FLOOR_LEVEL
+    """The reward started and sits at the floor of its range, or its range is unknown (a reward-only log that went
+    below 0): the start of a sparse-reward run, where a flat reward is expected for a while."""
+    first, last = _known_level(h, p.first), _known_level(h, p.last)
+    return not (math.isfinite(first) and math.isfinite(last)) or max(first, last) < FLOOR_LEVEL
 
 
 def precursors_moving(h) -> dict:
