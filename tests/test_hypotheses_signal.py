@@ -253,7 +253,7 @@ def test_short_flat_control_is_inconclusive():
 
 def test_flat_noisy_reward_is_a_plateau():
     v = verdict("progress.plateau", history(20, reward=flat(0.3, 20, 0.05, seed=51)))
-    assert v.status == "fail" and "reward is flat" in v.reason and "over 20 steps" in v.reason
+    assert v.status == "fail" and "reward is flat" in v.reason and "over 20 optimizer steps" in v.reason
     assert abs(v.evidence["reward_last"] - v.evidence["reward_first"]) < 0.1
     assert v.evidence["reward_kendall_p"] >= 0.05
 

@@ -6,13 +6,28 @@ import math
 import numpy as np
 
 from flatline.diagnostics.history import MIN_TREND_POINTS
-from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, enough_steps, flat_groups, near_ceiling, progress,
-                                                  recent_part, reward_fall, reward_range)
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, MOVED_REL, NOISE_Z, end_means, enough_steps,
+                                                  flat_groups, near_ceiling, progress, recent_part, reward_fall,
+                                                  reward_range, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
-# Calling a plateau needs a run long enough to have one: below 10 steps a flat reward is "too early to tell".
+# Calling a plateau needs a run long enough to have one: below 10 optimizer steps a flat reward is "too early to tell".
 PLATEAU_MIN_STEPS = 10
+# A reward flat at the floor of its range (or in a range the log does not give) is how GRPO with a sparse outcome
+# reward starts: no group has a rewarded completion yet, so there is nothing to reinforce until the policy finds one.
+# Unsloth's GRPO notebooks (Qwen2.5-3B, Llama 3.1 8B on GSM8K, data/real_runs/unsloth-qwen2.5-3b-gsm8k) say "You might
+# have to wait 150 to 200 steps for any action", and their healthy runs sit at about 0.1 of a 4.0 maximum for
+# 100-150 optimizer steps before rising. Such a flat start fails only after SPARSE_START_STEPS optimizer steps, and
+# only while nothing that precedes the reward moves (a partial or format reward rising, completion length or entropy
+# changing: the policy is on its way to the first rewarded completions).
+SPARSE_START_STEPS = 150
+SPARSE_START = ("Unsloth GRPO notebooks (Qwen2.5-3B / Llama 3.1 8B, GSM8K): 'You might have to wait 150 to 200 steps "
+                "for any action' with a sparse correctness reward (https://github.com/unslothai/notebooks)")
+# A reward component "moving": a significant rise of half a material reward gain (it adds that much to the reward).
+COMPONENT_GAIN = MIN_GAIN / 2
+# At the floor: the reward's last window in the bottom FLOOR_LEVEL of its range.
+FLOOR_LEVEL = 0.2
 # A stall is called on evidence that the recent third is flat, not on a trend test that failed to find a rise (a slow
 # gain under batch noise fails it too): the recent gain's upper bound (its slope plus STALL_Z standard errors) must
 # stay below STALL_SHARE of what the rate before it would have bought over the same steps.
@@ -21,6 +36,12 @@ STALL_Z = 2.0
 # Most recent groups all-equal: the flat reward is explained (the prompts the policy can learn are learned, the rest
 # carry no signal), which advantage.degenerate_groups names; a stall is a reward that stops while signal remains.
 SIGNAL_LEFT_FRAC = 0.5
+# A stall is called only once the reward has been flat for as many steps as its rise took: GRPO's reward climbs in
+# steps (a format learned, then answers), and a pause shorter than the climb before it is part of a healthy curve
+# (the real runs' verl GSM8K PPO logs pause for 50-150 steps between gains).
+STALL_VS_RISE = 1.0
+# The rise ends where the reward first holds RISE_REACHED of its way from the first window to the recent level.
+RISE_REACHED = 0.9
 
 
 @hypothesis("progress.plateau", "has reward (or held-out score) stopped improving while steps continue?")
@@ -41,6 +62,14 @@ def plateau(h, v):
                                     f"{p.recent_start:.0f}, with {stall['flat_groups_recent']:.0%} of recent groups "
                                     "all-equal: what the policy can learn on these prompts is learned (see "
                                     "advantage.degenerate_groups)", evidence)
+                rise, flat = _rise_and_stall(h, p)
+                evidence.update({"rise_steps": rise, "stall_steps": flat})
+                if flat < STALL_VS_RISE * rise:
+                    return v.inconclusive(
+                        f"the reward rose ({p.first:.3g} -> {p.last:.3g}) over about {rise:.0f} steps and has been "
+                        f"flat for {flat:.0f}: a pause shorter than the rise took is common between gains (a new "
+                        "skill is found, then the next), so a stall needs the flat stretch to last as long as the "
+                        "rise", evidence, f"train on: a stall is called after {STALL_VS_RISE * rise:.0f} flat steps")
                 return _stall(p, evidence, v)
     if p.rising:
         how = (f"Kendall tau {p.trend.tau:.2f} (p = {p.trend.p_value:.3f})" if p.trend.rising
@@ -50,21 +79,50 @@ def plateau(h, v):
         return v.passed(f"the held-out score rose {p.eval_first:.3g} -> {p.eval_last:.3g}", evidence)
     if p.at_ceiling:
         return v.passed(f"reward is at the task's maximum ({p.last:.3g} of {p.ceiling:.3g}): solved", evidence)
-    if near_ceiling(h, p) and reward_fall(h) is None:
+    if (near_ceiling(h, p) or _known_level(h, p.first) >= HIGH_LEVEL) and reward_fall(h) is None:
         bounds = reward_range(h)
-        return v.passed(f"the reward stays at the top of its range ({p.first:.3g} -> {p.last:.3g}, range "
+        return v.passed(f"the reward started or stays at the top of its range ({p.first:.3g} -> {p.last:.3g}, range "
                         f"{bounds.low:.3g}-{bounds.high:.3g} from {bounds.source}): a run that starts near its ceiling "
                         "has no room to rise, so a flat reward is not a plateau", evidence)
-    if h.steps < PLATEAU_MIN_STEPS:
-        return v.inconclusive(f"no reward gain yet ({p.first:.3g} -> {p.last:.3g}), but {h.steps} steps are too few "
-                              "to call a plateau", evidence, f"train for at least {PLATEAU_MIN_STEPS} steps")
-    falling = p.trend.falling
+    span = optimizer_steps(h)
+    evidence["optimizer_steps"] = span
+    if span < PLATEAU_MIN_STEPS:
+        return v.inconclusive(f"no reward gain yet ({p.first:.3g} -> {p.last:.3g}), but {span:.0f} optimizer steps are "
+                              "too few to call a plateau", evidence, f"train for at least {PLATEAU_MIN_STEPS} steps")
+    # falling: a significant downward trend that lost a material amount between the end windows and a fall from the
+    # best window clear of the noise (a noisy start drifting by a few hundredths, or ten rows, is not a fall)
+    falling = p.trend.falling and p.gain <= -MIN_GAIN and reward_fall(h) is not None
     if not falling and p.gain + NOISE_Z * p.gain_se >= MIN_GAIN:
-        return v.inconclusive(f"no clear reward gain yet ({p.first:.3g} -> {p.last:.3g} over {h.steps} steps), but the "
-                              f"batch-to-batch noise (standard error {p.gain_se:.2g} on that change) cannot rule out "
-                              f"a gain of {MIN_GAIN}", evidence, "train longer, or with more prompts per batch")
+        return v.inconclusive(f"no clear reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer "
+                              f"steps), but the batch-to-batch noise (standard error {p.gain_se:.2g} on that change) "
+                              f"cannot rule out a gain of {MIN_GAIN}", evidence,
+                              "train longer, or with more prompts per batch")
+    if _sparse_start(h, p):  # at the floor a fall is as small as the noise there: it waits as a flat start does
+        moving = {} if falling else precursors_moving(h)
+        if moving:
+            evidence.update({f"moving_{k}": val for k, val in moving.items()})
+            return v.inconclusive(
+                f"no reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps), at the floor of "
+                f"its range, but what precedes the reward is moving ({_listing(moving)}): with a sparse reward the "
+                "policy first has to find rewarded completions", evidence,
+                "keep training; a flat reward while these move is the normal start of GRPO", [SPARSE_START])
+        if span < SPARSE_START_STEPS:
+            return v.inconclusive(
+                f"no reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps), at the floor of "
+                "its range (or in a range the log does not give): a sparse reward is often flat for the first "
+                f"{SPARSE_START_STEPS} steps while the policy finds its first rewarded completions, so a plateau needs "
+                f"{SPARSE_START_STEPS - span:.0f} more optimizer steps without a gain", evidence,
+                f"train for at least {SPARSE_START_STEPS} optimizer steps, or add a partial reward (format, answer "
+                "present) so that progress shows earlier", [SPARSE_START])
+    # a dip: the end window a material amount below the start, or half that below it after a fall from a peak
+    if not falling and (p.gain <= -MIN_GAIN or (p.gain <= -MIN_GAIN / 2 and reward_fall(h) is not None)):
+        return v.inconclusive(f"the reward dropped ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps) "
+                              f"but not as a sustained fall (Kendall tau {p.trend.tau:.2f}, p = {p.trend.p_value:.2f}; "
+                              f"a fall needs a significant trend and a loss of {MIN_GAIN} between the end windows): a "
+                              "dip, neither flat nor shown to be falling", evidence,
+                              "train longer: a fall that holds turns the trend significant")
     return v.fail(("reward is falling" if falling else "reward is flat") +
-                  f": {p.first:.3g} -> {p.last:.3g} over {h.steps} steps (Kendall tau {p.trend.tau:.2f}, "
+                  f": {p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps (Kendall tau {p.trend.tau:.2f}, "
                   f"p = {p.trend.p_value:.2f}, gain below {MIN_GAIN})", evidence,
                   "the failed hypotheses above name the likeliest cause; with none, train longer or raise "
                   "learning_rate, and compare with the control task (control.learns)", refs("plateau"))
@@ -95,12 +153,81 @@ def _stall_evidence(h) -> dict | None:
     return out
 
 
+def _rise_and_stall(h, p) -> tuple[float, float]:
+    """(steps the rise took, steps the reward has been flat since): the rise ends at the first step from which the
+    reward holds RISE_REACHED of its way from the first window's mean to the recent part's median."""
+    reward = h.series("reward").finite()
+    level = recent_part(reward).median()
+    target = p.first + RISE_REACHED * (level - p.first)
+    reached = sustained_from(reward, lambda value: value >= target)
+    if not math.isfinite(reached):
+        reached = p.recent_start
+    first, last = float(reward.steps[0]), float(reward.steps[-1])
+    return reached - first, last - reached
+
+
 def _stall(p, evidence: dict, v):
     """The reward rose early, then stayed flat for the whole recent third: learning has stopped."""
     reason = (f"the reward rose ({p.first:.3g} -> {p.last:.3g}) but has been flat since step {p.recent_start:.0f} "
               f"(the last third of the run: Kendall tau {p.recent.tau:.2f}, p = {p.recent.p_value:.2f}), short of the "
-              "task's maximum")
+              f"task's maximum, flat for {evidence['stall_steps']:.0f} steps after a rise that took "
+              f"{evidence['rise_steps']:.0f}")
     return v.warn(reason + ": the steps since then are not buying progress", evidence,
                   "look at the entropy, kl and advantage verdicts for what stopped it (exploration gone, groups "
                   "without signal, a policy pinned or running away); otherwise stop the run here, or continue with "
                   "harder prompts or a lower learning_rate", refs("plateau"))
+
+
+def optimizer_steps(h) -> float:
+    """Optimizer steps the log covers: from its first logged step to its last, plus the window the first row averages
+    (a row logged every L = logging_steps steps stands for L optimizer steps)."""
+    steps = h.series("reward").finite().steps
+    if not len(steps):
+        return 0.0
+    return float(steps[-1] - steps[0]) + h.logging_steps
+
+
+def _known_level(h, value: float) -> float:
+    """`value` placed in the reward's range (0 floor, 1 ceiling) when the log gives the range; NaN when the only range
+    is the one the run covered (a prefix's own extremes say nothing about the task's)."""
+    bounds = reward_range(h)
+    if bounds is None or bounds.source == "the range the run covered":
+        return math.nan
+    return bounds.level(value)
+
+
+def _sparse_start(h, p) -> bool:
+    """The reward started and sits at the floor of its range, or its range is unknown (a reward-only log that went
+    below 0): the start of a sparse-reward run, where a flat reward is expected for a while."""
+    first, last = _known_level(h, p.first), _known_level(h, p.last)
+    return not (math.isfinite(first) and math.isfinite(last)) or max(first, last) < FLOOR_LEVEL
+
+
+def precursors_moving(h) -> dict:
+    """What moves before the reward does: a reward component (format, partial credit) rising by COMPONENT_GAIN clear
+    of the noise, completion length or entropy changing by a significant trend of MOVED_REL of its start (and clear of
+    the noise); name -> "first -> last"."""
+    out = {}
+    for name in h.names("rewards/"):
+        if not name.endswith("/mean"):
+            continue
+        s = h.series(name).finite()
+        if len(s) < MIN_TREND_POINTS:
+            continue
+        first, last, se = end_means(s)
+        if s.trend().rising and last - first >= max(COMPONENT_GAIN, NOISE_Z * se):
+            out[name[len("rewards/"):-len("/mean")]] = f"{first:.3g} -> {last:.3g}"
+    for label, names in (("completion length", ("completions/mean_length", "length/mean")),
+                         ("entropy", ("entropy", "policy/entropy_mean"))):
+        s = next((h.series(n).finite() for n in names if len(h.series(n).finite()) >= MIN_TREND_POINTS), None)
+        if s is None:
+            continue
+        first, last, se = end_means(s)
+        trend = s.trend()
+        if (trend.rising or trend.falling) and abs(last - first) >= max(MOVED_REL * abs(first), NOISE_Z * se):
+            out[label] = f"{first:.3g} -> {last:.3g}"
+    return out
+
+
+def _listing(moving: dict) -> str:
+    return ", ".join(f"{name} {change}" for name, change in moving.items())
