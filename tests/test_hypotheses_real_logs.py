@@ -125,3 +125,23 @@ def test_a_format_reward_that_owns_the_signal_is_headlined_before_the_flat_group
     v = verdict("reward.component_dominance", h)
     assert v.status == "fail" and "correctness_reward pays 2%" in v.reason and "format_reward" in v.reason
     assert judge(h).failed[0].id == "reward.component_dominance"
+
+
+# scutsc-qwen3-tsc-nb-rising (Radar-Lei/SCU_TSC, an Unsloth notebook, healthy: the reward rises): its first 20 rows,
+# with TRL's sampling/ columns at exactly 0 on every row, as Unsloth logs them when the sampler's logprobs are not compared.
+ZERO_RATIO_REWARD = [-0.8968, -0.9302, -0.6949, -0.5826, -0.9639, -0.757, -0.7271, -0.6494, -0.833, -0.9767, -0.7464,
+                     -1.0757, -0.7144, -0.5649, -0.4873, -0.5016, -0.3914, -0.7455, -0.848, -0.6473]
+ZERO_RATIO_COLUMNS = ("sampling/sampling_logp_difference/mean", "sampling/importance_sampling_ratio/min",
+                      "sampling/importance_sampling_ratio/mean", "sampling/importance_sampling_ratio/max")
+
+
+def test_importance_ratios_of_exactly_zero_are_placeholders_not_measurements():
+    rows = len(ZERO_RATIO_REWARD)
+    h = trl_rows({"reward": ZERO_RATIO_REWARD, **{name: [0.0] * rows for name in ZERO_RATIO_COLUMNS}}, rows=rows, every=5)
+    for hypothesis_id in ("sync.sampling_semantics", "sync.importance_weights", "sync.sampler_mismatch"):
+        v = verdict(hypothesis_id, h)
+        assert v.status == "skipped" and "placeholder" in v.reason, v.message()
+    # a measured ratio below 1 with maxima at most 1 is still the truncated sampler
+    measured = {"reward": ZERO_RATIO_REWARD, "sampling/importance_sampling_ratio/mean": [0.9] * rows,
+                "sampling/importance_sampling_ratio/max": [1.0] * rows}
+    assert verdict("sync.sampling_semantics", trl_rows(measured, rows=rows, every=5)).status == "fail"
