@@ -1,6 +1,6 @@
 """flatline's GRPO step on one GPU: against TRL's GRPOTrainer, the 7B memory plan, probe overheads, bf16 precision.
 
-    python bench/gpu_step.py [--sections step,plan,probes,precision] [--archs 0.5b,1.5b] [--steps 6] [--skip-trl]
+    python bench/gpu_step.py [--sections step,plan,probes,precision] [--archs 0.5b,1.5b] [--steps 7] [--skip-trl]
 
 Models are random-initialised Qwen2.5 architectures in bfloat16 (nothing is downloaded): written once to a local
 HF directory (with SmolLM2's tokenizer, whose 49k ids all exist in Qwen's 152k vocabulary) that flatline and TRL
@@ -122,8 +122,45 @@ def empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def timed(values: list[float]) -> list[float]:
+    """The steps after warm-up (compilation, graph capture, allocator growth)."""
+    return values[WARMUP:] if len(values) > WARMUP else values
+
+
 def median(values: list[float]) -> float:
-    return statistics.median(values[WARMUP:] if len(values) > WARMUP else values)
+    return statistics.median(timed(values))
+
+
+def spread(values: list[float]) -> str:
+    """median (min-max over the n steps after warm-up)"""
+    kept = timed(values)
+    return f"{statistics.median(kept):.3f} s ({min(kept):.3f}-{max(kept):.3f}, n={len(kept)})"
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second a large device-to-device copy moves on this GPU, counting bytes read plus bytes written
+    (median of 20 copies of 2 GiB, timed with CUDA events)."""
+    source = torch.randn(2**30, dtype=torch.bfloat16, device=DEVICE)
+    target = torch.empty_like(source)
+    seconds = []
+    for index in range(23):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        target.copy_(source)
+        end.record()
+        end.synchronize()
+        if index >= 3:
+            seconds.append(start.elapsed_time(end) / 1000)
+    moved = 2 * source.numel() * source.element_size()
+    del source, target
+    empty_cache()
+    return moved / statistics.median(seconds)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the base model's parameters (each tied tensor once; LoRA adapters left out): what one decode step
+    must read at least once."""
+    return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if "lora_" not in name)
 
 
 def timed_steps(trainer, steps: int, listeners_by_step=None) -> list[tuple[float, dict]]:
@@ -139,18 +176,21 @@ def timed_steps(trainer, steps: int, listeners_by_step=None) -> list[tuple[float
     return out
 
 
-def flatline_step(path: Path, steps: int) -> dict:
+def flatline_step(path: Path, steps: int, fold: bool = True, compile_step: bool = False) -> dict:
     cfg = load_config(None, settings(path, "none", steps))
     reset_peak()
     trainer = build_trainer(cfg)
     trainer.sampler.min_new_tokens = NEW_TOKENS
+    trainer.sampler.fold_adapters = fold
+    trainer.sampler.compile_step = compile_step
     runs = timed_steps(trainer, steps)
     times = [t for t, _ in runs]
     phases = {k.split("/", 1)[1]: median([row[k] for _, row in runs]) for k in runs[-1][1]
               if k.startswith("time/") and k not in ("time/generate", "time/train")}
     lengths = [row["completions/mean_length"] for _, row in runs]
     result = {"times": times, "median": median(times), "phases": phases, "mean_length": statistics.mean(lengths),
-              "peak_gib": peak_gib()}
+              "peak_gib": peak_gib(), "sample_times": [row["time/sample"] for _, row in runs],
+              "weight_bytes": weight_bytes(trainer.model), "sync_gap": [row.get("sync/logprob_diff_mean") for _, row in runs]}
     del trainer
     empty_cache()
     return result
@@ -181,26 +221,50 @@ def trl_step(path: Path, steps: int) -> dict:
 
 def section_step(args, root: Path, report: dict) -> None:
     tokens = PROMPTS * GENERATIONS * NEW_TOKENS
+    bandwidth = copy_bandwidth() if DEVICE == "cuda" else float("nan")
+    print(f"device-to-device copy: {bandwidth / 1e12:.2f} TB/s (bytes read + written, median of 20 copies of 2 GiB)")
+    report["bandwidth"] = bandwidth
     for arch in args.archs:
         path = model_dir(arch, root)
-        ours = flatline_step(path, args.steps)
-        print(f"[{arch}] flatline steps: {' '.join(f'{t:.2f}' for t in ours['times'])} s; phases (median): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in ours["phases"].items()), flush=True)
-        entry = {"flatline": ours}
+        entry = {}
+        variants = [("flatline", dict(fold=True, compile_step=False))]
+        if args.compare_unfolded:
+            variants.append(("flatline, adapters unfolded", dict(fold=False, compile_step=False)))
+        if args.compare_compiled:
+            variants.append(("flatline, compiled step", dict(fold=True, compile_step=True)))
+        for label, options in variants:
+            ours = flatline_step(path, args.steps, **options)
+            floor = ours["weight_bytes"] * NEW_TOKENS / bandwidth
+            ours["floor"] = floor
+            print(f"[{arch}] {label} steps: {' '.join(f'{t:.2f}' for t in ours['times'])} s; phases (median): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in ours["phases"].items()), flush=True)
+            print(f"[{arch}] {label}: step {spread(ours['times'])}; sample {spread(ours['sample_times'])}; "
+                  f"weight-read floor {floor:.3f} s ({ours['weight_bytes'] / 1e9:.3f} GB x {NEW_TOKENS} decode steps / "
+                  f"{bandwidth / 1e12:.2f} TB/s): sample / floor {median(ours['sample_times']) / floor:.1f}x; "
+                  f"peak {ours['peak_gib']:.1f} GiB", flush=True)
+            entry[label] = ours
         if not args.skip_trl:
             theirs = trl_step(path, args.steps)
             print(f"[{arch}] TRL steps: {' '.join(f'{t:.2f}' for t in theirs['times'])} s", flush=True)
+            print(f"[{arch}] TRL: step {spread(theirs['times'])}; peak {theirs['peak_gib']:.1f} GiB", flush=True)
             entry["trl"] = theirs
         report.setdefault("step", {})[arch] = entry
-    print("\n| arch | flatline s/step | tok/s | peak GiB | TRL s/step | tok/s | peak GiB | flatline / TRL |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nmedians of the steps after the first {WARMUP}; sample floor = base weight bytes x decode steps / copy "
+          f"bandwidth")
+    print("| arch | sample s | floor s | sample / floor | flatline s/step | tok/s | peak GiB | TRL s/step | tok/s | "
+          "peak GiB | flatline / TRL |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for arch, entry in report["step"].items():
         ours, theirs = entry["flatline"], entry.get("trl")
+        sample = median(ours["sample_times"])
         trl_cols = (f"{theirs['median']:.2f} | {tokens / theirs['median']:.0f} | {theirs['peak_gib']:.1f} | "
                     f"{ours['median'] / theirs['median']:.2f}") if theirs else "- | - | - | -"
-        print(f"| {arch} | {ours['median']:.2f} | {tokens / ours['median']:.0f} | {ours['peak_gib']:.1f} | {trl_cols} |")
+        print(f"| {arch} | {sample:.3f} | {ours['floor']:.3f} | {sample / ours['floor']:.1f} | {ours['median']:.2f} | "
+              f"{tokens / ours['median']:.0f} | {ours['peak_gib']:.1f} | {trl_cols} |")
     for arch, entry in report["step"].items():
-        print(f"flatline {arch} per phase (s): " + ", ".join(f"{k} {v:.3f}" for k, v in entry["flatline"]["phases"].items()))
+        for label, ours in entry.items():
+            if label != "trl":
+                print(f"{label} {arch} per phase (s): " + ", ".join(f"{k} {v:.3f}" for k, v in ours["phases"].items()))
 
 
 def section_plan(args, root: Path, report: dict) -> None:
@@ -368,10 +432,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="step,plan,probes,precision")
     parser.add_argument("--archs", default="0.5b,1.5b")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--plan-steps", type=int, default=3)
     parser.add_argument("--probe-rounds", type=int, default=4)
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--compare-unfolded", action="store_true", help="also time the sampler on the adapter path")
+    parser.add_argument("--compare-compiled", action="store_true", help="also time a torch.compile'd decode step")
     parser.add_argument("--work", default="", help="folder for model directories (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write every figure here")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (with --archs tiny)")

@@ -205,3 +205,97 @@ def test_every_probe_runs_on_a_gpu_step_without_being_disabled(beta):
     from flatline.diagnostics.hypotheses.sync import LOGP_DIFF_OK
     gaps = [row["sync/logprob_diff_mean"] for row in rows]
     assert all(0 <= gap < LOGP_DIFF_OK for gap in gaps), gaps
+
+
+def with_random_adapters(model, std: float, seed: int = 0, dtype=torch.float32):
+    """`model` wrapped with LoRA r16 on every linear layer, adapters in `dtype` and B drawn at `std` (as if trained:
+    peft starts B at zero, where a missing adapter would go unnoticed)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.data = parameter.data.to(dtype)
+            if "lora_B" in name:
+                parameter.data.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model.eval()
+
+
+def mean_gap(model, batch, num_generations, eos):
+    """Mean |trainer - sampler| logprob over the completion tokens, the trainer's on the model's device."""
+    device = next(model.parameters()).device
+    mask = completion_mask(batch.completion_ids, eos).bool()
+    rows = torch.arange(batch.completion_ids.size(0))
+    with torch.no_grad():
+        logits = lp.completion_logits(model, batch.prompt_ids[::num_generations].to(device),
+                                      batch.prompt_mask[::num_generations].to(device),
+                                      (rows // num_generations).to(device), batch.completion_ids.to(device))
+        trainer = lp.token_logprobs(logits, batch.completion_ids.to(device), 1.0).float().cpu()
+    return float((trainer - batch.sampler_logprobs)[mask].abs().mean()), mask
+
+
+def test_folded_adapters_decode_what_the_adapter_path_decodes(tiny):
+    from flatline.trainer.samplers.folded import FoldedWeights
+
+    _, tokenizer, prompts = tiny
+    model = with_random_adapters(tiny_random_model(len(tokenizer), 64, 2, 0, tokenizer.eos_token_id), std=0.05)
+    eos = (tokenizer.eos_token_id,)
+    assert len(FoldedWeights(model).layers) == 2 * 7  # q k v o gate up down in each of 2 layers
+    sampler = StaticSampler(model, tokenizer.pad_token_id, eos, fold_adapters=True)
+    torch.manual_seed(0)
+    gap, _ = mean_gap(model, sampler.sample(prompts, 4, 12, 1.0), 4, eos)
+    assert gap < 1e-5  # float32: the fold is exact up to summation order
+    with torch.no_grad():  # an optimizer step, in place: the next rollout must see it
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    torch.manual_seed(1)
+    gap, _ = mean_gap(model, sampler.sample(prompts, 4, 12, 1.0), 4, eos)
+    assert gap < 1e-5
+    assert not any("forward" in vars(layer.module) for layer in sampler._folded.layers)  # restored after sampling
+    base = [p.clone() for n, p in model.named_parameters() if "lora_" not in n]
+    assert all(torch.equal(a, b) for a, b in zip(base, [p for n, p in model.named_parameters() if "lora_" not in n]))
+
+
+@cuda
+def test_folded_bf16_sampler_stays_within_verls_fine_gap_at_real_size():
+    # Qwen2.5-0.5B's architecture, random weights, bf16 base with fp32 adapters as the trainer runs it; the decode
+    # reads the folded bf16 weights through the captured graph. The output embedding is scaled so that the next-token
+    # distributions are peaked (random init gives nearly uniform ones, where any two models agree).
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from flatline.diagnostics.hypotheses.sync import LOGP_DIFF_OK
+
+    tokenizer = _smollm2_tokenizer()
+    config = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
+                         rms_norm_eps=1e-6, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        base = Qwen2ForCausalLM._from_config(config, dtype=torch.bfloat16)
+    with torch.no_grad():
+        base.model.embed_tokens.weight.mul_(8)
+    model = with_random_adapters(base, std=2e-3).to("cuda")
+    eos = (tokenizer.eos_token_id,)
+    prompts = [tokenizer(text)["input_ids"] for text in
+               ("What is 12 times 7?", "Name a prime above 100.", "Write a haiku about rain.", "Sort 3, 1, 2.")]
+    sampler = StaticSampler(model, tokenizer.pad_token_id, eos)
+    torch.manual_seed(0)
+    batch = sampler.sample(prompts, 8, 64, 1.0)
+    assert next(iter(sampler._states.values())).graph is not None and len(sampler._folded.layers) == 24 * 7
+    gap, mask = mean_gap(model, batch, 8, eos)
+    # the adapters matter at this size: without them the logprobs move by more than the line being asserted
+    with model.disable_adapter():
+        gap_without, _ = mean_gap(model, batch, 8, eos)
+    with torch.no_grad():  # an optimizer step, in place, after the graph was captured
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(torch.randn_like(parameter) * 2e-3)
+    torch.manual_seed(1)
+    gap_after, _ = mean_gap(model, sampler.sample(prompts, 8, 64, 1.0), 8, eos)
+    print(f"bf16 folded sampler vs trainer, mean |logprob gap| over {int(mask.sum())} tokens: {gap:.5f}; after an "
+          f"in-place update: {gap_after:.5f}; against the model without adapters: {gap_without:.5f} "
+          f"(verl's fine line {LOGP_DIFF_OK})")
+    assert gap_without > LOGP_DIFF_OK
+    assert gap < LOGP_DIFF_OK and gap_after < LOGP_DIFF_OK

@@ -169,3 +169,15 @@ def test_notebook_with_verl_console_lines():
     assert len(log.rows) == 61 and by_step(log.rows, 0)["reward"] == 0.012 and by_step(log.rows, 60)["reward"] == 0.621
     assert [(r["step"], r["eval/reward"]) for r in log.eval_rows] == [
         (9, 0.004), (19, 0.187), (29, 0.344), (39, 0.454), (49, 0.466), (59, 0.478)]
+
+
+def test_trl_console_whose_bars_were_buffered_apart_from_the_rows_is_spaced_by_the_schedule():
+    """Sunshine535/nips-grpo-dynamics@2cd2efc results/logs/exp1a/rho0.30_seed42.log (data/real_runs): stdout and
+    stderr went through separate buffers, so the first block of rows follows the bar at 40/200. The run printed its
+    summary, 40 rows and 200 steps: the Trainer's schedule puts them every 5 steps (the author's collapse at 20)."""
+    log = read_log(Path(__file__).parents[1] / "data/real_runs/grpodyn-qwen2.5-7b-gsm8k-rho0.30-s42/train.log")
+    steps = [row["step"] for row in log.rows]
+    assert steps == list(range(5, 201, 5))
+    by_step = {row["step"]: row for row in log.rows}
+    assert (by_step[15]["reward"], by_step[20]["reward"], by_step[20]["completions/clipped_ratio"]) == (0.95, 0.175, 0.7)
+    assert "captured out of order" in log.info.notes[0]

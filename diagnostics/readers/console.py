@@ -180,7 +180,14 @@ def assign_steps(rows, path: Path, raw: RawLog, logging_steps: int | None) -> No
         else:
             step = position * (logging_steps or 1)
         raw.records.append(Record(step, values, where, "train"))
-    if total is not None:
+    if total is not None and _bars_out_of_step(raw, total):
+        raw.max_steps = total
+        interval = total // sum(r.origin == "train" for r in raw.records)
+        _space_evenly(raw, interval)
+        raw.notes.append(f"the progress bars and the rows were captured out of order (buffered separately: the rows "
+                         f"would reach past the bar's total {total}); the run finished, so its rows are every "
+                         f"{interval} steps up to {total}")
+    elif total is not None:
         raw.max_steps = total
         raw.notes.append(f"steps read from the training progress bar's counter (n/{total}) drawn with each row"
                          + (f"; {guessed} row(s) without it put one logging interval ({interval}) after the row "
@@ -193,6 +200,24 @@ def assign_steps(rows, path: Path, raw: RawLog, logging_steps: int | None) -> No
     else:
         raw.notes.append(f"the console rows carry no step and no progress bar counter is drawn with them: rows are "
                          f"numbered 1..{len(training)} in file order (each row is one logging interval)")
+
+
+def _bars_out_of_step(raw: RawLog, total: int) -> bool:
+    """True when the bar counters cannot be the rows' steps but the run's schedule is known: the rows would reach
+    past the bar's total, and the run finished (its summary was printed) with a row count that divides the total,
+    as the Trainer's every-logging_steps schedule does (stdout and stderr captured through separate buffers put
+    the bars anywhere among the rows)."""
+    train = [r for r in raw.records if r.origin == "train"]
+    return bool(train) and SUMMARY_KEY in raw.summary and max(r.step for r in train) > total and total % len(train) == 0
+
+
+def _space_evenly(raw: RawLog, interval: int) -> None:
+    """Training rows at interval, 2 x interval, ...; each held-out row keeps its place after the row before it."""
+    step = 0
+    for index, record in enumerate(raw.records):
+        if record.origin == "train":
+            step += interval
+        raw.records[index] = Record(step, record.values, record.where, record.origin)
 
 
 def read_console_runs(path: Path, logging_steps: int | None = None) -> list[RawLog]:

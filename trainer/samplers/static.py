@@ -5,6 +5,8 @@ On a GPU, transformers' `generate` spends most of a rollout launching kernels fr
 model's forward for one token of every row, the sampling, the bookkeeping) reads and writes only fixed buffers, so
 it is captured once as a CUDA graph and replayed; the host looks for the end (every row past EOS) every
 CHECK_EVERY steps. Each distinct prompt is prefilled once and its keys and values copied to its G rows.
+On a GPU the LoRA layers decode from folded copies of their weights (samplers/folded.py), refreshed in place before
+every rollout, so a decode step reads each weight once and the captured graph stays valid.
 
 The same code runs eagerly on the CPU (no graph), which is how the tests check it against the trainer's logprobs.
 Logprobs are those of softmax(logits / temperature) at the sampled token, before top-p/top-k, as samplers/base.py
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +24,7 @@ import torch
 from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.logprobs import positions
 from flatline.trainer.samplers.base import SampleBatch, left_pad
+from flatline.trainer.samplers.folded import FoldedWeights
 
 # Prompts are left-padded to a multiple of this, so batches whose longest prompt differs a little share one graph.
 PROMPT_BUCKET = 64
@@ -168,11 +172,15 @@ class DecodeState:
 class StaticSampler:
     """Sampler with a static cache; decode steps replayed as a CUDA graph when the model is on a GPU."""
 
-    def __init__(self, model, pad_token_id: int, eos_token_ids: tuple[int, ...], use_graphs: bool | None = None):
+    def __init__(self, model, pad_token_id: int, eos_token_ids: tuple[int, ...], use_graphs: bool | None = None,
+                 fold_adapters: bool | None = None):
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_ids = eos_token_ids
         self.use_graphs = use_graphs
+        self.fold_adapters = fold_adapters  # None: on a GPU only
+        self.compile_step = False  # torch.compile the decode step before capturing it (fewer, fused kernels)
+        self._folded: FoldedWeights | None = None
         self.min_new_tokens = 0  # a benchmark's fixed-length rollouts; EOS is never sampled before this
         self._states: dict[Settings, DecodeState] = {}  # at most KEEP_STATES, the latest last
         self._graph_failed = False
@@ -195,9 +203,11 @@ class StaticSampler:
                             int(top_k), min(self.min_new_tokens, max_new_tokens))
         was_training = self.model.training
         self.model.eval()
+        folded = self._folded_weights(device)
         try:
-            state = self._ready(settings, device)
-            steps = self._decode(state, padded_ids.to(device), padded_mask.to(device), num_generations)
+            with folded.active() if folded is not None else nullcontext():
+                state = self._ready(settings, device)
+                steps = self._decode(state, padded_ids.to(device), padded_mask.to(device), num_generations)
         finally:
             self.model.train(was_training)
         completion_ids = state.out_ids[:, :steps].cpu()
@@ -211,6 +221,18 @@ class StaticSampler:
             prompt_mask=prompt_mask.repeat_interleave(num_generations, dim=0),
             completion_ids=completion_ids, sampler_logprobs=logprobs,
             completion_lengths=mask.sum(dim=1), truncated=~has_eos)
+
+    def _folded_weights(self, device) -> FoldedWeights | None:
+        """The folded LoRA weights of the current model, refreshed from its parameters; None when not folding."""
+        wanted = device.type == "cuda" if self.fold_adapters is None else self.fold_adapters
+        if not wanted:
+            return None
+        if self._folded is None or self._folded.model is not self.model:
+            self._folded = None  # free the old buffers first
+            self._folded = FoldedWeights(self.model)
+        else:
+            self._folded.refresh()
+        return self._folded
 
     def _decode(self, state: DecodeState, prompt_ids, prompt_mask, num_generations: int) -> int:
         """Prefill, pick the first tokens, then decode step by step; returns the steps taken."""
@@ -269,19 +291,20 @@ class StaticSampler:
         try:
             if not state.cache.keys:  # the buffers are allocated by a first (eager) forward
                 state.decode_step()
+            step = torch.compile(state.decode_step, dynamic=False) if self.compile_step else state.decode_step
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):
                     state.cache.position.fill_(state.settings.prompt_width)
                     state.step.zero_()
-                    state.decode_step()
+                    step()
             torch.cuda.current_stream().wait_stream(stream)
             state.cache.position.fill_(state.settings.prompt_width)
             state.step.zero_()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                state.decode_step()
+                step()
             state.graph = graph
         except Exception as exc:  # a model whose step cannot be captured still samples, eagerly
             self._graph_failed = True
