@@ -173,7 +173,7 @@ RISING_FROM_LOW = {**CUT_FROM_THE_START, "reward": list(np.linspace(-7.5, 5.0, 4
 
 def test_length_truncation_on_real_excerpts():
     table = [  # (excerpt, logging every, verdicts allowed, words the reason must hold)
-        (CUT_FROM_THE_START, 1, {"fail"}, ("from step 1", "cut at max_completion_length", "did not rise")),
+        (CUT_FROM_THE_START, 1, {"fail"}, ("steps 1-40", "cut at max_completion_length", "did not rise")),
         (RISING_THROUGH_THE_CUT, 5, {"warn", "pass", "inconclusive"}, ()),
         (RISING_FROM_LOW, 1, {"warn", "pass", "inconclusive"}, ()),
         ({"reward": CUT_FROM_THE_START["reward"]}, 1, {"skipped"}, ("no completions/clipped_ratio",)),

@@ -192,9 +192,9 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
                     reward_stretch_last=last, reward_stretch_gain=gained, reward_stretch_gain_upper=could_gain,
                     reward_level=level, reward_range_source=bounds.source)
     limit = h.setting("max_completion_length")
-    return (f"from step {onset:.0f} to step {stretch.steps[-1]:.0f} ({len(stretch)} of {len(clipped)} logged rows) "
-            f"{cut:.0%} of completions were cut at max_completion_length{f' = {int(limit)}' if limit else ''}, and "
-            f"the reward did not rise over those steps ({first:.3g} -> {last:.3g}, Theil-Sen change {gained:+.3g}; "
+    return (f"{cut:.0%} of completions were cut at max_completion_length{f' = {int(limit)}' if limit else ''} over "
+            f"steps {onset:.0f}-{stretch.steps[-1]:.0f} ({len(stretch)} of {len(clipped)} logged rows), and the reward "
+            f"did not rise over them ({first:.3g} -> {last:.3g}, Theil-Sen change {gained:+.3g}; "
             f"{level:.0%} of the way up its range, read from {bounds.source}): a completion cut at the limit never "
             "reaches its answer, so it earns no outcome reward")
 
