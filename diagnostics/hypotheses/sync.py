@@ -34,17 +34,17 @@ def _placeholder(series) -> bool:
     return len(series) > 0 and bool(np.all(series.values == 0))
 
 
-def _ratio_series(h, *names):
-    """(the first of `names` logged with a finite value, its name, the names read as placeholders): a column of
-    zeros on every row is passed over (_placeholder)."""
+def _measured(*candidates):
+    """(the first candidate series with a finite value that is not a placeholder, else an empty series; the names of
+    the candidates read as placeholders (_placeholder))."""
     unlogged = []
-    for name in names:
-        series = h.series(name).finite()
-        if _placeholder(series):
-            unlogged.append(name)
-        elif len(series):
-            return series, name, unlogged
-    return h.series(names[0]).finite().head(0), names[0], unlogged
+    for series in candidates:
+        finite = series.finite()
+        if _placeholder(finite):
+            unlogged.append(series.name)
+        elif len(finite):
+            return finite, unlogged
+    return candidates[0].finite().head(0), unlogged
 
 
 def _placeholder_reason(unlogged) -> str:
@@ -105,7 +105,7 @@ def sampler_mismatch(h, v):
 @hypothesis("sync.importance_weights", "do importance weights collapse (low effective sample size)?")
 def importance_weights(h, v):
     ess = h.series("sync/ess").finite()
-    mean, _, unlogged = _ratio_series(h, "sync/is_weight_mean", "sampling/importance_sampling_ratio/mean")
+    mean, unlogged = _measured(h.series("sync/is_weight_mean"), h.series("sampling/importance_sampling_ratio/mean"))
     if not len(ess) and not len(mean) and unlogged:
         return v.skipped(_placeholder_reason(unlogged))
     if not len(ess) and not len(mean):
@@ -155,13 +155,14 @@ LOG_RATIO_HIGH = 0.01
 
 @hypothesis("sync.sampling_semantics", "does the sampler apply sampling settings the trainer does not (mean IS ratio < 1)?")
 def sampling_semantics(h, v):
-    mean, source, unlogged = _ratio_series(h, "sync/is_weight_mean", "sampling/importance_sampling_ratio/mean")
+    mean, unlogged = _measured(h.series("sync/is_weight_mean"), h.series("sampling/importance_sampling_ratio/mean"))
+    source = mean.name
     if not len(mean) and unlogged:
         return v.skipped(_placeholder_reason(unlogged))
     if not len(mean):
         return v.skipped("needs importance ratios: flatline's sync probe (sync/is_weight_mean) or TRL's "
                          "sampling/importance_sampling_ratio/mean")
-    high, _, _ = _ratio_series(h, "sync/is_weight_max", "sampling/importance_sampling_ratio/max")
+    high, _ = _measured(h.series("sync/is_weight_max"), h.series("sampling/importance_sampling_ratio/max"))
     median = mean.median()
     evidence = {"is_ratio_mean_median": median, "source": source}
     high_ratio = float(np.percentile(high.values, IS_MAX_QUANTILE)) if len(high) else math.nan
