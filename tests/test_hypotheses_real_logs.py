@@ -168,3 +168,78 @@ def test_the_whole_diagnosis_of_a_first_row_has_no_fail_but_a_structural_one():
     assert not judge(real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.10-s42", 1)).failed
     assert [v.id for v in judge(real_prefix("rldecisionagent-qwen3-4b-dapo-nangrad", 1)).failed] == \
         ["gradients.non_finite"]
+
+# scutsc-qwen3-tsc-nb-rising (Radar-Lei/SCU_TSC, an Unsloth notebook, healthy: the reward rises): its first 20 rows,
+# with TRL's sampling/ columns at exactly 0 on every row, as Unsloth logs them when the sampler's logprobs are not compared.
+ZERO_RATIO_REWARD = [-0.8968, -0.9302, -0.6949, -0.5826, -0.9639, -0.757, -0.7271, -0.6494, -0.833, -0.9767, -0.7464,
+                     -1.0757, -0.7144, -0.5649, -0.4873, -0.5016, -0.3914, -0.7455, -0.848, -0.6473]
+ZERO_RATIO_COLUMNS = ("sampling/sampling_logp_difference/mean", "sampling/importance_sampling_ratio/min",
+                      "sampling/importance_sampling_ratio/mean", "sampling/importance_sampling_ratio/max")
+
+
+def test_importance_ratios_of_exactly_zero_are_placeholders_not_measurements():
+    rows = len(ZERO_RATIO_REWARD)
+    h = trl_rows({"reward": ZERO_RATIO_REWARD, **{name: [0.0] * rows for name in ZERO_RATIO_COLUMNS}}, rows=rows, every=5)
+    for hypothesis_id in ("sync.sampling_semantics", "sync.importance_weights", "sync.sampler_mismatch"):
+        v = verdict(hypothesis_id, h)
+        assert v.status == "skipped" and "placeholder" in v.reason, v.message()
+    # a measured ratio below 1 with maxima at most 1 is still the truncated sampler
+    measured = {"reward": ZERO_RATIO_REWARD, "sampling/importance_sampling_ratio/mean": [0.9] * rows,
+                "sampling/importance_sampling_ratio/max": [1.0] * rows}
+    assert verdict("sync.sampling_semantics", trl_rows(measured, rows=rows, every=5)).status == "fail"
+
+
+# Real excerpts for length.truncation, 40 rows each (logging every step, or every 5).
+# unsloth-qwen3-8b-fp8-dapo (unslothai/notebooks, AMD-Qwen3_8B_FP8_GRPO.ipynb): every completion cut from the first
+# step; a row with none cut pays 13.0, a row with all cut the minimum -7.5.
+CUT_FROM_THE_START = {
+    "reward": [-7.5, -7.5, -7.5, -7.5, 13.0, -7.5, -7.5, -7.5, -7.5, -7.5, 7.875, -7.5, -5.5, -7.5, -7.5, -7.5, -7.5,
+               -7.5, -7.5, -7.5, -7.5, 13.0, -7.5, -7.5, -2.375, -7.5, -7.5, -7.5, -7.5, -7.5, -7.5, -7.5, 13.0, -7.5,
+               -2.375, -7.5, -7.5, -7.5, -7.5, -7.5],
+    "completions/clipped_ratio": [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.25, 1.0, 0.75, 1.0, 1.0, 1.0, 1.0,
+                                  1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0,
+                                  0.75, 1.0, 1.0, 1.0, 1.0, 1.0]}
+# grpodyn-qwen3.5-9b-gsm8k-rho1.00-s42 (healthy): nearly every completion cut, and the [0, 1] reward still rises.
+RISING_THROUGH_THE_CUT_REWARD = [0.1, 0.6375, 0.875, 0.95, 0.8625, 0.8625, 0.825, 0.65, 0.7125, 0.8625, 0.85, 0.7625,
+                                 0.8625, 0.8625, 0.925, 0.85, 0.9, 0.9125, 0.9375, 0.9125, 0.95, 0.8125, 0.7625, 0.75,
+                                 0.9, 0.85, 0.8875, 0.8875, 0.825, 0.925, 0.875, 0.95, 0.75, 0.9125, 0.8875, 0.925, 1.0,
+                                 0.875, 0.9, 0.9]
+RISING_THROUGH_THE_CUT = {
+    "reward": RISING_THROUGH_THE_CUT_REWARD, "rewards/reward_fn/mean": RISING_THROUGH_THE_CUT_REWARD,
+    "completions/clipped_ratio": [1.0, 0.875, 0.375, 0.025, 0.1375, 0.875, 0.975, 1.0, 1.0, 0.9625, 0.9, 0.95, 1.0,
+                                  0.9625, 1.0, 0.975, 0.9875, 0.9875, 0.95, 0.8375, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                                  1.0, 0.9875, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]}
+# The same cut share under a reward that rises from the floor of its range through the cut: may still be learning.
+RISING_FROM_LOW = {**CUT_FROM_THE_START, "reward": list(np.linspace(-7.5, 5.0, 40))}
+
+
+def test_length_truncation_on_real_excerpts():
+    table = [  # (excerpt, logging every, verdicts allowed, words the reason must hold)
+        (CUT_FROM_THE_START, 1, {"fail"}, ("steps 1-40", "cut at max_completion_length", "did not rise")),
+        (RISING_THROUGH_THE_CUT, 5, {"warn", "pass", "inconclusive"}, ()),
+        (RISING_FROM_LOW, 1, {"warn", "pass", "inconclusive"}, ()),
+        ({"reward": CUT_FROM_THE_START["reward"]}, 1, {"skipped"}, ("no completions/clipped_ratio",)),
+    ]
+    for series, every, allowed, words in table:
+        v = verdict("length.truncation", trl_rows(series, every=every))
+        assert v.status in allowed, v.message()
+        assert all(word in v.reason for word in words), v.message()
+    cut = verdict("length.truncation", trl_rows(CUT_FROM_THE_START, every=1))
+    assert cut.evidence["onset_step"] == 1 and cut.evidence["clipped_ratio_stretch"] > 0.8
+
+
+# unsloth-gemma4-e2b-2048 (healthy), its first 43 rows: two generations per prompt, so the cut share reads 0 or 0.5,
+# and two outlier batches (+10.5, +11.5) make a "fall" from 4.4 that a cut share of 0.1 -> 0.2 cannot explain.
+NOISY_CUT_SHARE = {
+    "reward": [2.5, -1.25, 0.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.5, 1.0, 1.0, 0.0, 1.0, 1.0, -2.0, -1.0, -1.0, -10.5, 0.0,
+               -2.0, -2.0, -1.0, 1.0, 0.0, -1.0, 1.0, 1.0, -10.5, -1.0, 0.0, 0.0, -11.5, 10.5, -2.0, 11.5, 1.0, 1.0, 0.0,
+               1.0, 0.0, 0.0, 0.5, -1.0],
+    "completions/clipped_ratio": [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5,
+                                  0.0, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.5,
+                                  0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5]}
+
+
+def test_a_cut_share_that_rises_within_its_noise_does_not_date_a_reward_fall():
+    h = trl_rows(NOISY_CUT_SHARE, rows=len(NOISY_CUT_SHARE["reward"]), every=1)
+    v = verdict("length.truncation", h)
+    assert v.status != "fail", v.message()

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from flatline.diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
-from flatline.diagnostics.hypotheses.common import (MIN_GAIN, enough_steps, near_ceiling, progress, reward_fall,
-                                                  sustained_from, window_size)
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_FRAC, RECENT_MIN_POINTS,
+                                                  end_means, enough_steps, near_ceiling, progress, reward_fall,
+                                                  reward_range, sustained_from, window_size)
 from flatline.diagnostics.hypotheses.progress import PLATEAU_MIN_STEPS
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
@@ -23,6 +26,13 @@ MOSTLY_CUT_FRAC = 0.5
 # Nine in ten completions cut with two thirds of the groups at the minimum: no need to wait for a flat reward.
 NEARLY_ALL_CUT = 0.9
 STARVED_GROUPS_FRAC = DEGENERATE_FRAC * DOMINANT_SHARE
+# A long stretch of cut completions: the log's trailing part in which the cut share stays at MOSTLY_CUT_FRAC or more,
+# at least a third of the logged rows and RECENT_MIN_POINTS rows (as the recent part the plateau is judged on: fewer
+# points cannot tell flat from slowly rising).
+LONG_STRETCH_FRAC = RECENT_FRAC
+# "The reward did not rise" over that stretch: the upper end of the two-sided 90% (one-sided 95%) confidence interval
+# of its Theil-Sen slope gains less than MIN_GAIN of the reward's range.
+FLAT_CONFIDENCE = 0.9
 
 
 def _all_min_flat_frac(h) -> float:
@@ -39,7 +49,8 @@ def _clipped(h):
 def truncation(h, v):
     clipped = _clipped(h).finite()
     if not len(clipped):
-        return v.skipped("no completions/clipped_ratio (or length/truncated_frac) in the log")
+        lengths = "; completions/mean_length alone cannot say how many were cut" if len(_lengths(h)) else ""
+        return v.skipped(f"no completions/clipped_ratio (or length/truncated_frac) in the log{lengths}")
     recent = clipped.tail(max(1, len(clipped) // 2))
     limit = h.setting("max_completion_length")
     evidence = {"clipped_ratio_mean": clipped.mean(), "clipped_ratio_recent": recent.mean()}
@@ -59,6 +70,11 @@ def truncation(h, v):
     if cut_then_fell:
         return v.fail(cut_then_fell, evidence, advice + "; resume from a checkpoint before the completions reached the "
                       "limit", refs("truncation", "verl_clip"))
+    # flatline's length probe scores cut and finished completions apart: what it measured beats the inference
+    probed = h.has("length/truncated_reward_mean") or h.has("length/terminated_reward_mean")
+    cut_and_flat = "" if probed else _cut_while_flat(h, clipped, evidence)
+    if cut_and_flat:
+        return v.fail(cut_and_flat, evidence, advice, refs("truncation", "verl_clip"))
     p = progress(h)
     shrinking = enough_steps(h) and clipped.trend().falling
     learning = p is not None and (p.rising or p.at_ceiling)
@@ -66,7 +82,6 @@ def truncation(h, v):
         evidence.update(p.evidence(trend=False))
     costs = (math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= TRUNCATION_REWARD_GAP)
     # with the length probe: no finished completion was ever scored; without it: every recent completion was cut
-    probed = h.has("length/truncated_reward_mean") or h.has("length/terminated_reward_mean")
     never_finishes = not math.isfinite(done_reward) if probed else float(recent.values.min()) >= 1.0
     growing = enough_steps(h) and clipped.trend().rising
     if learning and growing and not never_finishes:
@@ -109,21 +124,79 @@ def truncation(h, v):
 
 def _cut_then_fell(h, clipped, evidence: dict) -> str:
     """Over time: the share of completions cut at the limit rose past TRUNCATION_FRAC, and the reward fell from its
-    best after (or while) it did: the cut answers lose their reward (TRL #6219). Returns the reason, or ""."""
+    best after (or while) it did, by no more than the newly cut share can take: the cut answers lose their reward
+    (TRL #6219). Returns the reason, or ""."""
     fall = reward_fall(h)
     if fall is None or len(clipped) < 2 * window_size(len(clipped)):
         return ""
-    n = window_size(len(clipped))
-    first, last = clipped.head(n).mean(), clipped.tail(n).mean()
+    first, last, se = end_means(clipped)
     onset = sustained_from(clipped, lambda x: x > TRUNCATION_FRAC)
-    if not (math.isfinite(onset) and last > TRUNCATION_FRAC and last - first >= TRUNCATION_FRAC
+    # the rise must stand clear of the noise of the window means (a share over 2 generations reads only 0, 0.5 or 1)
+    if not (math.isfinite(onset) and last > TRUNCATION_FRAC and last - first >= max(TRUNCATION_FRAC, NOISE_Z * se)
             and onset <= fall.below_step):
+        return ""
+    # a completion newly cut loses at most the whole range of the reward: a fall larger than the newly cut share of
+    # the range (with TRUNCATION_FRAC for the noise of window means) has another cause
+    bounds = reward_range(h)
+    span = bounds.high - bounds.low if bounds is not None else math.nan
+    if not (span > 0 and (fall.peak - fall.last) / span <= last - first + TRUNCATION_FRAC):
         return ""
     evidence.update(clipped_ratio_first=first, clipped_ratio_last=last, onset_step=onset, reward_peak=fall.peak,
                     reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step, reward_last_window=fall.last)
     return (f"completions reach max_completion_length from step {onset:.0f} (cut share {first:.0%} -> {last:.0%}) and "
             f"the reward falls from step {fall.peak_step:.0f} ({fall.peak:.3g} -> {fall.last:.3g}): answers cut at the "
             "limit lose their reward")
+
+
+def _cut_stretch(clipped):
+    """The trailing part of the log in which the cut share stays at MOSTLY_CUT_FRAC or more: it starts after the last
+    window (a few rows, so one row cannot end it) whose median is below that."""
+    n = max(3, window_size(len(clipped)) // 2)
+    values = clipped.values
+    below = [i for i in range(len(values)) if np.median(values[i:i + n]) < MOSTLY_CUT_FRAC]
+    start = below[-1] + 1 if below else 0
+    return clipped.since(clipped.steps[start]) if start < len(values) else clipped.head(0)
+
+
+def _cut_while_flat(h, clipped, evidence: dict) -> str:
+    """Most completions were cut at the limit for a long stretch (_cut_stretch, LONG_STRETCH_FRAC of the log), the
+    reward did not rise over it (FLAT_CONFIDENCE: a noisy reward that may be rising stays quiet) and does not sit near
+    the ceiling of its range: a completion cut at the limit never reaches its answer, so it earns no outcome reward,
+    whether or not the cut share rose during the log (an inference for logs without flatline's length probe, which
+    scores cut and finished completions apart). With only the range the run covered (no known maximum), the
+    run's own top counts as a ceiling only while some completions still finish (a share under NEARLY_ALL_CUT).
+    Returns the reason, or ""."""
+    stretch = _cut_stretch(clipped)
+    reward = h.series("reward").finite()
+    bounds = reward_range(h)
+    if bounds is None or len(stretch) < max(RECENT_MIN_POINTS, LONG_STRETCH_FRAC * len(clipped)):
+        return ""
+    onset = float(stretch.steps[0])
+    during = reward.since(onset)
+    if len(during) < RECENT_MIN_POINTS:
+        return ""
+    from scipy.stats import theilslopes  # as History.trend: scipy loads only when a judge needs it
+
+    scale, steps = bounds.high - bounds.low, during.steps[-1] - during.steps[0]
+    first, last, _ = end_means(during)
+    slope, _, _, slope_high = theilslopes(during.values, during.steps, alpha=FLAT_CONFIDENCE)
+    gained, could_gain = slope * steps, slope_high * steps
+    if could_gain >= MIN_GAIN * scale:  # rising, or too noisy to tell flat from rising
+        return ""
+    cut = stretch.mean()
+    level = bounds.level(last)
+    known = bounds.source != "the range the run covered"
+    if (near_ceiling(h, progress(h)) if known else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
+        return ""
+    evidence.update(onset_step=onset, clipped_ratio_stretch=cut, stretch_rows=len(stretch), reward_stretch_first=first,
+                    reward_stretch_last=last, reward_stretch_gain=gained, reward_stretch_gain_upper=could_gain,
+                    reward_level=level, reward_range_source=bounds.source)
+    limit = h.setting("max_completion_length")
+    return (f"{cut:.0%} of completions were cut at max_completion_length{f' = {int(limit)}' if limit else ''} over "
+            f"steps {onset:.0f}-{stretch.steps[-1]:.0f} ({len(stretch)} of {len(clipped)} logged rows), and the reward "
+            f"did not rise over them ({first:.3g} -> {last:.3g}, Theil-Sen change {gained:+.3g}; "
+            f"{level:.0%} of the way up its range, read from {bounds.source}): a completion cut at the limit never "
+            "reaches its answer, so it earns no outcome reward")
 
 
 @hypothesis("length.context_overflow", "do prompt + completion budget exceed the context, or are prompts truncated?")

@@ -27,14 +27,49 @@ ESS_MIN = 0.3
 IS_MEAN_RANGE = (0.5, 2.0)
 
 
+def _placeholder(series) -> bool:
+    """An importance ratio exp(trainer logp - sampler logp) is above 0 on every token, so a ratio column that reads
+    exactly 0 on every logged row is no measurement: TRL and Unsloth log their sampling/ columns as 0 when the
+    sampler's logprobs are not compared (no vLLM importance sampling correction)."""
+    return len(series) > 0 and bool(np.all(series.values == 0))
+
+
+def _measured(*candidates):
+    """(the first candidate series with a finite value that is not a placeholder, else an empty series; the names of
+    the candidates read as placeholders (_placeholder))."""
+    unlogged = []
+    for series in candidates:
+        finite = series.finite()
+        if _placeholder(finite):
+            unlogged.append(series.name)
+        elif len(finite):
+            return finite, unlogged
+    return candidates[0].finite().head(0), unlogged
+
+
+def _placeholder_reason(unlogged) -> str:
+    return (f"{', '.join(unlogged)} reads exactly 0 on every logged row: an importance ratio exp(trainer logp - "
+            "sampler logp) is above 0 on every token, so the column is a placeholder (the trainer logs 0 when it "
+            "does not compare the sampler's logprobs), not a measurement")
+
+
 @hypothesis("sync.sampler_mismatch", "does the sampler score tokens like the trainer does (stale or wrong weights)?")
 def sampler_mismatch(h, v):
     probs = h.series("sync/probs_diff_mean").finite()
     logp = h.series("sync/logprob_diff_mean").finite()
+    unlogged = []
     if not len(logp):
         logp = h.series("sampling/sampling_logp_difference/mean").finite()
+        ratio = h.series("sampling/importance_sampling_ratio/mean").finite()
+        if _placeholder(logp) and _placeholder(ratio):  # exp(0) = 1, not 0: neither column was measured
+            unlogged = ["sampling/sampling_logp_difference/mean", "sampling/importance_sampling_ratio/mean"]
+            logp = logp.head(0)
     kl = h.series("sync/mismatch_kl").finite()
     use_kl = not len(probs) and not len(logp) and len(kl) > 0  # only the KL was logged (prime-rl, verl rollout_corr)
+    if not len(probs) and not len(logp) and not use_kl and unlogged:
+        return v.skipped(f"{' and '.join(unlogged)} read exactly 0 on every logged row: a log-prob difference of 0 "
+                         "gives a ratio of 1, not 0, so both are placeholders (the trainer logs 0 when it does not "
+                         "compare the sampler's logprobs), not measurements")
     if not len(probs) and not len(logp) and not use_kl:
         return v.skipped("needs sampler logprobs: flatline's sync probe (sync/probs_diff_mean), TRL's "
                          "sampling/sampling_logp_difference/mean, verl's rollout_corr or prime-rl's mismatch_kl")
@@ -70,9 +105,9 @@ def sampler_mismatch(h, v):
 @hypothesis("sync.importance_weights", "do importance weights collapse (low effective sample size)?")
 def importance_weights(h, v):
     ess = h.series("sync/ess").finite()
-    mean = h.series("sync/is_weight_mean").finite()
-    if not len(mean):
-        mean = h.series("sampling/importance_sampling_ratio/mean").finite()
+    mean, unlogged = _measured(h.series("sync/is_weight_mean"), h.series("sampling/importance_sampling_ratio/mean"))
+    if not len(ess) and not len(mean) and unlogged:
+        return v.skipped(_placeholder_reason(unlogged))
     if not len(ess) and not len(mean):
         return v.skipped("needs importance weights: flatline's sync probe (sync/ess, sync/is_weight_mean) or TRL's "
                          "sampling/importance_sampling_ratio/mean")
@@ -118,21 +153,16 @@ IS_MAX_QUANTILE = 90
 LOG_RATIO_HIGH = 0.01
 
 
-def _first_present(h, *names):
-    for name in names:
-        series = h.series(name).finite()
-        if len(series):
-            return series, name
-    return h.series(names[0]).finite(), names[0]
-
-
 @hypothesis("sync.sampling_semantics", "does the sampler apply sampling settings the trainer does not (mean IS ratio < 1)?")
 def sampling_semantics(h, v):
-    mean, source = _first_present(h, "sync/is_weight_mean", "sampling/importance_sampling_ratio/mean")
+    mean, unlogged = _measured(h.series("sync/is_weight_mean"), h.series("sampling/importance_sampling_ratio/mean"))
+    source = mean.name
+    if not len(mean) and unlogged:
+        return v.skipped(_placeholder_reason(unlogged))
     if not len(mean):
         return v.skipped("needs importance ratios: flatline's sync probe (sync/is_weight_mean) or TRL's "
                          "sampling/importance_sampling_ratio/mean")
-    high, _ = _first_present(h, "sync/is_weight_max", "sampling/importance_sampling_ratio/max")
+    high, _ = _measured(h.series("sync/is_weight_max"), h.series("sampling/importance_sampling_ratio/max"))
     median = mean.median()
     evidence = {"is_ratio_mean_median": median, "source": source}
     high_ratio = float(np.percentile(high.values, IS_MAX_QUANTILE)) if len(high) else math.nan
