@@ -72,7 +72,8 @@ def _cases_excerpt(output: str) -> str:
 
 
 DOORS = (
-    FrontDoor("diagnose", "flatline diagnose tests/fixtures/logs/verl/v0.9.1", _through_counts),
+    FrontDoor("diagnose", "flatline diagnose data/real_runs/grpodyn-qwen2.5-7b-gsm8k-rho0.30-s42/train.log",
+              _through_counts),
     FrontDoor("trl", "python bench/trl_faults.py", _trl_excerpt, committed="reports/examples/trl_faults.txt"),
     FrontDoor("train", "flatline train configs/bandit.toml --set learning_rate=1e-7 --set max_steps=12 "
                        "--set progress_bar=false --out runs/lr-1e-7", _from_judgement, run_dir="runs/lr-1e-7"),
