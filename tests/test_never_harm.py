@@ -258,6 +258,7 @@ def inf_reward(prompts, completions, **kwargs):
 @pytest.fixture
 def plugins_dir(tmp_path, monkeypatch):
     (tmp_path / "user_plugins.py").write_text(PLUGINS)
+    sys.modules.pop("user_plugins", None)  # another test's user_plugins, imported earlier in this process
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FLATLINE_LOG", str(tmp_path / "LOG.md"))
     yield tmp_path
@@ -338,11 +339,11 @@ def test_a_grader_that_calls_sys_exit_ends_the_run_named(tmp_path):
     def grader(prompts, completions, **kwargs):
         sys.exit(0)
 
-    trainer = SimpleNamespace(plugins=SimpleNamespace(reward=guarded("reward", grader, 5)),
-                              cfg=SimpleNamespace(grader_timeout_s=5), prompt_text=lambda example: "")
+    host = SimpleNamespace(reward=guarded("reward", grader, 5), cfg=SimpleNamespace(grader_timeout_s=5),
+                           prompt_text=lambda example: "")
     episode = Episode(Example("e1", [{"role": "user", "content": "q"}]), 0, [1], [], outcome="finished", answer="a")
     with pytest.raises(PluginExit, match="reward .*grader called sys.exit"):
-        grade_all(trainer, [episode])
+        grade_all(host, [episode])
 
 
 @pytest.mark.parametrize("reward", ["huge_reward", "inf_reward"])

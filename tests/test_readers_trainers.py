@@ -113,7 +113,7 @@ def test_trl_output_dir_takes_trainer_state_and_its_settings_from_the_tensorboar
     assert h.config == {"learning_rate": 0.001, "beta": 0.04, "num_generations": 4, "max_completion_length": 12,
                         "max_grad_norm": 1.0, "loss_type": "dapo", "num_iterations": 1, "temperature": 1.0,
                         "max_steps": 6, "per_device_train_batch_size": 4, "optim": "adamw_torch_fused",
-                        "adam_epsilon": 1e-08}
+                        "adam_epsilon": 1e-08, "logging_steps": 1.0}
     assert "args/text_summary" in h.log.config_source
     tb = load_history(LOGS / "trl" / "run-report" / "runs")
     assert tb.log.format == "tensorboard" and tb.steps == 6
