@@ -44,7 +44,12 @@ DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "real_runs"
 # any fail names one.
 CAUSE_IDS = {
     "truncation": {"length.truncation", "length.context_overflow"},
-    "collapse": {"length.truncation", "length.collapse", "length.growth", "length.context_overflow"},
+    # a collapse is an outcome: its causes are the documented mechanisms that precede one (../shared/research/
+    # field-2026-11.md: completions growing into the limit, TRL #6219; shrinking to nothing; a sampler/trainer mismatch
+    # that grows until the importance weights give out, VeXact and "When Speed Kills Stability"; entropy running away,
+    # verl #2738)
+    "collapse": {"length.truncation", "length.collapse", "length.growth", "length.context_overflow",
+                 "sync.sampler_mismatch", "sync.importance_weights", "entropy.explosion"},
     "nan": {"gradients.non_finite"},
 }
 # Prefixes judged on the first pass of the lead-time search (lead_time: then the block before the first failing one

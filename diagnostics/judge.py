@@ -69,8 +69,17 @@ FIRST_COURSE_ID = "length.truncation"
 FROM_THE_START = ("reward.component_dominance", "reward.no_signal")
 
 
+# A fail whose evidence says it came with the reward's fall (groups that went flat or silent once the policy stopped
+# earning the reward it earned before) gives the step the reward fell from under this key: a consequence, it follows
+# every fail dated before it in the headline, whatever its place in CAUSE_ORDER.
+FOLLOWS_FALL = "follows_fall_from_step"
+
+
 def onset(verdict: Verdict, first_step: float) -> float:
-    """The step where a fail's evidence moved first: its onset_step, the first step for a structural fault, else inf."""
+    """The step where a fail's evidence moved first: its onset_step, the first step for a structural fault, else inf
+    (a consequence of the reward's fall, FOLLOWS_FALL, too)."""
+    if FOLLOWS_FALL in verdict.evidence:
+        return math.inf
     step = verdict.evidence.get("onset_step")
     if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step):
         return float(step)

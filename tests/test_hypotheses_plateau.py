@@ -15,7 +15,7 @@ import pytest
 from test_hypotheses import history, verdict
 
 from flatline.diagnostics.history import load_history
-from flatline.diagnostics.hypotheses.progress import SPARSE_START_STEPS, optimizer_steps
+from flatline.diagnostics.hypotheses.common import SPARSE_START_STEPS, optimizer_steps
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "real_runs"
 

@@ -194,4 +194,4 @@ def test_verl_rollout_corr_names_are_judged(tmp_path):
     mismatch = judge_one("sync.sampler_mismatch", history)
     assert mismatch.status == "fail" and mismatch.evidence["logprob_diff_mean_median"] == 0.08
     weights = judge_one("sync.importance_weights", history)
-    assert weights.status == "fail" and weights.evidence == {"ess_median": 0.2, "is_weight_mean_median": 0.4}
+    assert weights.status == "fail" and weights.evidence == {"ess_median": 0.2, "is_weight_mean_median": 0.4, "onset_step": 1.0}

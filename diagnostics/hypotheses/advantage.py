@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS,
-                                                  all_correct_share, at_top, flat_groups, policy_moved, progress,
-                                                  recent_part,
-                                                  reward_fall, reward_level, reward_range, solved, sustained_from,
-                                                  window_size)
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, RECENT_MIN_POINTS, all_correct_share, at_top,
+                                                  flat_groups, policy_moved, progress, recent_part, reward_fall,
+                                                  reward_level, reward_range, solved, sustained_from, window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -104,6 +100,10 @@ def degenerate_groups(h, v):
     if worst < DEGENERATE_FRAC:
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
                               evidence, prescription, refs_)
+    if p is not None and not gained and not p.ends_apart:
+        return v.inconclusive(reason + f"; {p.trend.points} logged rows cannot yet show whether the reward rises "
+                              f"through them (its first and last windows of {window_size(p.trend.points)} overlap): "
+                              "judged again as the log grows", evidence, prescription, refs_)
     if gained:
         if recent_frac >= DEGENERATE_FRAC and p.barely_rising and not p.eval_rising_recently and fall is not None:
             return v.warn(f"{recent_frac:.0%} of recent groups have zero reward variance, mostly {where}{how}, and the "
@@ -151,9 +151,11 @@ def _all_correct(h, v, p, recent_frac: float, worst: float, measured: bool, evid
 def _after_a_fall(v, fall, worst: float, evidence: dict):
     """Groups went flat after the reward fell from a high level: a consequence of a collapse, never "too hard" (the
     policy earned that reward on these prompts)."""
-    # groups flat at the minimum are the fall's doing: they are evidence from where the reward is down, not before
-    evidence.update(reward_peak=fall.peak, reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step,
-                    onset_step=max(evidence.get("onset_step", fall.below_step), fall.below_step))
+    # groups flat at the minimum are the fall's doing, not its cause: no onset, so the headline leads with what moved
+    # before them (a fail without an onset follows every dated one)
+    flat_from = max(evidence.pop("onset_step", fall.below_step), fall.below_step)
+    evidence.update(reward_peak=fall.peak, follows_fall_from_step=fall.peak_step, reward_fall_step=fall.below_step,
+                    flat_from_step=flat_from)
     if worst < DEGENERATE_FRAC:
         return v.inconclusive(f"{worst:.0%} of groups had zero reward variance after the reward fell from "
                               f"{fall.peak:.3g} (step {fall.peak_step:.0f}) to {fall.last:.3g}; under half of the "

@@ -102,6 +102,12 @@ class Progress:
         return (self.trend.rising and self.trend.slope * self.span >= MIN_GAIN / 2) or self.material_gain
 
     @property
+    def ends_apart(self) -> bool:
+        """The first and last windows share no step: below two windows of points the log cannot show that the reward
+        did not rise (its "first" and "last" means are mostly the same rows)."""
+        return self.trend.points >= 2 * window_size(self.trend.points)
+
+    @property
     def material_gain(self) -> bool:
         """The end is at least MIN_GAIN above the start, NOISE_Z standard errors clear of the noise."""
         return self.gain >= MIN_GAIN and self.gain >= NOISE_Z * self.gain_se
@@ -207,17 +213,25 @@ def enough_steps(h: History) -> bool:
 
 def signal_steps(h: History) -> set[float] | None:
     """Logged steps whose own batch had at least one non-zero advantage (else a zero gradient is the right answer);
-    None when the log does not say (no advantage/zero_frac or frac_reward_zero_std), as against an empty set.
+    None when the log does not say (no advantage/zero_frac, frac_reward_zero_std or reward_std), as against an empty
+    set.
 
     A row of a log that averages over L = logging_steps steps holds the window's mean share of flat groups but the
     grad_norm of its last step alone (references: log_window). That last step had no signal only if all of its groups
     were flat, which adds 1/L to the mean: so only a window mean below 1/L proves the logged step had signal. A log
-    of every step (L = 1) keeps every row below 1."""
+    of every step (L = 1) keeps every row below 1. With reward_std alone (the mean of each group's std), a row of 0
+    had no signal; a row above 0 proves the logged step had some only when L = 1."""
     zero = h.series("advantage/zero_frac")
     if not len(zero):
         zero = h.series("frac_reward_zero_std")
     if not len(zero):
-        return None
+        std = h.series("reward_std")
+        if not len(std.finite()):
+            return None
+        silent = {s for s, x in zip(std.steps, std.values) if math.isfinite(x) and x == 0}
+        if h.logging_steps > 1:  # only the silent rows are known: every other row is kept, as when the log says nothing
+            return {float(r["step"]) for r in h.rows if "step" in r} - silent
+        return {s for s, x in zip(std.steps, std.values) if math.isfinite(x) and x > 0}
     bound = 1.0 / h.logging_steps
     return {s for s, v in zip(zero.steps, zero.values) if math.isfinite(v) and v < bound}
 
@@ -397,3 +411,44 @@ def policy_moved(h: History) -> dict:
     if len(clip) and clip.max() > 0:
         out["clip ratio"] = f"up to {clip.max():.3g}"
     return out
+
+
+# ---------------------------------------------------------------- a sparse reward's start
+
+# A reward flat at the floor of its range (or in a range the log does not give) is how GRPO with a sparse outcome
+# reward starts: no group has a rewarded completion yet, so there is nothing to reinforce until the policy finds one.
+# Unsloth's GRPO notebooks (Qwen2.5-3B, Llama 3.1 8B on GSM8K, data/real_runs/unsloth-qwen2.5-3b-gsm8k) say "You might
+# have to wait 150 to 200 steps for any action", and their healthy runs sit at about 0.1 of a 4.0 maximum for
+# 100-150 optimizer steps before rising. Such a flat start fails only after SPARSE_START_STEPS optimizer steps, and
+# only while nothing that precedes the reward moves (a partial or format reward rising, completion length or entropy
+# changing: the policy is on its way to the first rewarded completions).
+SPARSE_START_STEPS = 150
+SPARSE_START = ("Unsloth GRPO notebooks (Qwen2.5-3B / Llama 3.1 8B, GSM8K): 'You might have to wait 150 to 200 steps "
+                "for any action' with a sparse correctness reward (https://github.com/unslothai/notebooks)")
+# At the floor: the reward's last window in the bottom FLOOR_LEVEL of its range.
+FLOOR_LEVEL = 0.2
+
+
+def optimizer_steps(h) -> float:
+    """Optimizer steps the log covers: from its first logged step to its last, plus the window the first row averages
+    (a row logged every L = logging_steps steps stands for L optimizer steps)."""
+    steps = h.series("reward").finite().steps
+    if not len(steps):
+        return 0.0
+    return float(steps[-1] - steps[0]) + h.logging_steps
+
+
+def known_level(h, value: float) -> float:
+    """`value` placed in the reward's range (0 floor, 1 ceiling) when the log gives the range; NaN when the only range
+    is the one the run covered (a prefix's own extremes say nothing about the task's)."""
+    bounds = reward_range(h)
+    if bounds is None or bounds.source == "the range the run covered":
+        return math.nan
+    return bounds.level(value)
+
+
+def sparse_start(h, p) -> bool:
+    """The reward started and sits at the floor of its range, or its range is unknown (a reward-only log that went
+    below 0): the start of a sparse-reward run, where a flat reward is expected for a while."""
+    first, last = known_level(h, p.first), known_level(h, p.last)
+    return not (math.isfinite(first) and math.isfinite(last)) or max(first, last) < FLOOR_LEVEL

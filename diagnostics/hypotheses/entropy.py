@@ -27,6 +27,9 @@ IDENTICAL_FRAC = 0.9
 # Entropy "explodes" when it ends at least this many times its start with a significant rising trend over the recent
 # part of the run: healthy GRPO entropy falls or stays level as the policy sharpens (field-2026-11.md #12).
 EXPLOSION_RATIO = 2.0
+# Ten times its start, held over the recent part, is an explosion that has run its course (a policy sampling junk sits
+# at several nats per token and stops rising); healthy GRPO entropy never grows tenfold.
+SATURATED_RATIO = 10.0
 
 
 def converged_where_solved(h, p, evidence: dict) -> bool:
@@ -121,7 +124,10 @@ def explosion(h, v):
     first, last = _ends(entropy)
     trend, recent = entropy.trend(), recent_part(entropy).trend()
     evidence = {"entropy_first": first, "entropy_last": last, "entropy_kendall_tau": trend.tau}
-    rising = trend.rising and (recent.rising or recent.points < 6)
+    # still rising at the end; or risen an order of magnitude over the run and held there (an entropy that has
+    # exploded saturates: over junk tokens it cannot keep rising)
+    saturated = trend.rising and first > 0 and last >= SATURATED_RATIO * first
+    rising = trend.rising and (recent.rising or recent.points < 6) or saturated
     if not (rising and first > 0 and last >= EXPLOSION_RATIO * first):
         return v.passed(f"entropy {first:.3g} -> {last:.3g} nats: not running away", evidence)
     p = progress(h)
@@ -130,7 +136,8 @@ def explosion(h, v):
     prescription = ("lower learning_rate (or raise max_grad_norm's protection: max_grad_norm near the median norm), "
                     "check the loss sign and the advantage normalisation, and read late samples for repeated or "
                     "garbage tokens; a bf16 sampler/trainer mismatch can drive it (sync.sampler_mismatch)")
-    reason = f"entropy rose from {first:.3g} to {last:.3g} nats ({last / first:.1f}x) and is still rising"
+    reason = f"entropy rose from {first:.3g} to {last:.3g} nats ({last / first:.1f}x) and " + (
+        "is still rising" if recent.rising or recent.points < 6 else "stays there")
     if near_ceiling(h, p) and reward_fall(h) is None:
         return v.inconclusive(reason + " with the reward at the top of its range: from a low start (an instruct model "
                               "on math begins at 0.1-0.2 nats) this is not junk yet", evidence,

@@ -42,7 +42,47 @@ def _all_min_flat_frac(h) -> float:
 
 
 def _clipped(h):
-    return h.series("completions/clipped_ratio") if h.has("completions/clipped_ratio") else h.series("length/truncated_frac")
+    """Share of completions cut at the limit per row: TRL's clipped_ratio or flatline's length probe, else a lower
+    bound read from a mean completion length pinned at the cap (_pinned_at_cap)."""
+    for name in ("completions/clipped_ratio", "length/truncated_frac"):
+        if h.has(name):
+            return h.series(name)
+    return _pinned_at_cap(h)
+
+
+# A mean completion length pinned at the cap: the same largest value, at least PINNED_MIN_TOKENS long, on at least
+# PINNED_MIN_ROWS rows. A mean over a batch of completions equals the longest any completion can be only when every
+# completion in it is that long, i.e. cut at max_completion_length; a natural length distribution does not repeat its
+# exact maximum mean row after row. The floor keeps out answers of a fixed short format (a label and its EOS).
+PINNED_MIN_ROWS = 3
+PINNED_MIN_TOKENS = 32
+PINNED_NAME = "completions/mean_length at its cap (a lower bound on the cut share)"
+# Rewards of all-cut rows against the others: each side holds two windows of rows at least (WINDOW, as the run's ends
+# are compared), and the others must score higher by a one-sided Mann-Whitney test at PINNED_COMPARE_ALPHA: batch
+# rewards are noisy, and a few rows a side differ by chance.
+PINNED_COMPARE_ROWS = 10
+PINNED_COMPARE_ALPHA = 0.05
+
+
+def _pinned_at_cap(h):
+    """Rows whose mean completion length sits at the cap read 1.0 (every completion cut), all others 0.0: a lower
+    bound on the cut share for logs without clipped_ratio (older TRL, Unsloth notebooks). The cap is
+    max_completion_length when the log gives it, else the largest mean length when it repeats exactly (PINNED_*);
+    empty when neither holds."""
+    length = h.series("completions/mean_length")
+    if not len(length.finite()):
+        length = h.series("length/mean")
+    length = length.finite()
+    empty = type(length)(PINNED_NAME, length.steps[:0], length.values[:0])
+    if not len(length):
+        return empty
+    limit = h.setting("max_completion_length")
+    cap = float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0 else \
+        float(length.values.max())
+    pinned = np.isclose(length.values, cap, rtol=0, atol=1e-6)
+    if cap < PINNED_MIN_TOKENS or int(pinned.sum()) < PINNED_MIN_ROWS:
+        return empty
+    return type(length)(PINNED_NAME, length.steps, pinned.astype(float))
 
 
 @hypothesis("length.truncation", "are completions cut at the length limit?")
@@ -58,6 +98,8 @@ def truncation(h, v):
         evidence["max_completion_length"] = limit
     cut_reward = h.series("length/truncated_reward_mean").mean()
     done_reward = h.series("length/terminated_reward_mean").mean()
+    if clipped.name == PINNED_NAME:
+        cut_reward, done_reward = _pinned_rewards(h, clipped)
     if math.isfinite(cut_reward):
         evidence["truncated_reward_mean"] = cut_reward
     if math.isfinite(done_reward):
@@ -71,6 +113,7 @@ def truncation(h, v):
         return v.fail(cut_then_fell, evidence, advice + "; resume from a checkpoint before the completions reached the "
                       "limit", refs("truncation", "verl_clip"))
     # flatline's length probe scores cut and finished completions apart: what it measured beats the inference
+    # (a comparison of pinned rows with the others under-states the cost, so it does not overrule the inference)
     probed = h.has("length/truncated_reward_mean") or h.has("length/terminated_reward_mean")
     cut_and_flat = "" if probed else _cut_while_flat(h, clipped, evidence)
     if cut_and_flat:
@@ -80,7 +123,10 @@ def truncation(h, v):
     learning = p is not None and (p.rising or p.at_ceiling)
     if p is not None:
         evidence.update(p.evidence(trend=False))
-    costs = (math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= TRUNCATION_REWARD_GAP)
+    bounds = reward_range(h)
+    gap_needed = TRUNCATION_REWARD_GAP * (bounds.high - bounds.low if bounds is not None and bounds.high > bounds.low
+                                          else 1.0)
+    costs = math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= gap_needed
     # with the length probe: no finished completion was ever scored; without it: every recent completion was cut
     never_finishes = not math.isfinite(done_reward) if probed else float(recent.values.min()) >= 1.0
     growing = enough_steps(h) and clipped.trend().rising
@@ -118,8 +164,30 @@ def truncation(h, v):
         if learning:
             return v.inconclusive(reason + "; the reward still rises", evidence, advice, refs("truncation", "verl_clip"))
         return v.fail(reason, evidence, advice, refs("truncation", "verl_clip"))
-    return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit, but truncated ones score as "
-                          "well as finished ones", evidence, advice + " to see whether it matters", refs("verl_clip"))
+    if math.isfinite(cut_reward) and math.isfinite(done_reward):
+        return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit, but truncated ones score "
+                              f"about as well as finished ones ({cut_reward:.3g} against {done_reward:.3g})", evidence,
+                              advice + " to see whether it matters", refs("verl_clip"))
+    return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit; whether the cut costs reward "
+                          "cannot be told from this log (flatline's length probe scores cut and finished completions "
+                          "apart)", evidence, advice + " to see whether it matters", refs("verl_clip"))
+
+
+def _pinned_rewards(h, pinned) -> tuple[float, float]:
+    """(mean reward of the rows whose every completion was cut, of the other rows): from a length pinned at its cap,
+    what flatline's length probe measures per completion. The other rows still hold some cut completions, so the gap
+    between the two under-states what a cut costs. NaN for both with fewer than PINNED_COMPARE_ROWS rows on a side or
+    no significant gap."""
+    reward = h.series("reward").finite().by_step()
+    cut = [reward[s] for s, x in zip(pinned.steps, pinned.values) if x == 1.0 and s in reward]
+    done = [reward[s] for s, x in zip(pinned.steps, pinned.values) if x == 0.0 and s in reward]
+    if len(cut) < PINNED_COMPARE_ROWS or len(done) < PINNED_COMPARE_ROWS:
+        return math.nan, math.nan
+    from scipy.stats import mannwhitneyu  # as History.trend: scipy loads only when a judge needs it
+
+    if mannwhitneyu(done, cut, alternative="greater").pvalue >= PINNED_COMPARE_ALPHA:  # batch noise, not a cost
+        return math.nan, math.nan
+    return float(np.mean(cut)), float(np.mean(done))
 
 
 def _cut_then_fell(h, clipped, evidence: dict) -> str:
@@ -184,6 +252,8 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
     if could_gain >= MIN_GAIN * scale:  # rising, or too noisy to tell flat from rising
         return ""
     cut = stretch.mean()
+    if clipped.name == PINNED_NAME and cut < NEARLY_ALL_CUT:  # a lower bound: only a stretch nearly all cut says enough
+        return ""
     level = bounds.level(last)
     known = bounds.source != "the range the run covered"
     if (near_ceiling(h, progress(h)) if known else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
@@ -245,7 +315,8 @@ def growth(h, v):
     if len(length) < 6:
         return v.skipped("needs completions/mean_length over at least 6 steps")
     first, last, relative, trend, evidence = _length_change(length, "length_growth_rel")
-    if not (trend.rising and relative >= GROWTH_FRAC):
+    # the trend's change over the run and the end windows' both: a steep slope on a short or noisy log is no growth
+    if not (trend.rising and relative >= GROWTH_FRAC and last >= (1 + GROWTH_FRAC) * first):
         return v.passed(f"completion length {first:.0f} -> {last:.0f} tokens: not growing several-fold", evidence)
     p = progress(h)
     if p is not None:
@@ -285,7 +356,11 @@ def collapse(h, v):
     if len(length) < 6:
         return v.skipped("needs completions/mean_length over at least 6 steps")
     first, last, relative, trend, evidence = _length_change(length, "length_change_rel")
-    if not (trend.falling and relative <= -COLLAPSE_FRAC):
+    if not (trend.falling and relative <= -COLLAPSE_FRAC and last <= (1 - COLLAPSE_FRAC) * first):
+        shrank_then_fell = _shrank_then_fell(h, length, first, evidence)
+        if shrank_then_fell:
+            return v.fail(shrank_then_fell, evidence, _collapse_advice(h, evidence) + "; resume from a checkpoint "
+                          "before the completions shrank", refs("length_collapse", "length_bias"))
         return v.passed(f"completion length {first:.0f} -> {last:.0f} tokens: not collapsing", evidence)
     p = progress(h)
     if p is not None:
@@ -296,12 +371,35 @@ def collapse(h, v):
     onset = sustained_from(length, lambda x: x <= (1 - COLLAPSE_FRAC) * first)
     if math.isfinite(onset):
         evidence["onset_step"] = onset
+    return v.fail(f"completions collapsed from {first:.0f} to {last:.0f} tokens without a reward gain", evidence,
+                  _collapse_advice(h, evidence), refs("length_collapse", "length_bias"))
+
+
+def _collapse_advice(h, evidence: dict) -> str:
     loss_type = h.setting("loss_type")
-    advice = ("use loss_type = \"dapo\" (token-level) or \"dr_grpo\" instead of per-sequence normalisation (grpo), "
-              "which lets short wrong answers cost less per token" if loss_type in (None, "grpo") else
-              "read the short samples: an empty or one-token answer paid by the reward, or an EOS the policy learned to "
-              "emit early")
     if loss_type is not None:
         evidence["loss_type"] = loss_type
-    return v.fail(f"completions collapsed from {first:.0f} to {last:.0f} tokens without a reward gain", evidence,
-                  advice, refs("length_collapse", "length_bias"))
+    return ("use loss_type = \"dapo\" (token-level) or \"dr_grpo\" instead of per-sequence normalisation (grpo), "
+            "which lets short wrong answers cost less per token" if loss_type in (None, "grpo") else
+            "read the short samples: an empty or one-token answer paid by the reward, or an EOS the policy learned to "
+            "emit early")
+
+
+def _shrank_then_fell(h, length, first: float, evidence: dict) -> str:
+    """Over time: completions fell to under half their starting length (held, not one row) with the reward at its best,
+    and the reward fell from there after (or while) they did: a collapse mid-run, which the run's two ends miss when the lengths grew back
+    afterwards. Returns the reason, or ""."""
+    fall = reward_fall(h)
+    if fall is None or len(length) < 2 * window_size(len(length)):
+        return ""
+    onset = sustained_from(length, lambda x: x <= (1 - COLLAPSE_FRAC) * first)
+    # the reward was at its best when they shrank and fell after: a reward that rose once the answers got shorter
+    # (the policy learned to answer briefly) fell later for another reason
+    if not (math.isfinite(onset) and fall.peak_step <= onset <= fall.below_step):
+        return ""
+    low = float(np.min(length.since(onset).values))
+    evidence.update(onset_step=onset, length_low=low, reward_peak=fall.peak, reward_peak_step=fall.peak_step,
+                    reward_fall_step=fall.below_step, reward_last_window=fall.last)
+    return (f"completions shrank from {first:.0f} tokens to under half from step {onset:.0f} (down to {low:.3g}) and "
+            f"the reward falls from step {fall.peak_step:.0f} ({fall.peak:.3g} -> {fall.last:.3g}): the policy learned "
+            "to stop early")

@@ -6,28 +6,17 @@ import math
 import numpy as np
 
 from flatline.diagnostics.history import MIN_TREND_POINTS
-from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, MOVED_REL, NOISE_Z, end_means, enough_steps,
-                                                  flat_groups, near_ceiling, progress, recent_part, reward_fall,
-                                                  reward_range, sustained_from)
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, MOVED_REL, NOISE_Z, SPARSE_START,
+                                                  SPARSE_START_STEPS, end_means, enough_steps, flat_groups,
+                                                  known_level, near_ceiling, optimizer_steps, progress, recent_part,
+                                                  reward_fall, reward_range, sparse_start, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
 # Calling a plateau needs a run long enough to have one: below 10 optimizer steps a flat reward is "too early to tell".
 PLATEAU_MIN_STEPS = 10
-# A reward flat at the floor of its range (or in a range the log does not give) is how GRPO with a sparse outcome
-# reward starts: no group has a rewarded completion yet, so there is nothing to reinforce until the policy finds one.
-# Unsloth's GRPO notebooks (Qwen2.5-3B, Llama 3.1 8B on GSM8K, data/real_runs/unsloth-qwen2.5-3b-gsm8k) say "You might
-# have to wait 150 to 200 steps for any action", and their healthy runs sit at about 0.1 of a 4.0 maximum for
-# 100-150 optimizer steps before rising. Such a flat start fails only after SPARSE_START_STEPS optimizer steps, and
-# only while nothing that precedes the reward moves (a partial or format reward rising, completion length or entropy
-# changing: the policy is on its way to the first rewarded completions).
-SPARSE_START_STEPS = 150
-SPARSE_START = ("Unsloth GRPO notebooks (Qwen2.5-3B / Llama 3.1 8B, GSM8K): 'You might have to wait 150 to 200 steps "
-                "for any action' with a sparse correctness reward (https://github.com/unslothai/notebooks)")
 # A reward component "moving": a significant rise of half a material reward gain (it adds that much to the reward).
 COMPONENT_GAIN = MIN_GAIN / 2
-# At the floor: the reward's last window in the bottom FLOOR_LEVEL of its range.
-FLOOR_LEVEL = 0.2
 # A stall is called on evidence that the recent third is flat, not on a trend test that failed to find a rise (a slow
 # gain under batch noise fails it too): the recent gain's upper bound (its slope plus STALL_Z standard errors) must
 # stay below STALL_SHARE of what the rate before it would have bought over the same steps.
@@ -79,7 +68,7 @@ def plateau(h, v):
         return v.passed(f"the held-out score rose {p.eval_first:.3g} -> {p.eval_last:.3g}", evidence)
     if p.at_ceiling:
         return v.passed(f"reward is at the task's maximum ({p.last:.3g} of {p.ceiling:.3g}): solved", evidence)
-    if (near_ceiling(h, p) or _known_level(h, p.first) >= HIGH_LEVEL) and reward_fall(h) is None:
+    if (near_ceiling(h, p) or known_level(h, p.first) >= HIGH_LEVEL) and reward_fall(h) is None:
         bounds = reward_range(h)
         return v.passed(f"the reward started or stays at the top of its range ({p.first:.3g} -> {p.last:.3g}, range "
                         f"{bounds.low:.3g}-{bounds.high:.3g} from {bounds.source}): a run that starts near its ceiling "
@@ -97,7 +86,7 @@ def plateau(h, v):
                               f"steps), but the batch-to-batch noise (standard error {p.gain_se:.2g} on that change) "
                               f"cannot rule out a gain of {MIN_GAIN}", evidence,
                               "train longer, or with more prompts per batch")
-    if _sparse_start(h, p):  # at the floor a fall is as small as the noise there: it waits as a flat start does
+    if sparse_start(h, p):  # at the floor a fall is as small as the noise there: it waits as a flat start does
         moving = {} if falling else precursors_moving(h)
         if moving:
             evidence.update({f"moving_{k}": val for k, val in moving.items()})
@@ -176,31 +165,6 @@ def _stall(p, evidence: dict, v):
                   "look at the entropy, kl and advantage verdicts for what stopped it (exploration gone, groups "
                   "without signal, a policy pinned or running away); otherwise stop the run here, or continue with "
                   "harder prompts or a lower learning_rate", refs("plateau"))
-
-
-def optimizer_steps(h) -> float:
-    """Optimizer steps the log covers: from its first logged step to its last, plus the window the first row averages
-    (a row logged every L = logging_steps steps stands for L optimizer steps)."""
-    steps = h.series("reward").finite().steps
-    if not len(steps):
-        return 0.0
-    return float(steps[-1] - steps[0]) + h.logging_steps
-
-
-def _known_level(h, value: float) -> float:
-    """`value` placed in the reward's range (0 floor, 1 ceiling) when the log gives the range; NaN when the only range
-    is the one the run covered (a prefix's own extremes say nothing about the task's)."""
-    bounds = reward_range(h)
-    if bounds is None or bounds.source == "the range the run covered":
-        return math.nan
-    return bounds.level(value)
-
-
-def _sparse_start(h, p) -> bool:
-    """The reward started and sits at the floor of its range, or its range is unknown (a reward-only log that went
-    below 0): the start of a sparse-reward run, where a flat reward is expected for a while."""
-    first, last = _known_level(h, p.first), _known_level(h, p.last)
-    return not (math.isfinite(first) and math.isfinite(last)) or max(first, last) < FLOOR_LEVEL
 
 
 def precursors_moving(h) -> dict:

@@ -5,8 +5,10 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, end_means, enough_steps,
-                                                  flat_groups, progress, recent_part)
+from flatline.diagnostics.history import Series
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, end_means,
+                                                  enough_steps, flat_groups, progress, recent_part, reward_fall,
+                                                  reward_level, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -51,8 +53,9 @@ def no_signal(h, v):
     if len(std):
         evidence["reward_std_mean"] = std.mean()
     if silent >= NO_SIGNAL_STEPS_FRAC:
-        return v.fail(f"{silent:.0%} of steps had no group with any reward variance: the advantages, and so the "
-                      "gradient, are zero", evidence,
+        after_fall = _silent_after_a_fall(h, judged, evidence)
+        return v.fail(f"{silent:.0%} of steps had no group with any reward variance{after_fall}: the advantages, and so "
+                      "the gradient, are zero", evidence,
                       "check the reward on known-good and known-bad answers (a constant reward gives this); if it "
                       "scores correctly, the task is out of reach: easier prompts, more num_generations, partial credit",
                       refs("zero_std", "ptt_std"))
@@ -60,6 +63,24 @@ def no_signal(h, v):
         return v.inconclusive(f"{silent:.0%} of steps had no reward variance in any group; the rest had some",
                               evidence, "raise num_generations so more groups see both outcomes", refs("ptt_std"))
     return v.passed(f"{1 - silent:.0%} of steps had reward variance within some group", evidence)
+
+
+def _silent_after_a_fall(h, judged: list, evidence: dict) -> str:
+    """Date the silence: evidence onset_step is the step from which the steps stay silent when that came after the
+    run's start. Silence that began after the reward fell from a high level is the collapse's doing (the groups all
+    fail together), not its cause: it gets no onset, so the headline leads with what moved before it, and the reason
+    says so (returned as a clause, else "")."""
+    silence = Series("silent", np.array([s for s, _ in judged]), np.array([float(x >= 1.0) for _, x in judged]))
+    onset = sustained_from(silence, lambda x: x >= 1.0)
+    if not math.isfinite(onset) or onset <= silence.steps[0]:
+        return ""
+    fall = reward_fall(h)
+    if fall is not None and reward_level(h, fall.peak) >= HIGH_LEVEL and onset >= fall.peak_step:
+        evidence.update(silent_from_step=onset, reward_peak=fall.peak, follows_fall_from_step=fall.peak_step)
+        return (f" from step {onset:.0f}, after the reward fell from {fall.peak:.3g} (step {fall.peak_step:.0f}) to "
+                f"{fall.last:.3g}: the groups went silent with the collapse")
+    evidence["onset_step"] = onset
+    return ""
 
 
 def _components(h) -> list[str]:

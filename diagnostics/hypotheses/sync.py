@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from flatline.diagnostics.hypotheses.common import sustained_from
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -53,6 +54,16 @@ def _placeholder_reason(unlogged) -> str:
             "does not compare the sampler's logprobs), not a measurement")
 
 
+def _date(evidence: dict, *checks) -> None:
+    """onset_step: the earliest step from which one of the (series, is_bad) checks holds (sustained_from). A mismatch
+    present from the first row dates at the first step; one that appeared later is dated where it did, so that the
+    headline can tell a sampler fault that came first from one that followed the policy into junk."""
+    steps = [sustained_from(series, bad) for series, bad in checks if len(series)]
+    steps = [s for s in steps if math.isfinite(s)]
+    if steps:
+        evidence["onset_step"] = min(steps)
+
+
 @hypothesis("sync.sampler_mismatch", "does the sampler score tokens like the trainer does (stale or wrong weights)?")
 def sampler_mismatch(h, v):
     probs = h.series("sync/probs_diff_mean").finite()
@@ -90,6 +101,8 @@ def sampler_mismatch(h, v):
                     "new lora_int_id, or merged weights reloaded), reset the sampler's prefix cache after a sync, and "
                     "compare sampler and trainer dtypes")
     if bad:
+        _date(evidence, (probs, lambda x: x > PROBS_DIFF_BAD), (logp, lambda x: x > LOGP_DIFF_BAD),
+              (kl if use_kl else kl.head(0), lambda x: x > KL_BAD))
         growing = (len(logp) and logp.trend().rising) or (use_kl and kl.trend().rising)
         return v.fail("the sampler's token probabilities differ from the trainer's" +
                       (", and the gap grows with training: the sampler keeps old weights" if growing else ""),
@@ -122,6 +135,8 @@ def importance_weights(h, v):
         if not IS_MEAN_RANGE[0] <= mean.median() <= IS_MEAN_RANGE[1]:
             findings.append(f"the mean importance weight is {mean.median():.3g}")
     if findings:
+        _date(evidence, (ess, lambda x: x < ESS_MIN),
+              (mean, lambda x: not IS_MEAN_RANGE[0] <= x <= IS_MEAN_RANGE[1]))
         return v.fail("; ".join(findings) + ": a few sequences carry the whole gradient, or the correction masks "
                       "most of it away", evidence,
                       "fix the sampler/trainer mismatch first (sync.sampler_mismatch); with top_p < 1 the ratio "
