@@ -250,3 +250,44 @@ def test_a_cut_share_that_rises_within_its_noise_does_not_date_a_reward_fall():
     h = trl_rows(NOISY_CUT_SHARE, rows=len(NOISY_CUT_SHARE["reward"]), every=1)
     v = verdict("length.truncation", h)
     assert v.status != "fail", v.message()
+
+
+# -- mechanisms read from the real-runs corpus (issue 25): each asserts the verdict and the step it dates --
+
+
+def test_a_mean_length_pinned_at_its_cap_is_read_as_cut_completions():
+    # every row of a 50-step TRL console log holds completion_length '256' and reward '0' (no clipped_ratio logged)
+    v = verdict("length.truncation", real_prefix("grpodyn-qwen3.5-9b-gsm8k-csdpilot-const-s42", None))
+    assert v.status == "fail" and v.evidence["clipped_ratio_stretch"] >= 0.9 and v.evidence["onset_step"] == 1, v.message()
+    # an Unsloth notebook: all-cut rows (1846 tokens) score the minimum, the others far more (a measured cost)
+    v = verdict("length.truncation", real_prefix("unsloth-qwen3-4b-base-dapo", None))
+    assert v.status == "fail" and v.evidence["truncated_reward_mean"] < v.evidence["terminated_reward_mean"] - 5
+    # a healthy Unsloth run whose early rows are cut half the time while it learns: no fail at any of these prefixes
+    for rows in (13, 20, 40, 80):
+        assert verdict("length.truncation", real_prefix("h1073146274-qwen2.5-3b-gsm8k", rows)).status != "fail"
+
+
+def test_a_mismatch_that_appeared_mid_run_is_dated_where_it_did():
+    # importance ratio ~1 for four rows, then 0.25 at step 25 with the entropy jump; the reward falls after
+    h = real_prefix("grpodyn-qwen2.5-7b-gsm8k-adabalance-s43", None)
+    for hypothesis_id in ("sync.importance_weights", "sync.sampler_mismatch", "entropy.explosion"):
+        v = verdict(hypothesis_id, h)
+        assert v.status == "fail" and v.evidence["onset_step"] == 25, v.message()
+    assert "stays there" in verdict("entropy.explosion", h).reason  # 0.16 -> 7.3 nats and flat since: still junk
+
+
+def test_groups_that_went_silent_with_the_collapse_never_lead_the_headline():
+    diagnosis = judge(real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho1.00-s43", None))
+    ids = [v.id for v in diagnosis.failed]
+    assert ids.index("length.truncation") < ids.index("reward.no_signal"), ids
+    silent = next(v for v in diagnosis.failed if v.id == "reward.no_signal")
+    assert "went silent with the collapse" in silent.reason and "onset_step" not in silent.evidence
+
+
+def test_completions_that_shrank_to_nothing_before_the_reward_fell_are_the_cause():
+    # 230 tokens -> 4 at step 40-45 with the reward 0.9 -> 0; the lengths grow back later, so the run's ends miss it
+    v = verdict("length.collapse", real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.50-s43", None))
+    assert v.status == "fail" and v.evidence["onset_step"] == 40 and v.evidence["length_low"] < 5, v.message()
+    assert judge(real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.50-s43", None)).failed[0].id == "length.collapse"
+    # answers that got shorter as the reward rose (a sudoku run learning to answer briefly) are no collapse
+    assert verdict("length.collapse", real_prefix("unsloth-ministral3-3b-sudoku", None)).status == "pass"
