@@ -218,7 +218,7 @@ def test_a_run_without_any_signal_is_blamed_on_the_signal_not_the_gradient_path(
                    "advantage/zero_std_all_max_frac": 0.0, "advantage/zero_frac": 1.0, "policy/kl_grad_share": 1.0,
                    "eval/reward": None})
     failed = [v.id for v in judge(h).failed]
-    assert failed[:2] == ["reward.no_signal", "advantage.degenerate_groups"], failed
+    assert failed[0] == "reward.no_signal", failed  # (the all-min groups wait for the sparse start: 24 steps)
     assert "gradients.no_flow" not in failed and "kl.penalty_dominates" not in failed
     assert judge_one("gradients.no_flow", h).status == "skipped"
     assert judge_one("kl.penalty_dominates", h).status == "skipped"

@@ -238,7 +238,7 @@ def test_a_lora_adapter_250x_below_the_default_step_fails_on_a_flat_run():
     v = verdict("update.too_small", healthy(**flat_run, **{"update/rel_update": flat(2.4e-5, N, 2e-6, seed=68)}))
     assert v.status == "fail" and v.evidence["setting"] == "LoRA adapter" and "raise learning_rate ~40x" in v.prescription
     failed = [x.id for x in judge(healthy(**flat_run, **{"update/rel_update": flat(2.4e-5, N, 2e-6, seed=68)})).failed]
-    assert failed.index("update.too_small") < failed.index("advantage.degenerate_groups")
+    assert failed[0] == "update.too_small", failed
     healthy_adapter = verdict("update.too_small", healthy(**{"update/rel_update": flat(7e-4, N, 5e-5, seed=69)}))
     assert healthy_adapter.status == "pass"  # a 7B adapter at lr 1e-5: low end of LoRA RL, learning
 

@@ -8,6 +8,7 @@ import pytest
 from test_hypotheses import N, every, flat, healthy, history, ramp, verdict
 
 from flatline.diagnostics.hypotheses.advantage import TOO_EASY, TOO_HARD
+from flatline.diagnostics.hypotheses.common import SILENT_START_STEPS
 
 # ---------------------------------------------------------------- advantage.degenerate_groups
 
@@ -20,13 +21,22 @@ def flat_groups(all_max: float, all_min: float, reward: list, ceiling: float | N
 
 
 def test_all_min_groups_are_too_hard():
-    v = verdict("advantage.degenerate_groups", flat_groups(0.05, 0.7, flat(0.1, noise=0.02, seed=21)))
+    # past the sparse start's wait (SILENT_START_STEPS with nothing that precedes the reward moving)
+    n = int(SILENT_START_STEPS) + 10
+    v = verdict("advantage.degenerate_groups", flat_groups(0.05, 0.7, flat(0.1, n, noise=0.02, seed=21), n=n))
     assert v.status == "fail"
     assert v.evidence["zero_std_frac_mean"] == pytest.approx(0.75)
     assert v.evidence["all_min_frac_mean"] == pytest.approx(0.7)
     assert v.evidence["steps_mostly_flat_frac"] == 1.0
     assert "too hard" in v.reason and v.prescription == TOO_HARD
     assert "easier prompts" in v.prescription and "num_generations" in v.prescription
+
+
+def test_all_min_groups_on_a_short_run_at_the_floor_wait_for_the_sparse_start():
+    # a 24-step run whose groups all fail so far: how a sparse reward starts (Unsloth: "wait 150 to 200 steps")
+    v = verdict("advantage.degenerate_groups", flat_groups(0.05, 0.7, flat(0.1, noise=0.02, seed=21)))
+    assert v.status == "inconclusive" and "how a sparse reward starts" in v.reason, v.message()
+    assert v.evidence["optimizer_steps"] == N and v.prescription == TOO_HARD
 
 
 @pytest.mark.parametrize("ceiling", [1.0, None], ids=["ceiling-logged", "no-ceiling"])
@@ -278,3 +288,12 @@ def test_six_flat_steps_are_too_few_to_call_a_plateau():
     v = verdict("progress.plateau", history(6, reward=flat(0.3, 6, 0.03, seed=55)))
     assert v.status == "inconclusive" and "too few" in v.reason
     assert verdict("progress.plateau", history(4, reward=flat(0.3, 4))).status == "skipped"
+
+
+def test_too_hard_needs_first_and_last_windows_apart():
+    # six rows above the floor: the "first" and "last" windows of 5 share four rows, so they cannot show that the
+    # reward does not rise; ten rows can
+    short = verdict("advantage.degenerate_groups", flat_groups(0.05, 0.7, flat(0.3, 6, noise=0.02, seed=23), n=6))
+    assert short.status == "inconclusive" and "overlap" in short.reason, short.message()
+    long = verdict("advantage.degenerate_groups", flat_groups(0.05, 0.7, flat(0.3, 10, noise=0.02, seed=23), n=10))
+    assert long.status == "fail", long.message()

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
-from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, RECENT_MIN_POINTS, all_correct_share, at_top,
-                                                  flat_groups, policy_moved, progress, recent_part, reward_fall,
-                                                  reward_level, reward_range, solved, sustained_from, window_size)
+from flatline.diagnostics.hypotheses.common import (RECENT_MIN_POINTS, SPARSE_START, all_correct_share, at_top,
+                                                  collapsed_from_a_high, flat_groups, optimizer_steps, policy_moved,
+                                                  progress, recent_part, reward_fall, reward_level, reward_range,
+                                                  solved, sustained_from, waiting_for_first_rewards, window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -62,7 +63,8 @@ def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
 def degenerate_groups(h, v):
     flat = flat_groups(h).finite()
     if not len(flat):
-        return v.skipped("no advantage/zero_std_frac (flatline's advantage probe) or frac_reward_zero_std in the log")
+        return v.skipped("no advantage/zero_std_frac (flatline's advantage probe), frac_reward_zero_std or reward_std in "
+                         "the log")
     flat_frac = flat.mean()
     recent_frac = recent_part(flat).mean() if len(flat) >= 2 * RECENT_MIN_POINTS else flat_frac
     p = progress(h)
@@ -88,7 +90,7 @@ def degenerate_groups(h, v):
         return _all_correct(h, v, p, recent_frac, worst, measured, evidence)
     fall = reward_fall(h) if p is not None else None
     gained = p is not None and (p.material_gain or p.eval_rising)
-    if fall is not None and (reward_level(h, fall.peak) >= HIGH_LEVEL or (kind == "all-min" and not gained)):
+    if fall is not None and collapsed_from_a_high(h, fall):
         return _after_a_fall(v, fall, worst, evidence)
     prescription = TOO_HARD if kind == "all-min" else (
         "filter flat groups out of the batch (DAPO dynamic sampling) and raise num_generations")
@@ -100,6 +102,13 @@ def degenerate_groups(h, v):
     if worst < DEGENERATE_FRAC:
         return v.inconclusive(reason + "; under half of the groups, so they slow learning more than they stop it",
                               evidence, prescription, refs_)
+    waiting = waiting_for_first_rewards(h, p) if kind == "all-min" and not gained else 0.0
+    if waiting:
+        evidence["optimizer_steps"] = optimizer_steps(h)
+        return v.inconclusive(reason + f"; with the reward at the floor of its range after {optimizer_steps(h):.0f} "
+                              "optimizer steps, this is how a sparse reward starts (the policy has yet to find rewarded "
+                              f"completions): not called too hard for {waiting:.0f} more steps", evidence, prescription,
+                              refs_ + [SPARSE_START])
     if p is not None and not gained and not p.ends_apart:
         return v.inconclusive(reason + f"; {p.trend.points} logged rows cannot yet show whether the reward rises "
                               f"through them (its first and last windows of {window_size(p.trend.points)} overlap): "

@@ -190,9 +190,21 @@ def progress(h: History) -> Progress | None:
 
 def flat_groups(h: History) -> Series:
     """Share of groups with zero reward variance per step: flatline's advantage probe, else TRL's
-    frac_reward_zero_std (empty when the log has neither)."""
-    flat = h.series("advantage/zero_std_frac")
-    return flat if len(flat.finite()) else h.series("frac_reward_zero_std")
+    frac_reward_zero_std, else a lower bound read from reward_std (empty when the log has none of them).
+
+    Older TRL (and the Unsloth notebooks built on it) log only reward_std, the mean over groups of each group's reward
+    std: it is 0 exactly when every group of every step in the row was flat, and above 0 when some group varied. So a
+    row with reward_std 0 reads 1.0 and any other row 0.0: a lower bound, with which a verdict can only under-count
+    flat groups, never invent them."""
+    for name in ("advantage/zero_std_frac", "frac_reward_zero_std"):
+        flat = h.series(name)
+        if len(flat.finite()):
+            return flat
+    std = h.series("reward_std").finite()
+    return Series(FLAT_FROM_STD, std.steps, (std.values == 0).astype(float))
+
+
+FLAT_FROM_STD = "reward_std == 0 (a lower bound on the flat share)"
 
 
 def solved(h, p) -> bool:
@@ -305,6 +317,16 @@ def reward_range(h: History) -> RewardRange | None:
     return RewardRange(low, high, "the range the run covered") if high > low else None
 
 
+def range_scale(h: History) -> float:
+    """The reward's span when the log gives its range (the task's maximum, the reward functions' ranges, a score in
+    [0, 1]), else 1: MIN_GAIN is stated for rewards scored in [0, 1], so a fall on a 0-4 scale must be four times as
+    large to count (a range the run itself covered says nothing about the task's scale)."""
+    bounds = reward_range(h)
+    if bounds is None or bounds.source == "the range the run covered" or not bounds.high > bounds.low:
+        return 1.0
+    return bounds.high - bounds.low
+
+
 def reward_level(h: History, value: float) -> float:
     """`value` placed in the reward's range (0 floor, 1 ceiling); NaN when the range is unknown."""
     bounds = reward_range(h)
@@ -354,7 +376,8 @@ class RewardFall:
 
 
 def reward_fall(h: History) -> RewardFall | None:
-    """The reward fell: its last window mean sits MIN_GAIN below the best window mean before it, clear of the noise
+    """The reward fell: its last window mean sits MIN_GAIN (of the reward's range, range_scale) below the best window
+    mean before it, clear of the noise
     (NOISE_Z standard errors of a window mean); None otherwise or when the run is under three windows long."""
     s = h.series("reward").finite()
     n = window_size(len(s))
@@ -364,13 +387,25 @@ def reward_fall(h: History) -> RewardFall | None:
     ends = s.steps[n - 1:]
     best = int(np.argmax(means[:-n])) if len(means) > n else 0
     spread = float(np.std(s.values[-n:], ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    drop = max(MIN_GAIN, NOISE_Z * math.sqrt(2) * spread)
+    drop = max(MIN_GAIN * range_scale(h), NOISE_Z * math.sqrt(2) * spread)
     if means[best] - means[-1] < drop:
         return None
     below = best + int(np.flatnonzero(means[best:] <= means[best] - drop)[0])
     # the fall starts after the last window still at the peak level (within a quarter of the drop)
     start = best + int(np.flatnonzero(means[best:below] >= means[best] - drop / 4)[-1])
     return RewardFall(float(means[best]), float(ends[start]), float(means[-1]), float(ends[below]))
+
+
+# A collapse: the reward fell from the top of its range (HIGH_LEVEL), or from at least half way up a range the log gives
+# down to its floor (FLOOR_LEVEL): the policy had earned that reward on these prompts. A fall within a range the run
+# itself covered says nothing about the task's scale (a wobble at the start of a sparse reward).
+HALF_WAY = 0.5
+
+
+def collapsed_from_a_high(h: History, fall: RewardFall) -> bool:
+    if reward_level(h, fall.peak) >= HIGH_LEVEL:
+        return True
+    return known_level(h, fall.peak) >= HALF_WAY and known_level(h, fall.last) <= FLOOR_LEVEL
 
 
 # Moved: a significant trend (Kendall, TREND_ALPHA) that changed the series by MOVED_REL of its start between the end
@@ -423,6 +458,11 @@ def policy_moved(h: History) -> dict:
 # only while nothing that precedes the reward moves (a partial or format reward rising, completion length or entropy
 # changing: the policy is on its way to the first rewarded completions).
 SPARSE_START_STEPS = 150
+# Groups all at the minimum say more than a flat reward does: with nothing that precedes the reward moving either, a
+# start is called too hard after a third of that wait. The healthy sparse starts of the real-run corpus (Unsloth GSM8K
+# on Llama 3.1 8B and Qwen2.5-3B, data/real_runs) had most groups flat on their first 10-20 steps and a format reward or
+# the completion length moving by step 60.
+SILENT_START_STEPS = SPARSE_START_STEPS / 3
 SPARSE_START = ("Unsloth GRPO notebooks (Qwen2.5-3B / Llama 3.1 8B, GSM8K): 'You might have to wait 150 to 200 steps "
                 "for any action' with a sparse correctness reward (https://github.com/unslothai/notebooks)")
 # At the floor: the reward's last window in the bottom FLOOR_LEVEL of its range.
@@ -452,3 +492,44 @@ def sparse_start(h, p) -> bool:
     below 0): the start of a sparse-reward run, where a flat reward is expected for a while."""
     first, last = known_level(h, p.first), known_level(h, p.last)
     return not (math.isfinite(first) and math.isfinite(last)) or max(first, last) < FLOOR_LEVEL
+
+
+def waiting_for_first_rewards(h: History, p: "Progress | None") -> float:
+    """Optimizer steps a start with most groups at the minimum still has before it may be called too hard (0 when
+    none): while the reward sits at the floor of its range (sparse_start) and has not collapsed there from a high,
+    SPARSE_START_STEPS when what precedes the reward moves (precursors_moving), else SILENT_START_STEPS."""
+    fall = reward_fall(h)
+    if p is None or not sparse_start(h, p) or (fall is not None and collapsed_from_a_high(h, fall)):
+        return 0.0
+    wait = SPARSE_START_STEPS if precursors_moving(h) else SILENT_START_STEPS
+    return max(0.0, wait - optimizer_steps(h))
+
+
+# A reward component "moving": a significant rise of half a material reward gain (it adds that much to the reward).
+COMPONENT_GAIN = MIN_GAIN / 2
+
+
+def precursors_moving(h) -> dict:
+    """What moves before the reward does: a reward component (format, partial credit) rising by COMPONENT_GAIN clear
+    of the noise, completion length or entropy changing by a significant trend of MOVED_REL of its start (and clear of
+    the noise); name -> "first -> last"."""
+    out = {}
+    for name in h.names("rewards/"):
+        if not name.endswith("/mean"):
+            continue
+        s = h.series(name).finite()
+        if len(s) < MIN_TREND_POINTS:
+            continue
+        first, last, se = end_means(s)
+        if s.trend().rising and last - first >= max(COMPONENT_GAIN, NOISE_Z * se):
+            out[name[len("rewards/"):-len("/mean")]] = f"{first:.3g} -> {last:.3g}"
+    for label, names in (("completion length", ("completions/mean_length", "length/mean")),
+                         ("entropy", ("entropy", "policy/entropy_mean"))):
+        s = next((h.series(n).finite() for n in names if len(h.series(n).finite()) >= MIN_TREND_POINTS), None)
+        if s is None:
+            continue
+        first, last, se = end_means(s)
+        trend = s.trend()
+        if (trend.rising or trend.falling) and abs(last - first) >= max(MOVED_REL * abs(first), NOISE_Z * se):
+            out[label] = f"{first:.3g} -> {last:.3g}"
+    return out

@@ -6,17 +6,15 @@ import math
 import numpy as np
 
 from flatline.diagnostics.history import MIN_TREND_POINTS
-from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, MOVED_REL, NOISE_Z, SPARSE_START,
-                                                  SPARSE_START_STEPS, end_means, enough_steps, flat_groups,
-                                                  known_level, near_ceiling, optimizer_steps, progress, recent_part,
-                                                  reward_fall, reward_range, sparse_start, sustained_from)
+from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, SPARSE_START, SPARSE_START_STEPS,
+                                                  enough_steps, flat_groups, known_level, near_ceiling, optimizer_steps,
+                                                  precursors_moving, progress, recent_part, reward_fall, reward_range,
+                                                  sparse_start, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
 # Calling a plateau needs a run long enough to have one: below 10 optimizer steps a flat reward is "too early to tell".
 PLATEAU_MIN_STEPS = 10
-# A reward component "moving": a significant rise of half a material reward gain (it adds that much to the reward).
-COMPONENT_GAIN = MIN_GAIN / 2
 # A stall is called on evidence that the recent third is flat, not on a trend test that failed to find a rise (a slow
 # gain under batch noise fails it too): the recent gain's upper bound (its slope plus STALL_Z standard errors) must
 # stay below STALL_SHARE of what the rate before it would have bought over the same steps.
@@ -165,32 +163,6 @@ def _stall(p, evidence: dict, v):
                   "look at the entropy, kl and advantage verdicts for what stopped it (exploration gone, groups "
                   "without signal, a policy pinned or running away); otherwise stop the run here, or continue with "
                   "harder prompts or a lower learning_rate", refs("plateau"))
-
-
-def precursors_moving(h) -> dict:
-    """What moves before the reward does: a reward component (format, partial credit) rising by COMPONENT_GAIN clear
-    of the noise, completion length or entropy changing by a significant trend of MOVED_REL of its start (and clear of
-    the noise); name -> "first -> last"."""
-    out = {}
-    for name in h.names("rewards/"):
-        if not name.endswith("/mean"):
-            continue
-        s = h.series(name).finite()
-        if len(s) < MIN_TREND_POINTS:
-            continue
-        first, last, se = end_means(s)
-        if s.trend().rising and last - first >= max(COMPONENT_GAIN, NOISE_Z * se):
-            out[name[len("rewards/"):-len("/mean")]] = f"{first:.3g} -> {last:.3g}"
-    for label, names in (("completion length", ("completions/mean_length", "length/mean")),
-                         ("entropy", ("entropy", "policy/entropy_mean"))):
-        s = next((h.series(n).finite() for n in names if len(h.series(n).finite()) >= MIN_TREND_POINTS), None)
-        if s is None:
-            continue
-        first, last, se = end_means(s)
-        trend = s.trend()
-        if (trend.rising or trend.falling) and abs(last - first) >= max(MOVED_REL * abs(first), NOISE_Z * se):
-            out[label] = f"{first:.3g} -> {last:.3g}"
-    return out
 
 
 def _listing(moving: dict) -> str:
