@@ -39,7 +39,7 @@ FILLED = re.compile(r"^=+ (.*?) =+$")  # a pytest rule line; its fill widens or 
 # Other libraries' lines in the bench's stdout, there or not depending on what is installed and set: DeepSpeed's
 # accelerator notice (when DeepSpeed is installed), transformers' notice on import when WANDB_MODE=offline.
 FOREIGN_LOG = re.compile(r"^(\[\d{4}-\d\d-\d\d [\d:,]+\] \[[A-Z]+\] |\[INFO\] Running in WANDB offline mode$)")
-TIMEOUT_S = 1200
+TIMEOUT_S = 3600  # a door takes about a minute on 2 free cores; far longer on a loaded machine
 
 
 @dataclass(frozen=True)
