@@ -91,7 +91,9 @@ def test_the_readme_keeps_its_quick_start_and_size():
 # Each door's command as the README shows it, run by front_doors.run (as `make docs` runs it), its quoted part
 # compared after front_doors.normalised, which rewrites only what differs between two runs of one command: timings
 # (`N s`; pytest's `(H:MM:SS)` and the `=` fill of its last line), the date and time in run names and the scratch
-# folder's path. Seconds: diagnose ~5, train ~15, cases ~60 (both runs, every case), trl ~60 (SmolLM2 in TRL).
+# folder's path; the TRL door's quote also leaves out other libraries' one-line notices on stdout, there or not with
+# what is installed (DeepSpeed's accelerator notice; transformers' when WANDB_MODE=offline). Seconds on 2 free cores:
+# diagnose ~5, train ~15, cases ~60 (both runs, every case), trl ~60 (SmolLM2 in TRL).
 DOOR_TESTS = [
     pytest.param("diagnose"),
     pytest.param("train", marks=pytest.mark.slow),
