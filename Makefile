@@ -30,8 +30,10 @@ test-browser: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) -m pytest -m browser tests
 
-# Regenerates docs/HYPOTHESES.md, the README's front-door outputs and its screenshot (the docs tests compare them).
+# Regenerates docs/HYPOTHESES.md, the README's front-door outputs and its screenshot (the docs tests compare them);
+# the TRL door runs a real GRPOTrainer, so the [trl] extra comes too.
 docs: $(STAMP)
+	$(PY) -m pip install -q -e ".[trl]"
 	$(PY) -m flatline.harness.docs --write
 
 # The TRL stage (CI runs it after `make test`): installs the [trl] extra, runs the tests on real GRPOTrainer runs.

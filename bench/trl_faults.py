@@ -3,12 +3,14 @@
     pip install -e ".[trl]"
     python bench/trl_faults.py                 # healthy + 6 faults, 8 steps each, judged live every 2 steps
     python bench/trl_faults.py --only lr_1e-7 --steps 8
+    python bench/trl_faults.py --only frozen_adapter --steps 4   # the README's TRL front door (tests/test_docs.py)
 
 Each row: the fault, how it was planted (through TRL's own arguments, a reward function or a callback: the plug
 points a TRL user has), the hypotheses it must raise (fail or warn), the step at which the callback's live judgement
 first raised one of them (judged every JUDGE_EVERY steps on the history so far), and what the final diagnosis says.
 The healthy run must raise nothing. A reward function that raises stops TRL itself: its row reads the failed run
-directory the callback left. Output committed under reports/examples/trl_faults.txt.
+directory the callback left. TRL's own printing of each step's logs (its PrinterCallback, on when tqdm is off) is
+removed, so that the output is the table alone. Output committed under reports/examples/trl_faults.txt.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
 from trl_runs import FreezeAdapterAtStart, correct_sum, trl_trainer  # noqa: E402
 
 from flatline.diagnostics.history import History, load_history  # noqa: E402
@@ -75,8 +78,10 @@ def run_one(name: str, steps: int, root: Path) -> dict:
     started = time.perf_counter()
     error = ""
     try:
-        trl_trainer(root / f"{name}-trl", model="smollm2", callbacks=[*before, callback], max_steps=steps,
-                    **overrides).train()
+        trainer = trl_trainer(root / f"{name}-trl", model="smollm2", callbacks=[*before, callback], max_steps=steps,
+                              **overrides)
+        trainer.remove_callback(PrinterCallback)  # TRL's print of each step's logs (training is unchanged)
+        trainer.train()
     except Exception as exc:  # the raising reward: TRL stops, the callback settled the run directory
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
@@ -119,7 +124,9 @@ def main() -> int:
             if others and name != "healthy":
                 raised = ", ".join(f"{i} ({r['flagged'][i]})" for i in others)
                 print(f"{'':18s}    also raised: {raised}")
-    print(f"\n{'all flagged, healthy quiet' if not bad else f'{bad} row(s) wrong'}")
+    done = ("all flagged, healthy quiet" if "healthy" in args.only and len(args.only) > 1 else
+            "healthy quiet" if "healthy" in args.only else "all flagged")
+    print(f"\n{done if not bad else f'{bad} row(s) wrong'}")
     return 1 if bad else 0
 
 

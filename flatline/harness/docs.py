@@ -2,11 +2,13 @@
 
     python -m flatline.harness.docs --write      # regenerate all three (`make docs`)
     python -m flatline.harness.docs --check      # exit 1 naming what is stale, write nothing
+    python -m flatline.harness.docs --write --only trl cases   # those front doors' outputs alone
 
 docs/HYPOTHESES.md is built from the registry (diagnostics/verdict.py REGISTRY, in judge.CAUSE_ORDER), one table per
 family: id, title and what the judge reads, found in its source (the metric names and settings it passes to the
 History, followed into the helpers it calls). The README's outputs are the real output of the commands shown
-above them (flatline/harness/front_doors.py runs them); the screenshot is report.html of the train front door's
+above them (flatline/harness/front_doors.py runs them, as tests/test_docs.py does; the TRL door needs the [trl]
+extra); the screenshot is report.html of the train front door's
 run, taken by headless Chromium (skipped, saying so, when Chromium is absent).
 """
 from __future__ import annotations
@@ -136,15 +138,18 @@ def stale() -> list[str]:
     return out
 
 
-def write(screenshot: bool = True) -> list[str]:
+def write(screenshot: bool = True, only=None) -> list[str]:
+    """Regenerate the generated docs; `only`: those front doors' outputs alone (and the screenshot with `train`)."""
     from flatline.harness import front_doors
 
-    HYPOTHESES_MD.write_text(hypothesis_reference(), encoding="utf-8")
-    written = [str(HYPOTHESES_MD.relative_to(ROOT))]
-    README.write_text(front_doors.regenerate(README.read_text(encoding="utf-8"), screenshot=screenshot),
+    written = []
+    if only is None:
+        HYPOTHESES_MD.write_text(hypothesis_reference(), encoding="utf-8")
+        written.append(str(HYPOTHESES_MD.relative_to(ROOT)))
+    README.write_text(front_doors.regenerate(README.read_text(encoding="utf-8"), screenshot=screenshot, names=only),
                       encoding="utf-8")
     written.append("README.md")
-    if screenshot:
+    if screenshot and (only is None or "train" in only):
         written.append(str(front_doors.SCREENSHOT.relative_to(ROOT)))
     return written
 
@@ -154,9 +159,11 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="regenerate the generated docs")
     parser.add_argument("--check", action="store_true", help="exit 1 when a generated part is stale")
     parser.add_argument("--no-screenshot", action="store_true", help="leave docs/img/report.png as it is")
+    parser.add_argument("--only", nargs="+", metavar="DOOR", choices=("diagnose", "trl", "train", "cases"),
+                        help="with --write: only these front doors' outputs")
     args = parser.parse_args(argv)
     if args.write:
-        for path in write(screenshot=not args.no_screenshot):
+        for path in write(screenshot=not args.no_screenshot, only=args.only):
             print(f"wrote {path}")
         return 0
     problems = stale()

@@ -11,9 +11,12 @@ A README block is a marker line and a fenced block holding `$ COMMAND` and then 
     ...
     ```
 
-Commands run in a scratch folder (the log book there too); paths under it are written relative to it, and
-timings are compared as `N s`. Two doors quote committed outputs of runs too long for a test (real TRL runs,
-`pytest cases/` on the embedded model): their blocks must be excerpts of those files.
+Every door's command is run, by `make docs` (regenerate) and by tests/test_docs.py (differing), through the same
+`run`: in a scratch folder (the log book there too), with `flatline`, `python` and `pytest` taken from this Python's
+environment and the repository's files passed by their full path, at a terminal width of 80 columns. What is compared
+is `normalised`: only what varies from run to run of the same command is rewritten, namely timings (`N s`; pytest's
+`(H:MM:SS)`, and the `=` fill of its last line, which narrows as the time grows), the date and time in run names
+(`bandit-1207-173611`), and the scratch folder's path (written relative to it). The `trl` door needs the [trl] extra.
 """
 from __future__ import annotations
 
@@ -30,7 +33,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "img" / "report.png"
 BLOCK = re.compile(r"(<!-- front-door: (?P<name>[\w-]+) -->\n```text\n)(?P<body>.*?)(\n```)", re.S)
 TIMING = re.compile(r"\b\d+(\.\d+)? ?(s|s/step)\b")
-TIMEOUT_S = 1200
+CLOCK = re.compile(r" \(\d+:\d\d:\d\d\)")  # pytest's duration after the seconds from a minute on: (0:01:06)
+RUN_STAMP = re.compile(r"\b([a-z][\w.]*)-\d{4}-\d{6}\b")  # a run name's month-day-time: bandit-1207-173611
+FILLED = re.compile(r"^=+ (.*?) =+$")  # a pytest rule line; its fill widens or narrows with the text
+# Other libraries' lines in the bench's stdout, there or not depending on what is installed and set: DeepSpeed's
+# accelerator notice (when DeepSpeed is installed), transformers' notice on import when WANDB_MODE=offline.
+FOREIGN_LOG = re.compile(r"^(\[\d{4}-\d\d-\d\d [\d:,]+\] \[[A-Z]+\] |\[INFO\] Running in WANDB offline mode$)")
+TIMEOUT_S = 3600  # a door takes about a minute on 2 free cores; far longer on a loaded machine
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,6 @@ class FrontDoor:
     name: str
     command: str  # as the README shows it, run from the repository root
     quote: Callable[[str], str]  # the part of the output the README quotes
-    committed: str = ""  # a file holding the output of a run too long for a test (the command wrote it)
     run_dir: str = ""  # the run directory the command writes, relative to where it runs (its report.html)
 
 
@@ -55,46 +63,62 @@ def _from_judgement(output: str) -> str:
     return "\n".join(lines[start:])
 
 
-def _trl_excerpt(output: str) -> str:
-    lines = output.splitlines()
-    keep = [lines[0], ""]
-    for name in ("healthy", "frozen_adapter", "lr_1e-7", "raising_reward"):
-        start = next(i for i, line in enumerate(lines) if line.startswith(name + " "))
-        end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" ")), len(lines))
-        keep += lines[start:end]
-    return "\n".join(keep + ["", lines[-1]])
+def _trl_table(output: str) -> str:
+    """The bench's whole table, from its title to its last line (TRL's warnings on stderr, and other libraries'
+    log lines, left out)."""
+    lines = [line for line in output.splitlines() if not FOREIGN_LOG.match(line)]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Planted faults in real TRL"))
+    end = next(i for i in range(start + 1, len(lines)) if re.match(r"(all flagged|healthy quiet|\d+ row)", lines[i]))
+    return "\n".join(lines[start:end + 1])
 
 
 def _cases_excerpt(output: str) -> str:
+    """pytest's `flatline diagnosis` section (a line and a report per run) and its last line."""
     lines = output.splitlines()
-    summary = [line for line in lines if re.match(r"=+ .* in [\d.]+s", line)][-1:]
-    return "\n".join(lines[:5] + ["..."] + summary)
+    start = next(i for i, line in enumerate(lines) if re.match(r"=+ flatline diagnosis =+$", line))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("="))
+    return "\n".join(lines[start:end] + ["...", lines[-1]])
 
 
 DOORS = (
     FrontDoor("diagnose", "flatline diagnose data/real_runs/grpodyn-qwen2.5-7b-gsm8k-rho0.30-s42/train.log",
               _through_counts),
-    FrontDoor("trl", "python bench/trl_faults.py", _trl_excerpt, committed="reports/examples/trl_faults.txt"),
+    FrontDoor("trl", "python bench/trl_faults.py --only frozen_adapter --steps 4", _trl_table),
     FrontDoor("train", "flatline train configs/bandit.toml --set learning_rate=1e-7 --set max_steps=12 "
                        "--set progress_bar=false --out runs/lr-1e-7", _from_judgement, run_dir="runs/lr-1e-7"),
-    FrontDoor("cases", "pytest cases/", _cases_excerpt, committed="reports/examples/cases-embedded/pytest-cases.txt"),
+    FrontDoor("cases", "pytest cases/ --flatline-config configs/bandit.toml --flatline-set learning_rate=1e-7 "
+                       "--flatline-set max_steps=12", _cases_excerpt),
 )
 BY_NAME = {door.name: door for door in DOORS}
 
 
+def program(word: str) -> list[str]:
+    """The command line's first word, from this Python's environment (`.venv` for `make docs` and the tests)."""
+    if word == "flatline":
+        return [str(Path(sys.executable).with_name("flatline"))]
+    if word == "python":
+        return [sys.executable]
+    if word == "pytest":
+        return [sys.executable, "-m", "pytest"]
+    return [word]
+
+
 def run(door: FrontDoor, scratch: Path) -> str:
-    """The door's output as the README quotes it: its command run in `scratch` (paths under it made relative),
-    or the committed file its command wrote."""
-    if door.committed:
-        return door.quote((ROOT / door.committed).read_text(encoding="utf-8"))
+    """The door's output as the README quotes it: its command run in `scratch`, paths under it and the
+    repository's written relative to them."""
     words = door.command.split()
-    program = [str(Path(sys.executable).with_name(words[0]))] if words[0] == "flatline" else [words[0]]
     args = [str(ROOT / w) if (ROOT / w).exists() and "/" in w else w for w in words[1:]]
-    env = dict(os.environ, FLATLINE_LOG=str(scratch / "reports" / "EXPERIMENT_LOG.md"), WANDB_MODE="offline")
-    result = subprocess.run(program + args, cwd=scratch, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    env = dict(os.environ, FLATLINE_LOG=str(scratch / "reports" / "EXPERIMENT_LOG.md"), WANDB_MODE="offline",
+               COLUMNS="80")
+    result = subprocess.run(program(words[0]) + args, cwd=scratch, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
     if result.returncode not in (0, 1):
         raise RuntimeError(f"{door.command} exited {result.returncode}: {result.stderr.strip()[-800:]}")
-    output = (result.stdout + result.stderr).replace(str(scratch) + "/", "").replace(str(ROOT) + "/", "")
+    output = result.stdout + result.stderr
+    # pytest writes the repository's files relative to the folder it runs in (../../work/repo/cases/...): that
+    # prefix goes first, as it holds the repository's full path
+    for prefix in (os.path.relpath(ROOT, scratch) + "/", str(scratch) + "/", str(ROOT) + "/"):
+        output = output.replace(prefix, "")
     return door.quote(output)
 
 
@@ -103,8 +127,15 @@ def block(door: FrontDoor, output: str) -> str:
 
 
 def normalised(text: str) -> str:
-    """Timings as `N s`; trailing spaces gone."""
-    return "\n".join(TIMING.sub(lambda m: "N " + m.group(2), line).rstrip() for line in text.splitlines())
+    """What varies between two runs of the same command rewritten: timings as `N s` (pytest's `(H:MM:SS)`, shown
+    from a minute on, dropped), the date and time in run names as `MMDD-HHMMSS`, a pytest rule's `=` fill as `==`;
+    trailing spaces gone. Everything else (every count, number, id and word) must be the same."""
+    out = []
+    for line in text.splitlines():
+        line = TIMING.sub(lambda m: "N " + m.group(2), line)
+        line = CLOCK.sub("", RUN_STAMP.sub(r"\1-MMDD-HHMMSS", line)).rstrip()
+        out.append(FILLED.sub(r"== \1 ==", line))
+    return "\n".join(out)
 
 
 def blocks(readme: str) -> dict[str, str]:
@@ -124,14 +155,16 @@ def differing(readme: str, names=None) -> list[str]:
     return out
 
 
-def regenerate(readme: str, screenshot: bool = True) -> str:
-    """The README with every front-door block holding its command's output now; with `screenshot`, the train
-    door's report.html photographed into docs/img/report.png (when Chromium is there)."""
+def regenerate(readme: str, screenshot: bool = True, names=None) -> str:
+    """The README with every front-door block (or those `names`) holding its command's output now; with
+    `screenshot`, the train door's report.html photographed into docs/img/report.png (when Chromium is there)."""
     from flatline.harness.browser import find_chromium, take_screenshot
 
     fresh = {}
     with tempfile.TemporaryDirectory(prefix="flatline-front-door-") as scratch:
         for door in DOORS:
+            if names is not None and door.name not in names:
+                continue
             fresh[door.name] = block(door, run(door, Path(scratch)))
             if screenshot and door.run_dir:
                 if find_chromium() is None:
@@ -141,4 +174,4 @@ def regenerate(readme: str, screenshot: bool = True) -> str:
     missing = set(fresh) - set(blocks(readme))
     if missing:
         raise ValueError(f"README.md has no front-door block for {sorted(missing)}")
-    return BLOCK.sub(lambda m: m.group(1) + fresh[m.group("name")] + m.group(4), readme)
+    return BLOCK.sub(lambda m: m.group(1) + fresh.get(m.group("name"), m.group("body")) + m.group(4), readme)
