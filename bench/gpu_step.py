@@ -496,13 +496,14 @@ def section_learn(args, root: Path, report: dict) -> None:
 
 
 def main() -> int:
-    global DEVICE, NEW_TOKENS
+    global DEVICE, NEW_TOKENS, WARMUP
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="step,plan,probes,precision")
     parser.add_argument("--archs", default="0.5b,1.5b")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--plan-steps", type=int, default=3)
     parser.add_argument("--probe-rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="steps left out of the medians")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--compare-unfolded", action="store_true", help="also time the sampler on the adapter path")
     parser.add_argument("--compare-compiled", action="store_true", help="also time a torch.compile'd decode step")
@@ -521,6 +522,7 @@ def main() -> int:
     args.archs = args.archs.split(",")
     DEVICE = args.device
     NEW_TOKENS = args.new_tokens
+    WARMUP = args.warmup
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print("bench/gpu_step.py needs a CUDA GPU (or --device cpu --archs tiny for a smoke test)")
         return 2
