@@ -38,6 +38,7 @@ from flatline.diagnostics.judge import judge_one  # noqa: E402
 from flatline.probes import build_probes, for_trainer  # noqa: E402
 from flatline.probes.base import ProbeContext  # noqa: E402
 from flatline.trainer.config import load_config  # noqa: E402
+from flatline.trainer.lean_lora import make_lean  # noqa: E402
 from flatline.trainer.loop import Trainer, build_trainer, prepare  # noqa: E402
 from flatline.trainer.models import _smollm2_tokenizer, apply_lora, place  # noqa: E402
 from flatline.trainer.run import train  # noqa: E402
@@ -176,13 +177,16 @@ def timed_steps(trainer, steps: int, listeners_by_step=None) -> list[tuple[float
     return out
 
 
-def flatline_step(path: Path, steps: int, fold: bool = True, compile_step: bool = False) -> dict:
+def flatline_step(path: Path, steps: int, fold: bool = True, compile_step: bool = False, fuse: bool = True,
+                  lean: bool = True) -> dict:
     cfg = load_config(None, settings(path, "none", steps))
     reset_peak()
     trainer = build_trainer(cfg)
+    make_lean(trainer.model, lean)
     trainer.sampler.min_new_tokens = NEW_TOKENS
     trainer.sampler.fold_adapters = fold
     trainer.sampler.compile_step = compile_step
+    trainer.sampler.fuse_kernels = fuse
     runs = timed_steps(trainer, steps)
     times = [t for t, _ in runs]
     phases = {k.split("/", 1)[1]: median([row[k] for _, row in runs]) for k in runs[-1][1]
@@ -227,11 +231,15 @@ def section_step(args, root: Path, report: dict) -> None:
     for arch in args.archs:
         path = model_dir(arch, root)
         entry = {}
-        variants = [("flatline", dict(fold=True, compile_step=False))]
+        variants = [("flatline", {})]
         if args.compare_unfolded:
-            variants.append(("flatline, adapters unfolded", dict(fold=False, compile_step=False)))
+            variants.append(("flatline, adapters unfolded", dict(fold=False)))
         if args.compare_compiled:
-            variants.append(("flatline, compiled step", dict(fold=True, compile_step=True)))
+            variants.append(("flatline, compiled step", dict(compile_step=True)))
+        if args.compare_unfused:
+            variants.append(("flatline, kernels unfused", dict(fuse=False)))
+        if args.compare_peft_backward:
+            variants.append(("flatline, peft's LoRA backward", dict(lean=False)))
         for label, options in variants:
             ours = flatline_step(path, args.steps, **options)
             floor = ours["weight_bytes"] * NEW_TOKENS / bandwidth
@@ -265,6 +273,66 @@ def section_step(args, root: Path, report: dict) -> None:
         for label, ours in entry.items():
             if label != "trl":
                 print(f"{label} {arch} per phase (s): " + ", ".join(f"{k} {v:.3f}" for k, v in ours["phases"].items()))
+
+
+def decode_kernels(state, folded, fuse: bool, model) -> list[str]:
+    """Names of the GPU kernels one decode step launches: the step run eagerly under the profiler, with the same
+    folded weights and fused pieces as the captured graph (which replays the same kernels)."""
+    from contextlib import nullcontext
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from flatline.trainer.samplers.fused import fused_decoding
+
+    def step():
+        state.cache.position.fill_(state.settings.prompt_width)  # a position inside the cache, as at capture
+        state.step.zero_()
+        state.decode_step()
+        synchronize()
+
+    if DEVICE != "cuda":
+        return []
+    with torch.no_grad(), folded.active() if folded is not None else nullcontext(), \
+            fused_decoding(model) if fuse else nullcontext():
+        step()  # compiled pieces compile outside the profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+    return [event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def section_kernels(args, root: Path, report: dict) -> None:
+    """Kernels per decode step and the sample phase's time, with and without samplers/fused.py."""
+    from collections import Counter
+
+    print(f"\nkernels per decode step ({PROMPTS * GENERATIONS} rows; eager step under torch.profiler, the graph "
+          f"replays the same kernels) and sample time ({PROMPTS}x{GENERATIONS}x{NEW_TOKENS} tokens, median of 3)")
+    for arch in args.archs:
+        cfg = load_config(None, settings(model_dir(arch, root), "none", 1))
+        trainer = build_trainer(cfg)
+        sampler = trainer.sampler
+        sampler.min_new_tokens = NEW_TOKENS
+        prompts = [trainer.prompt_ids[e.id] for e in trainer.next_examples(PROMPTS)]
+        for fuse in (False, True):
+            sampler.fuse_kernels = fuse
+            sampler._states.clear()
+            seconds = []
+            for _ in range(4):
+                synchronize()
+                started = time.perf_counter()
+                sampler.sample(prompts, GENERATIONS, NEW_TOKENS, 1.0)
+                synchronize()
+                seconds.append(time.perf_counter() - started)
+            state = next(iter(sampler._states.values()))
+            names = decode_kernels(state, sampler._folded, fuse, trainer.model)
+            label = "fused" if fuse else "unfused"
+            report.setdefault("kernels", {})[f"{arch} {label}"] = {"kernels": len(names), "seconds": seconds,
+                                                                    "top": Counter(names).most_common(25)}
+            print(f"[{arch}] {label}: {len(names)} kernels per decode step; sample {statistics.median(seconds[1:]):.3f} s "
+                  f"(steps {' '.join(f'{t:.3f}' for t in seconds)})", flush=True)
+            for name, count in Counter(names).most_common(12):
+                print(f"    {count:5d}  {name[:110]}")
+        del trainer, sampler
+        empty_cache()
 
 
 def section_plan(args, root: Path, report: dict) -> None:
@@ -428,16 +496,21 @@ def section_learn(args, root: Path, report: dict) -> None:
 
 
 def main() -> int:
-    global DEVICE, NEW_TOKENS
+    global DEVICE, NEW_TOKENS, WARMUP
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="step,plan,probes,precision")
     parser.add_argument("--archs", default="0.5b,1.5b")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--plan-steps", type=int, default=3)
     parser.add_argument("--probe-rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="steps left out of the medians")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--compare-unfolded", action="store_true", help="also time the sampler on the adapter path")
     parser.add_argument("--compare-compiled", action="store_true", help="also time a torch.compile'd decode step")
+    parser.add_argument("--compare-unfused", action="store_true",
+                        help="also time the sampler without samplers/fused.py")
+    parser.add_argument("--compare-peft-backward", action="store_true",
+                        help="also time (and measure the memory of) peft's own LoRA backward")
     parser.add_argument("--work", default="", help="folder for model directories (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write every figure here")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (with --archs tiny)")
@@ -449,6 +522,7 @@ def main() -> int:
     args.archs = args.archs.split(",")
     DEVICE = args.device
     NEW_TOKENS = args.new_tokens
+    WARMUP = args.warmup
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print("bench/gpu_step.py needs a CUDA GPU (or --device cpu --archs tiny for a smoke test)")
         return 2
@@ -458,7 +532,7 @@ def main() -> int:
     root = Path(args.work or tempfile.mkdtemp(prefix="gpu_step_"))
     root.mkdir(parents=True, exist_ok=True)
     report: dict = {}
-    sections = {"step": section_step, "plan": section_plan, "probes": section_probes, "precision": section_precision,
+    sections = {"step": section_step, "kernels": section_kernels, "plan": section_plan, "probes": section_probes, "precision": section_precision,
                 "learn": section_learn}
     for name in args.sections.split(","):
         try:

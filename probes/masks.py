@@ -186,15 +186,16 @@ def rescored_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     logits = logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    logp = torch.log_softmax(logits, dim=-1)  # [n, P, V]
+    normaliser = logits.logsumexp(dim=-1)  # [n, P]; log p = logit - normaliser, as the trainer computes it
 
     def score(offset: int) -> torch.Tensor:  # logprob of completion token t from the logits at L-1-offset+t
-        out = torch.full((n, T), float("nan"))
-        for t in range(T):
-            j = L - 1 - offset + t - first
-            if j >= 0:
-                out[:, t] = logp[:, j].gather(-1, completion_ids[:, t:t + 1]).view(n)
-        return out
+        start = L - 1 - offset - first  # index of t = 0; -1 when the prompt has no token before it
+        out = torch.full((n, T), float("nan"), device=logits.device)
+        skip = max(-start, 0)
+        positions = slice(start + skip, start + T)
+        picked = logits[:, positions].gather(-1, completion_ids[:, skip:, None]).squeeze(-1)
+        out[:, skip:] = picked - normaliser[:, positions]
+        return out.cpu()
 
     return score(0), score(1)
 

@@ -17,7 +17,10 @@ b = s - r (how far the sampler has):
 
 Nothing is reported while the policy has not moved (sum a^2 = 0, e.g. step 1), or while dropout is active in the
 trainer's forward (its logprobs are then those of a random sub-network: policy.nondeterministic_forward's finding).
-Tier full: one extra no-grad forward per step (none when the step record carries reference logprobs, beta > 0).
+Tier full: one extra no-grad forward per step over STALE_ROWS rows, one completion of each of the first prompts
+(none when the step record carries reference logprobs, beta > 0: then every row is read). Those rows' loss tokens
+(a few hundred) pin tracking down well enough to tell a synced sampler (1) from a stale one (0), at a fraction of a
+forward over the whole batch.
 """
 from __future__ import annotations
 
@@ -29,6 +32,17 @@ from flatline.probes.base import Probe
 from flatline.probes.dropout import active_dropout_modules
 from flatline.probes.masks import rescored_logprobs
 from flatline.probes.sync import on_cpu, sampled_tokens
+
+# Rows re-scored under the initial policy each step (when the record has no reference logprobs).
+STALE_ROWS = 4
+
+
+def spread_rows(rows: int, group: int | None, count: int = STALE_ROWS) -> torch.Tensor:
+    """`count` row indices, one per prompt group first (rows i*G .. i*G+G-1 share a prompt): 0, G, 2G, .., then 1,
+    G+1, ..; the first `count` rows when the batch is not whole groups."""
+    if group and group > 0 and rows % group == 0:
+        return torch.arange(rows).view(rows // group, group).t().reshape(-1)[:count]
+    return torch.arange(min(rows, count))
 
 
 def tracking_stats(sampler: torch.Tensor, trainer: torch.Tensor, initial: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -66,19 +80,24 @@ class StaleWeightsProbe(Probe):
         if (record.iteration != 0 or record.sampler_logprobs is None or record.trainer_logprobs is None
                 or record.model is None or active_dropout_modules(record.model)):
             return {}
-        initial = record.ref_logprobs
+        initial, rows = record.ref_logprobs, torch.arange(record.completion_ids.size(0))
         if initial is None:
-            initial = self.initial_logprobs(record)
+            rows = spread_rows(len(rows), self.context.num_generations if self.context else None)
+            initial = self.initial_logprobs(record, rows)
         if initial is None:
             return {}
-        return tracking_stats(record.sampler_logprobs, record.trainer_logprobs, initial.to(record.trainer_logprobs),
-                              sampled_tokens(record))
+        trainer = record.trainer_logprobs[rows.to(record.trainer_logprobs.device)]
+        return tracking_stats(record.sampler_logprobs[rows.to(record.sampler_logprobs.device)], trainer,
+                              initial.to(trainer), sampled_tokens(record)[rows.to(record.completion_mask.device)])
 
     @torch.no_grad()
-    def initial_logprobs(self, record):
+    def initial_logprobs(self, record, rows: torch.Tensor):
+        """The initial policy's logprobs of the completions `rows` [n, T] (adapter disabled, or the weights kept
+        before the first step); None when neither is available."""
         model = record.model
         temperature = self.context.temperature if self.context else 1.0
-        args = (record.prompt_ids, record.prompt_mask, record.completion_ids, temperature)
+        args = tuple(t[rows.to(t.device)] for t in (record.prompt_ids, record.prompt_mask, record.completion_ids)) \
+            + (temperature,)
         was_training = model.training
         # peft's disable_adapter re-enables grads of the active adapter on exit (set_adapter does requires_grad_):
         # a frozen adapter would come back trainable. A probe changes nothing, so the flags are put back.

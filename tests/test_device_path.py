@@ -241,7 +241,9 @@ def test_folded_adapters_decode_what_the_adapter_path_decodes(tiny):
     _, tokenizer, prompts = tiny
     model = with_random_adapters(tiny_random_model(len(tokenizer), 64, 2, 0, tokenizer.eos_token_id), std=0.05)
     eos = (tokenizer.eos_token_id,)
-    assert len(FoldedWeights(model).layers) == 2 * 7  # q k v o gate up down in each of 2 layers
+    folded = FoldedWeights(model)
+    assert len(folded.layers) == 2 * 7  # q k v o gate up down in each of 2 layers
+    assert sum(layer.stacked is not None for layer in folded.layers) == 2 * 5  # q k v and gate up: one product each
     sampler = StaticSampler(model, tokenizer.pad_token_id, eos, fold_adapters=True)
     torch.manual_seed(0)
     gap, _ = mean_gap(model, sampler.sample(prompts, 4, 12, 1.0), 4, eos)

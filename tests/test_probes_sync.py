@@ -124,3 +124,11 @@ def test_environment_tokens_in_the_loss_are_not_read_as_a_sampler_mismatch():
     assert s["logprob_diff_max"] == 0.0 and s["is_weight_mean"] == 1.0
     record.env_mask = None  # without the environment mask the same tokens read as a mismatch
     assert SyncProbe().on_step(record)["logprob_diff_max"] > 1.0
+
+
+def test_stale_weights_rows_are_spread_over_prompts():
+    from flatline.probes.staleness import spread_rows
+
+    assert spread_rows(32, 8).tolist() == [0, 8, 16, 24]  # one completion of each of the first 4 prompts
+    assert spread_rows(16, 8).tolist() == [0, 8, 1, 9]  # two prompts: two completions of each
+    assert spread_rows(10, 8).tolist() == [0, 1, 2, 3] and spread_rows(3, None).tolist() == [0, 1, 2]

@@ -226,23 +226,28 @@ def place(model, cfg):
 
 
 def apply_lora(model, cfg):
-    """Wrap with a peft LoRA adapter, or leave every parameter trainable when lora_r == 0."""
+    """Wrap with a peft LoRA adapter (its layers' backward made lean: trainer/lean_lora.py), or leave every parameter
+    trainable when lora_r == 0."""
     if cfg.lora_r == 0:
         model.requires_grad_(True)
         return model
     from peft import LoraConfig, get_peft_model
+
+    from flatline.trainer.lean_lora import make_lean
 
     targets = cfg.lora_target_modules
     target_modules = "all-linear" if targets == ["all-linear"] else list(targets)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=target_modules, task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, lora)
+        wrapped = get_peft_model(model, lora)
     except ValueError as exc:
         names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                         if isinstance(module, torch.nn.Linear)})
         raise ModelError(f"config key 'lora_target_modules': {targets} ({str(exc).splitlines()[0]}); "
                          f"linear modules in this model: {', '.join(names)}") from None
+    make_lean(wrapped)  # a bf16 base keeps no float32 copy of each adapter's input for the backward pass
+    return wrapped
 
 
 def eos_token_ids(tokenizer, configured=None) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.logprobs import positions
 from flatline.trainer.samplers.base import SampleBatch, left_pad
 from flatline.trainer.samplers.folded import FoldedWeights
+from flatline.trainer.samplers.fused import fused_decoding
 
 # Prompts are left-padded to a multiple of this, so batches whose longest prompt differs a little share one graph.
 PROMPT_BUCKET = 64
@@ -54,7 +55,8 @@ class StaticKVCache:
             batch, heads, _, dim = key_states.shape
             self.keys.append(key_states.new_zeros(batch, heads, self.length, dim))
             self.values.append(value_states.new_zeros(batch, heads, self.length, value_states.size(-1)))
-        index = self.position + torch.arange(key_states.size(2), device=key_states.device)
+        steps = key_states.size(2)
+        index = self.position if steps == 1 else self.position + torch.arange(steps, device=key_states.device)
         self.keys[layer_idx].index_copy_(2, index, key_states)
         self.values[layer_idx].index_copy_(2, index, value_states)
         return self.keys[layer_idx], self.values[layer_idx]
@@ -84,10 +86,11 @@ class Settings:
 
 
 def attention_mask_4d(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
-    """[B, 1, Q, K] bool 'may attend' -> the form the attention implementation adds or applies."""
-    if implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    """[B, 1, Q, K] bool 'may attend' -> the additive mask the attention implementation adds, built once per forward.
+    For sdpa it is what torch's sdpa makes of a bool mask (0 or -inf in the query's dtype), which it would otherwise
+    build again in every layer; eager attention gets transformers' own (the dtype's minimum)."""
+    blocked = -math.inf if implementation == "sdpa" else torch.finfo(dtype).min
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, blocked)
 
 
 def prompt_mask_4d(prompt_mask: torch.Tensor) -> torch.Tensor:
@@ -180,6 +183,7 @@ class StaticSampler:
         self.use_graphs = use_graphs
         self.fold_adapters = fold_adapters  # None: on a GPU only
         self.compile_step = False  # torch.compile the decode step before capturing it (fewer, fused kernels)
+        self.fuse_kernels: bool | None = None  # samplers/fused.py; None: where decode steps are captured as graphs
         self._folded: FoldedWeights | None = None
         self.min_new_tokens = 0  # a benchmark's fixed-length rollouts; EOS is never sampled before this
         self._states: dict[Settings, DecodeState] = {}  # at most KEEP_STATES, the latest last
@@ -204,8 +208,10 @@ class StaticSampler:
         was_training = self.model.training
         self.model.eval()
         folded = self._folded_weights(device)
+        fuse = self._wants_graph(device) if self.fuse_kernels is None else self.fuse_kernels
         try:
-            with folded.active() if folded is not None else nullcontext():
+            with folded.active() if folded is not None else nullcontext(), \
+                    fused_decoding(self.model) if fuse else nullcontext():
                 state = self._ready(settings, device)
                 steps = self._decode(state, padded_ids.to(device), padded_mask.to(device), num_generations)
         finally:
