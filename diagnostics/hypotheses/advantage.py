@@ -43,7 +43,7 @@ def _kind(h, p, flat_frac: float) -> tuple[str, bool]:
     # that each succeed with probability p is all-correct with probability p^G and all-wrong with (1-p)^G, so where the
     # reward sits in its range says which kind of flat group dominates (references: degenerate_p).
     bounds = reward_range(h)
-    if p is not None and bounds is not None and bounds.source != "the range the run covered":
+    if p is not None and bounds is not None and bounds.from_the_log:
         share = all_correct_share(h, bounds.level(p.last))
         if share >= DOMINANT_SHARE:
             return "all-max", False
@@ -122,7 +122,7 @@ def degenerate_groups(h, v):
     # the side guessed from the run's course alone (no split measured, the reward's range unknown): a policy that
     # moved is learning from the groups that do vary, so the flat ones slow it rather than stop it
     bounds = reward_range(h)
-    guessed = not measured and (bounds is None or bounds.source == "the range the run covered")
+    guessed = not measured and (bounds is None or not bounds.from_the_log)
     moved = policy_moved(h) if guessed else {}
     if moved:
         evidence.update({f"moved/{name}": change for name, change in moved.items()})

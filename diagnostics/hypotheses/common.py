@@ -276,10 +276,22 @@ class RewardRange:
     high: float
     source: str  # how the range was found, for the evidence
 
+    @property
+    def span(self) -> float:
+        return self.high - self.low
+
+    @property
+    def from_the_log(self) -> bool:
+        """The log gives the range (the task's maximum, the reward functions' ranges, a score in [0, 1]), as against
+        the range the run itself covered, which says nothing about the task's scale."""
+        return self.source != COVERED
+
     def level(self, value: float) -> float:
         """Where `value` sits in the range: 0 at the floor, 1 at the ceiling (NaN when the range is empty)."""
-        span = self.high - self.low
-        return (value - self.low) / span if span > 0 and math.isfinite(value) else math.nan
+        return (value - self.low) / self.span if self.span > 0 and math.isfinite(value) else math.nan
+
+
+COVERED = "the range the run covered"
 
 
 def _reward_weights(h, names: list[str]) -> dict:
@@ -314,7 +326,7 @@ def reward_range(h: History) -> RewardRange | None:
     if float(np.min(reward.values)) >= UNIT_RANGE[0] and float(np.max(reward.values)) <= UNIT_RANGE[1]:
         return RewardRange(*UNIT_RANGE, "a score in [0, 1]")
     low, high = float(np.min(reward.values)), float(np.max(reward.values))
-    return RewardRange(low, high, "the range the run covered") if high > low else None
+    return RewardRange(low, high, COVERED) if high > low else None
 
 
 def range_scale(h: History) -> float:
@@ -322,9 +334,7 @@ def range_scale(h: History) -> float:
     [0, 1]), else 1: MIN_GAIN is stated for rewards scored in [0, 1], so a fall on a 0-4 scale must be four times as
     large to count (a range the run itself covered says nothing about the task's scale)."""
     bounds = reward_range(h)
-    if bounds is None or bounds.source == "the range the run covered" or not bounds.high > bounds.low:
-        return 1.0
-    return bounds.high - bounds.low
+    return bounds.span if bounds is not None and bounds.from_the_log and bounds.span > 0 else 1.0
 
 
 def reward_level(h: History, value: float) -> float:
@@ -482,9 +492,7 @@ def known_level(h, value: float) -> float:
     """`value` placed in the reward's range (0 floor, 1 ceiling) when the log gives the range; NaN when the only range
     is the one the run covered (a prefix's own extremes say nothing about the task's)."""
     bounds = reward_range(h)
-    if bounds is None or bounds.source == "the range the run covered":
-        return math.nan
-    return bounds.level(value)
+    return bounds.level(value) if bounds is not None and bounds.from_the_log else math.nan
 
 
 def sparse_start(h, p) -> bool:

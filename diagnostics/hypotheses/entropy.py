@@ -126,8 +126,9 @@ def explosion(h, v):
     evidence = {"entropy_first": first, "entropy_last": last, "entropy_kendall_tau": trend.tau}
     # still rising at the end; or risen an order of magnitude over the run and held there (an entropy that has
     # exploded saturates: over junk tokens it cannot keep rising)
+    still_rising = recent.rising or recent.points < 6
     saturated = trend.rising and first > 0 and last >= SATURATED_RATIO * first
-    rising = trend.rising and (recent.rising or recent.points < 6) or saturated
+    rising = trend.rising and still_rising or saturated
     if not (rising and first > 0 and last >= EXPLOSION_RATIO * first):
         return v.passed(f"entropy {first:.3g} -> {last:.3g} nats: not running away", evidence)
     p = progress(h)
@@ -137,7 +138,7 @@ def explosion(h, v):
                     "check the loss sign and the advantage normalisation, and read late samples for repeated or "
                     "garbage tokens; a bf16 sampler/trainer mismatch can drive it (sync.sampler_mismatch)")
     reason = f"entropy rose from {first:.3g} to {last:.3g} nats ({last / first:.1f}x) and " + (
-        "is still rising" if recent.rising or recent.points < 6 else "stays there")
+        "is still rising" if still_rising else "stays there")
     if near_ceiling(h, p) and reward_fall(h) is None:
         return v.inconclusive(reason + " with the reward at the top of its range: from a low start (an instruct model "
                               "on math begins at 0.1-0.2 nats) this is not junk yet", evidence,

@@ -69,10 +69,7 @@ def _pinned_at_cap(h):
     bound on the cut share for logs without clipped_ratio (older TRL, Unsloth notebooks). The cap is
     max_completion_length when the log gives it, else the largest mean length when it repeats exactly (PINNED_*);
     empty when neither holds."""
-    length = h.series("completions/mean_length")
-    if not len(length.finite()):
-        length = h.series("length/mean")
-    length = length.finite()
+    length = _lengths(h)
     empty = type(length)(PINNED_NAME, length.steps[:0], length.values[:0])
     if not len(length):
         return empty
@@ -124,8 +121,7 @@ def truncation(h, v):
     if p is not None:
         evidence.update(p.evidence(trend=False))
     bounds = reward_range(h)
-    gap_needed = TRUNCATION_REWARD_GAP * (bounds.high - bounds.low if bounds is not None and bounds.high > bounds.low
-                                          else 1.0)
+    gap_needed = TRUNCATION_REWARD_GAP * (bounds.span if bounds is not None and bounds.span > 0 else 1.0)
     costs = math.isfinite(cut_reward) and math.isfinite(done_reward) and done_reward - cut_reward >= gap_needed
     # with the length probe: no finished completion was ever scored; without it: every recent completion was cut
     never_finishes = not math.isfinite(done_reward) if probed else float(recent.values.min()) >= 1.0
@@ -206,7 +202,7 @@ def _cut_then_fell(h, clipped, evidence: dict) -> str:
     # a completion newly cut loses at most the whole range of the reward: a fall larger than the newly cut share of
     # the range (with TRUNCATION_FRAC for the noise of window means) has another cause
     bounds = reward_range(h)
-    span = bounds.high - bounds.low if bounds is not None else math.nan
+    span = bounds.span if bounds is not None else math.nan
     if not (span > 0 and (fall.peak - fall.last) / span <= last - first + TRUNCATION_FRAC):
         return ""
     evidence.update(clipped_ratio_first=first, clipped_ratio_last=last, onset_step=onset, reward_peak=fall.peak,
@@ -245,7 +241,7 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
         return ""
     from scipy.stats import theilslopes  # as History.trend: scipy loads only when a judge needs it
 
-    scale, steps = bounds.high - bounds.low, during.steps[-1] - during.steps[0]
+    scale, steps = bounds.span, during.steps[-1] - during.steps[0]
     first, last, _ = end_means(during)
     slope, _, _, slope_high = theilslopes(during.values, during.steps, alpha=FLAT_CONFIDENCE)
     gained, could_gain = slope * steps, slope_high * steps
@@ -255,8 +251,7 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
     if clipped.name == PINNED_NAME and cut < NEARLY_ALL_CUT:  # a lower bound: only a stretch nearly all cut says enough
         return ""
     level = bounds.level(last)
-    known = bounds.source != "the range the run covered"
-    if (near_ceiling(h, progress(h)) if known else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
+    if (near_ceiling(h, progress(h)) if bounds.from_the_log else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
         return ""
     evidence.update(onset_step=onset, clipped_ratio_stretch=cut, stretch_rows=len(stretch), reward_stretch_first=first,
                     reward_stretch_last=last, reward_stretch_gain=gained, reward_stretch_gain_upper=could_gain,
@@ -387,8 +382,8 @@ def _collapse_advice(h, evidence: dict) -> str:
 
 def _shrank_then_fell(h, length, first: float, evidence: dict) -> str:
     """Over time: completions fell to under half their starting length (held, not one row) with the reward at its best,
-    and the reward fell from there after (or while) they did: a collapse mid-run, which the run's two ends miss when the lengths grew back
-    afterwards. Returns the reason, or ""."""
+    and the reward fell from there after (or while) they did: a collapse mid-run, which the run's two ends miss when
+    the lengths grew back afterwards. Returns the reason, or ""."""
     fall = reward_fall(h)
     if fall is None or len(length) < 2 * window_size(len(length)):
         return ""

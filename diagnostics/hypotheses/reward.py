@@ -6,9 +6,9 @@ import math
 import numpy as np
 
 from flatline.diagnostics.history import Series
-from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, end_means,
-                                                  enough_steps, flat_groups, progress, recent_part, reward_fall,
-                                                  reward_level, sustained_from)
+from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, collapsed_from_a_high,
+                                                  end_means, enough_steps, flat_groups, progress, recent_part,
+                                                  reward_fall, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -78,7 +78,7 @@ def no_signal(h, v):
 
 def _silent_after_a_fall(h, judged: list, evidence: dict) -> str:
     """Date the silence: evidence onset_step is the step from which the steps stay silent when that came after the
-    run's start. Silence that began after the reward fell from a high level is the collapse's doing (the groups all
+    run's start. Silence that began after the reward collapsed (collapsed_from_a_high, as for flat groups) is its doing (the groups all
     fail together), not its cause: it gets no onset, so the headline leads with what moved before it, and the reason
     says so (returned as a clause, else "")."""
     silence = Series("silent", np.array([s for s, _ in judged]), np.array([float(x >= 1.0) for _, x in judged]))
@@ -86,7 +86,7 @@ def _silent_after_a_fall(h, judged: list, evidence: dict) -> str:
     if not math.isfinite(onset) or onset <= silence.steps[0]:
         return ""
     fall = reward_fall(h)
-    if fall is not None and reward_level(h, fall.peak) >= HIGH_LEVEL and onset >= fall.peak_step:
+    if fall is not None and collapsed_from_a_high(h, fall) and onset >= fall.peak_step:
         evidence.update(silent_from_step=onset, reward_peak=fall.peak, follows_fall_from_step=fall.peak_step)
         return (f" from step {onset:.0f}, after the reward fell from {fall.peak:.3g} (step {fall.peak_step:.0f}) to "
                 f"{fall.last:.3g}: the groups went silent with the collapse")
