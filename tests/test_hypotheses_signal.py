@@ -297,3 +297,13 @@ def test_too_hard_needs_first_and_last_windows_apart():
     assert short.status == "inconclusive" and "overlap" in short.reason, short.message()
     long = verdict("advantage.degenerate_groups", flat_groups(0.05, 0.7, flat(0.3, 10, noise=0.02, seed=23), n=10))
     assert long.status == "fail", long.message()
+
+
+def test_a_silence_at_the_floor_waits_twenty_steps_but_a_scorer_paying_all_alike_is_flagged_at_once():
+    silent = {"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_max_frac": 0.0, "advantage/reward_ceiling": 1.0}
+    # a sparse reward's first 8 steps: nothing scored yet (the toolkit's window is 20 steps)
+    v = verdict("reward.no_signal", history(8, series=silent, reward=0.0, reward_std=0.0))
+    assert v.status == "inconclusive" and "a silence is called after 20" in v.reason, v.message()
+    # the same 8 steps with every completion paid 0.5 (a scorer that ignores the completion): no sparse start
+    v = verdict("reward.no_signal", history(8, series=silent, reward=0.5, reward_std=0.0))
+    assert v.status == "fail" and v.evidence["steps_without_variance_frac"] == 1.0, v.message()

@@ -8,7 +8,7 @@ import numpy as np
 from flatline.diagnostics.history import Series
 from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, collapsed_from_a_high,
                                                   end_means, enough_steps, flat_groups, progress, recent_part,
-                                                  reward_fall, sustained_from)
+                                                  reward_fall, sparse_start, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -17,9 +17,10 @@ from flatline.diagnostics.verdict import hypothesis
 # sustained over 20 steps; on short runs we ask for 80% of the steps instead of a fixed 20.
 NO_SIGNAL_STEPS_FRAC = 0.8
 SOME_SIGNAL_STEPS_FRAC = 0.5
-# ... and at least as many silent optimizer steps as the post-training-toolkit's window (group reward std < 0.01 over
-# 20 steps): a sparse reward's first steps are often silent (a real Llama 3.1 8B GSM8K run that learned was silent on
-# 19 of its first 20).
+# ... and, with the reward at the floor of its range (common.sparse_start), at least as many silent optimizer steps as
+# the post-training-toolkit's window (group reward std < 0.01 over 20 steps): a sparse reward's first steps are often
+# silent (a real Llama 3.1 8B GSM8K run that learned was silent on 19 of its first 20). A reward silent above its floor
+# (a scorer that pays every completion alike) is no sparse start: it is flagged at once.
 SILENT_MIN_STEPS = 20
 # A component is saturated when 95% of its scored values sit at one end (it never, or always, pays).
 SATURATED_FRAC = 0.95
@@ -57,7 +58,7 @@ def no_signal(h, v):
     if len(std):
         evidence["reward_std_mean"] = std.mean()
     silent_steps = sum(x >= 1.0 for _, x in judged) * h.logging_steps
-    if silent >= NO_SIGNAL_STEPS_FRAC and silent_steps < SILENT_MIN_STEPS:
+    if silent >= NO_SIGNAL_STEPS_FRAC and silent_steps < SILENT_MIN_STEPS and p is not None and sparse_start(h, p):
         return v.inconclusive(f"{silent:.0%} of steps had no group with any reward variance, but that is "
                               f"{silent_steps:.0f} optimizer steps: a silence is called after {SILENT_MIN_STEPS} (a "
                               "sparse reward's first steps are often silent): judged again as the log grows", evidence,
