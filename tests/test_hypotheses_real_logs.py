@@ -291,3 +291,55 @@ def test_completions_that_shrank_to_nothing_before_the_reward_fell_are_the_cause
     assert judge(real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.50-s43", None)).failed[0].id == "length.collapse"
     # answers that got shorter as the reward rose (a sudoku run learning to answer briefly) are no collapse
     assert verdict("length.collapse", real_prefix("unsloth-ministral3-3b-sudoku", None)).status == "pass"
+
+
+def test_a_cap_pinned_on_most_rows_of_a_long_flat_run_is_truncation_but_not_at_a_sparse_start():
+    # an Unsloth notebook (Qwen2.5-7B, max_completion_length 200): mean length 200.0 on 153 of 225 rows, the others
+    # 150-199, the reward at 1-2% of its 4.0 maximum throughout; the all-cut rows come and go, so the stretch is read
+    # over windows as long as the stretch must be
+    v = verdict("length.truncation", real_prefix("xun3-qwen2.5-7b-gsm8k-truncated", None))
+    assert v.status == "fail" and v.evidence["clipped_ratio_stretch"] >= 0.6 and v.evidence["stretch_rows"] >= 100, \
+        v.message()
+    assert v.reason.startswith("at least "), v.message()  # the pinned rows give a lower bound, and the reason says so
+    # the same shape in the first 50 rows of a healthy run of that notebook (Qwen2.5-3B, which then learns): a sparse
+    # start, where the pinned length hides whether the length moves, waits its 150 steps
+    early = verdict("length.truncation", real_prefix("unsloth-qwen2.5-3b-gsm8k", 50))
+    assert early.status != "fail" and early.evidence["sparse_start_steps_left"] == 100, early.message()
+    assert verdict("length.truncation", real_prefix("unsloth-qwen2.5-3b-gsm8k", None)).status != "fail"
+
+
+def test_rows_all_cut_with_no_gradient_and_a_lower_reward_fail_even_in_a_short_log():
+    # a TRL DAPO run logged every 10 steps (4 rows): cut share 0.30 -> 0.97 -> 1.0, grad_norm 0.30 then 0.0 on the
+    # three all-cut rows, the reward 1.88 -> 0.49-0.94
+    v = verdict("length.truncation", real_prefix("trldapo-qwen2.5vl-3b-aokvqa-think-collapse", None))
+    assert v.status == "fail" and v.evidence["onset_step"] == 20 and v.evidence["all_cut_rows_zero_grad"] == 3, \
+        v.message()
+    assert judge(real_prefix("trldapo-qwen2.5vl-3b-aokvqa-think-collapse", None)).failed[0].id == "length.truncation"
+    # a healthy 7B run at its ceiling, every completion cut from step 60 with grad_norm 0.0 on many of those rows:
+    # the reward held up (0.9), so the zero is a solved batch's, not the cut's
+    v = verdict("length.truncation", real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho1.50-s44", None))
+    assert v.status != "fail" and "all_cut_rows_zero_grad" not in v.evidence, v.message()
+
+
+def test_a_material_gain_on_a_score_without_a_known_range_is_read_against_its_spread():
+    # a Wordle game score (-2 .. 2.5, not given by the log), 400 rows at about -0.26 with reward_std about 1: a gain
+    # of 0.1 is a tenth of GRPO's own scale there, so the noise that cannot rule it out does not keep the verdict open
+    v = verdict("progress.plateau", real_prefix("wordle_qwen3b_4090", None))
+    assert v.status == "fail" and "reward is flat" in v.reason and "gain below 0.198" in v.reason, v.message()
+    # its first 200 rows are noisier (standard error 0.13 on a change of +0.12): still open
+    v = verdict("progress.plateau", real_prefix("wordle_qwen3b_4090", 200))
+    assert v.status == "inconclusive" and "cannot rule out a gain of 0.19" in v.reason, v.message()
+
+
+def test_completions_that_collapse_in_one_step_and_stay_short_are_a_collapse():
+    # a TRL DAPO run on A-OKVQA logged every 10 steps: 53 tokens on the first row, 2-6 on every one of the 48 after
+    # (the model answers with the option index alone, its think-format reward 0.15 -> 0); the lengths are flat after
+    # the drop, so only the drop itself, held, shows the collapse; the entropy falls after it, as a consequence
+    h = real_prefix("trldapo-qwen2.5vl-3b-aokvqa", None)
+    v = verdict("length.collapse", h)
+    assert v.status == "fail" and v.evidence["onset_step"] == 20, v.message()
+    assert judge(h).failed[0].id == "length.collapse"
+    # the same drop for ten rows, then back up to 50 tokens: it did not hold, so no collapse
+    lengths = [53.0] + [3.0] * 10 + [50.0] * (ROWS - 11)
+    back_up = trl_rows({"completions/mean_length": lengths, "reward": [2.5] * ROWS})
+    assert verdict("length.collapse", back_up).status == "pass"

@@ -337,6 +337,18 @@ def range_scale(h: History) -> float:
     return bounds.span if bounds is not None and bounds.from_the_log and bounds.span > 0 else 1.0
 
 
+def gain_scale(h: History) -> float:
+    """What a material gain (MIN_GAIN, stated for a score in [0, 1]) is measured against: the reward's span when the
+    log gives its range, else twice the mean within-group standard deviation (reward_std: a pass/fail score at even
+    odds spreads 0.5, half its range), never below 1. GRPO sees a reward only through that spread, so on a game score
+    whose range the log does not give a gain is material against it, not against the score's unknown units."""
+    bounds = reward_range(h)
+    if bounds is not None and bounds.from_the_log:
+        return range_scale(h)
+    spread = h.series("reward_std").finite()
+    return max(1.0, 2 * spread.mean()) if len(spread) else 1.0
+
+
 def reward_level(h: History, value: float) -> float:
     """`value` placed in the reward's range (0 floor, 1 ceiling); NaN when the range is unknown."""
     bounds = reward_range(h)
@@ -502,14 +514,15 @@ def sparse_start(h, p) -> bool:
     return not (math.isfinite(first) and math.isfinite(last)) or max(first, last) < FLOOR_LEVEL
 
 
-def waiting_for_first_rewards(h: History, p: "Progress | None") -> float:
+def waiting_for_first_rewards(h: History, p: "Progress | None", lengths_censored: bool = False) -> float:
     """Optimizer steps a start with most groups at the minimum still has before it may be called too hard (0 when
     none): while the reward sits at the floor of its range (sparse_start) and has not collapsed there from a high,
-    SPARSE_START_STEPS when what precedes the reward moves (precursors_moving), else SILENT_START_STEPS."""
+    SPARSE_START_STEPS when what precedes the reward moves (precursors_moving) or cannot be seen to (lengths_censored:
+    a mean length pinned at the cap hides the length's move), else SILENT_START_STEPS."""
     fall = reward_fall(h)
     if p is None or not sparse_start(h, p) or (fall is not None and collapsed_from_a_high(h, fall)):
         return 0.0
-    wait = SPARSE_START_STEPS if precursors_moving(h) else SILENT_START_STEPS
+    wait = SPARSE_START_STEPS if lengths_censored or precursors_moving(h) else SILENT_START_STEPS
     return max(0.0, wait - optimizer_steps(h))
 
 

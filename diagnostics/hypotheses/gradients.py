@@ -28,13 +28,13 @@ ADAM_EPS_MARGIN = 100
 ADAM_LIKE = ("adam", "lion", "adafactor", "rmsprop", "sophia", "muon")
 
 
-def _grad_norm(h):
+def grad_norm_series(h):
     return h.series("grad_norm") if h.has("grad_norm") else h.series("gradients/global_norm")
 
 
 @hypothesis("gradients.no_flow", "do trainable parameters receive non-zero gradients?")
 def no_flow(h, v):
-    norm = _grad_norm(h)
+    norm = grad_norm_series(h)
     if not len(norm):
         return v.skipped("no grad_norm (or gradients/global_norm) in the log")
     signal = signal_steps(h)
@@ -81,7 +81,7 @@ def no_flow(h, v):
 
 @hypothesis("gradients.non_finite", "NaN/inf in the loss or gradients?")
 def non_finite(h, v):
-    norm, loss = _grad_norm(h), h.series("loss")
+    norm, loss = grad_norm_series(h), h.series("loss")
     if not len(norm) and not len(loss):
         return v.skipped("no grad_norm or loss in the log")
     bad_norm = int(np.sum(~np.isfinite(norm.values))) if len(norm) else 0
@@ -106,7 +106,7 @@ def _adam_like(h) -> bool | None:
 
 @hypothesis("gradients.clipping_dominates", "is clipping shrinking updates in a way the optimizer does not undo?")
 def clipping_dominates(h, v):
-    norm = _grad_norm(h).finite()
+    norm = grad_norm_series(h).finite()
     max_norm = float(h.setting("max_grad_norm", math.nan))
     if not len(norm):
         return v.skipped("no grad_norm in the log")
@@ -151,7 +151,7 @@ def clipping_dominates(h, v):
 def spikes(h, v):
     # steps whose advantages were all 0 carry only the KL term's (tiny) gradient: against them every ordinary step
     # with signal would look like a spike, so only steps with signal are compared
-    norm = at_steps(_grad_norm(h), signal_steps(h)).finite()
+    norm = at_steps(grad_norm_series(h), signal_steps(h)).finite()
     # a batch whose rewards are all equal (reward_std 0: every step of the row's window) has no signal either, which
     # a log without frac_reward_zero_std (TRL before 0.15) shows only this way
     silent = {s for s, x in zip(*(lambda r: (r.steps, r.values))(h.series("reward_std"))) if x == 0}
@@ -184,7 +184,7 @@ def zero_loss(h, v):
     loss = h.series("loss").finite()
     if not len(loss):
         return v.skipped("no loss in the log")
-    norm = _grad_norm(h).finite()
+    norm = grad_norm_series(h).finite()
     zero = {s for s, x in zip(loss.steps, loss.values) if abs(x) < ZERO_GRAD}
     evidence = {"zero_loss_steps": len(zero), "steps": len(loss)}
     with_gradient = [x for s, x in zip(norm.steps, norm.values) if s in zero and x > ZERO_GRAD]

@@ -6,9 +6,11 @@ import math
 import numpy as np
 
 from flatline.diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
-from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_FRAC, RECENT_MIN_POINTS,
-                                                  end_means, enough_steps, near_ceiling, progress, reward_fall,
-                                                  reward_range, sustained_from, window_size)
+from flatline.diagnostics.hypotheses.common import (HALF_WAY, HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_FRAC,
+                                                  RECENT_MIN_POINTS, end_means, enough_steps, known_level, near_ceiling,
+                                                  progress, range_scale, reward_fall, reward_range, sustained_from,
+                                                  waiting_for_first_rewards, window_size)
+from flatline.diagnostics.hypotheses.gradients import NO_FLOW_STEPS_FRAC, ZERO_GRAD, grad_norm_series
 from flatline.diagnostics.hypotheses.progress import PLATEAU_MIN_STEPS
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
@@ -55,6 +57,8 @@ def _clipped(h):
 # completion in it is that long, i.e. cut at max_completion_length; a natural length distribution does not repeat its
 # exact maximum mean row after row. The floor keeps out answers of a fixed short format (a label and its EOS).
 PINNED_MIN_ROWS = 3
+# Nearly all cut with no gradient: on two logged rows at least (one row's zero is one step's chance).
+NO_GRADIENT_MIN_ROWS = 2
 PINNED_MIN_TOKENS = 32
 PINNED_NAME = "completions/mean_length at its cap (a lower bound on the cut share)"
 # Rewards of all-cut rows against the others: each side holds two windows of rows at least (WINDOW, as the run's ends
@@ -82,6 +86,12 @@ def _pinned_at_cap(h):
     return type(length)(PINNED_NAME, length.steps, pinned.astype(float))
 
 
+def _share(clipped, value: float) -> str:
+    """A cut share as the verdict prints it: a pinned length gives only a lower bound."""
+    return f"at least {value:.0%} (rows whose mean length sat at the cap)" if clipped.name == PINNED_NAME else \
+        f"{value:.0%}"
+
+
 @hypothesis("length.truncation", "are completions cut at the length limit?")
 def truncation(h, v):
     clipped = _clipped(h).finite()
@@ -102,13 +112,18 @@ def truncation(h, v):
     if math.isfinite(done_reward):
         evidence["terminated_reward_mean"] = done_reward
     if max(clipped.mean(), recent.mean()) <= TRUNCATION_FRAC:
-        return v.passed(f"{clipped.mean():.0%} of completions reached the limit", evidence, refs("verl_clip"))
+        return v.passed(f"{_share(clipped, clipped.mean())} of completions reached the limit", evidence, refs("verl_clip"))
     bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
     advice = f"{bigger}, or ask for a shorter answer in the prompt"
     cut_then_fell = _cut_then_fell(h, clipped, evidence)
     if cut_then_fell:
         return v.fail(cut_then_fell, evidence, advice + "; resume from a checkpoint before the completions reached the "
                       "limit", refs("truncation", "verl_clip"))
+    cut_and_still = _cut_and_no_gradient(h, clipped, evidence)
+    if cut_and_still:
+        return v.fail(cut_and_still, evidence, advice + "; with mask_truncated_completions (DAPO's overlong filter) a "
+                      "cut completion is left out of the loss, so a batch that is all cut teaches nothing",
+                      refs("truncation", "verl_clip"))
     # flatline's length probe scores cut and finished completions apart: what it measured beats the inference
     # (a comparison of pinned rows with the others under-states the cost, so it does not overrule the inference)
     probed = h.has("length/truncated_reward_mean") or h.has("length/terminated_reward_mean")
@@ -129,12 +144,12 @@ def truncation(h, v):
     if learning and growing and not never_finishes:
         first_cut = clipped.head(window_size(len(clipped))).mean()
         evidence["clipped_ratio_first"] = first_cut
-        return v.warn(f"{recent.mean():.0%} of recent completions hit max_completion_length, up from {first_cut:.0%}, "
+        return v.warn(f"{_share(clipped, recent.mean())} of recent completions hit max_completion_length, up from {first_cut:.0%}, "
                       "and the share keeps growing as completions lengthen: the reward still rises, but the cut will "
                       "cap it", evidence, advice, refs("truncation", "verl_clip"))
     if learning and (shrinking or not costs):
         why = "the truncated share is falling as it learns" if shrinking else "truncated completions score as well as finished ones"
-        return v.passed(f"{recent.mean():.0%} of recent completions hit the limit, but the reward rises and {why}",
+        return v.passed(f"{_share(clipped, recent.mean())} of recent completions hit the limit, but the reward rises and {why}",
                         evidence, refs("verl_clip"))
     if never_finishes and not learning:
         return v.inconclusive("every completion hit max_completion_length and the reward is flat: whether the cut "
@@ -145,26 +160,32 @@ def truncation(h, v):
     # "the reward is flat" needs a run long enough to show it, unless the cut leaves almost nothing to learn from
     flat_enough = h.steps >= PLATEAU_MIN_STEPS or (recent.mean() >= NEARLY_ALL_CUT and starved >= DOMINANT_SHARE)
     if not learning and not flat_enough:
-        return v.inconclusive(f"{recent.mean():.0%} of recent completions hit max_completion_length; {h.steps} steps "
+        return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit max_completion_length; {h.steps} steps "
                               "are too few to tell whether the reward will rise through it", evidence, advice,
                               refs("truncation", "verl_clip"))
     if not learning and not never_finishes and mostly_cut and starved >= STARVED_GROUPS_FRAC:
         evidence["all_min_groups_frac_recent"] = starved
-        return v.fail(f"{recent.mean():.0%} of recent completions were cut at max_completion_length"
+        return v.fail(f"{_share(clipped, recent.mean())} of recent completions were cut at max_completion_length"
                       f"{f' = {int(limit)}' if limit else ''} and {starved:.0%} of groups scored the minimum on every "
                       "completion, with the reward flat: the answers do not fit, so there is nothing to learn from",
                       evidence, advice, refs("truncation", "verl_clip"))
     if costs:
         gap = f"; truncated completions score {cut_reward:.3g} against {done_reward:.3g} for finished ones"
-        reason = f"{recent.mean():.0%} of recent completions were cut at max_completion_length{gap}"
+        reason = f"{_share(clipped, recent.mean())} of recent completions were cut at max_completion_length{gap}"
         if learning:
             return v.inconclusive(reason + "; the reward still rises", evidence, advice, refs("truncation", "verl_clip"))
         return v.fail(reason, evidence, advice, refs("truncation", "verl_clip"))
     if math.isfinite(cut_reward) and math.isfinite(done_reward):
-        return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit, but truncated ones score "
+        return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit, but truncated ones score "
                               f"about as well as finished ones ({cut_reward:.3g} against {done_reward:.3g})", evidence,
                               advice + " to see whether it matters", refs("verl_clip"))
-    return v.inconclusive(f"{recent.mean():.0%} of recent completions hit the limit; whether the cut costs reward "
+    if "sparse_start_steps_left" in evidence:
+        return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit with the reward "
+                              "flat at the floor of its range, the start of a sparse reward, where the policy first "
+                              "learns to answer within the limit: called after "
+                              f"{evidence['sparse_start_steps_left']:.0f} more optimizer steps without a gain",
+                              evidence, advice + " to see whether it matters", refs("truncation", "verl_clip"))
+    return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit; whether the cut costs reward "
                           "cannot be told from this log (flatline's length probe scores cut and finished completions "
                           "apart)", evidence, advice + " to see whether it matters", refs("verl_clip"))
 
@@ -212,12 +233,47 @@ def _cut_then_fell(h, clipped, evidence: dict) -> str:
             "limit lose their reward")
 
 
+def _cut_and_no_gradient(h, clipped, evidence: dict) -> str:
+    """Rows on which nearly every completion was cut (NEARLY_ALL_CUT) logged a zero gradient, on most of them, and
+    a reward MIN_GAIN (of its range) below the rows with fewer cut, which had a gradient: the cut completions gave the
+    update nothing (left out of the loss by an overlong filter, or all scoring alike at the bottom). A zero gradient
+    on cut rows whose reward held up is a solved batch, every group right. Read from the rows themselves, so a short
+    log shows it too. Returns the reason, or ""."""
+    norm, reward = grad_norm_series(h).finite().by_step(), h.series("reward").finite().by_step()
+    rows = [(s, x) for s, x in zip(clipped.steps, clipped.values) if s in norm and s in reward]
+    cut_rows = [s for s, x in rows if x >= NEARLY_ALL_CUT]
+    other_rows = [s for s, x in rows if x < NEARLY_ALL_CUT]
+    if len(cut_rows) < NO_GRADIENT_MIN_ROWS or not any(norm[s] > ZERO_GRAD for s in other_rows):
+        return ""  # a gradient that is zero everywhere is gradients.no_flow's question
+    still = [s for s in cut_rows if norm[s] <= ZERO_GRAD]
+    if len(still) < max(NO_GRADIENT_MIN_ROWS, NO_FLOW_STEPS_FRAC * len(cut_rows)):
+        return ""
+    cut_reward, other_reward = np.mean([reward[s] for s in still]), np.mean([reward[s] for s in other_rows])
+    if other_reward - cut_reward < MIN_GAIN * range_scale(h):
+        return ""
+    onset = float(min(cut_rows))
+    evidence.update(onset_step=onset, all_cut_rows=len(cut_rows), all_cut_rows_zero_grad=len(still),
+                    reward_all_cut_zero_grad=float(cut_reward), reward_other_rows=float(other_reward))
+    least = min(x for s, x in rows if s in cut_rows)
+    return (f"from step {onset:.0f} nearly every completion was cut at max_completion_length ({_share(clipped, least)} "
+            f"or more on {len(cut_rows)} logged rows), and {len(still)} of them had a zero gradient with the reward "
+            f"down to {cut_reward:.3g} against {other_reward:.3g} on the rows with fewer cut, which had a gradient: the "
+            "cut completions give the update nothing, so the run stopped learning")
+
+
 def _cut_stretch(clipped):
     """The trailing part of the log in which the cut share stays at MOSTLY_CUT_FRAC or more: it starts after the last
-    window (a few rows, so one row cannot end it) whose median is below that."""
-    n = max(3, window_size(len(clipped)) // 2)
+    window (a few rows, so one row cannot end it; the log's last rows make shorter ones, so the cut still holds at
+    the end) whose median is below that. A pinned length reads each row as all cut or not known to be, so there a
+    window is as long as the stretch must be (LONG_STRETCH_FRAC of the log, RECENT_MIN_POINTS rows at least) and
+    whole: most of its rows all cut is a lower bound on its cut share that a run of rows not known to be cut, the
+    last ones too, cannot swing."""
+    pinned = clipped.name == PINNED_NAME
+    n = max(RECENT_MIN_POINTS, math.ceil(LONG_STRETCH_FRAC * len(clipped))) if pinned else \
+        max(3, window_size(len(clipped)) // 2)
     values = clipped.values
-    below = [i for i in range(len(values)) if np.median(values[i:i + n]) < MOSTLY_CUT_FRAC]
+    starts = range(max(1, len(values) - n + 1)) if pinned else range(len(values))
+    below = [i for i in starts if np.median(values[i:i + n]) < MOSTLY_CUT_FRAC]
     start = below[-1] + 1 if below else 0
     return clipped.since(clipped.steps[start]) if start < len(values) else clipped.head(0)
 
@@ -248,7 +304,11 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
     if could_gain >= MIN_GAIN * scale:  # rising, or too noisy to tell flat from rising
         return ""
     cut = stretch.mean()
-    if clipped.name == PINNED_NAME and cut < NEARLY_ALL_CUT:  # a lower bound: only a stretch nearly all cut says enough
+    wait = waiting_for_first_rewards(h, progress(h), lengths_censored=True)
+    if clipped.name == PINNED_NAME and cut < NEARLY_ALL_CUT and wait > 0:
+        # some completions may finish: at the floor of the reward's range that is the start of a sparse reward, where
+        # the policy first learns to answer within the limit (a format reward, shorter reasoning)
+        evidence["sparse_start_steps_left"] = wait
         return ""
     level = bounds.level(last)
     if (near_ceiling(h, progress(h)) if bounds.from_the_log else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
@@ -257,7 +317,7 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
                     reward_stretch_last=last, reward_stretch_gain=gained, reward_stretch_gain_upper=could_gain,
                     reward_level=level, reward_range_source=bounds.source)
     limit = h.setting("max_completion_length")
-    return (f"{cut:.0%} of completions were cut at max_completion_length{f' = {int(limit)}' if limit else ''} over "
+    return (f"{_share(clipped, cut)} of completions were cut at max_completion_length{f' = {int(limit)}' if limit else ''} over "
             f"steps {onset:.0f}-{stretch.steps[-1]:.0f} ({len(stretch)} of {len(clipped)} logged rows), and the reward "
             f"did not rise over them ({first:.3g} -> {last:.3g}, Theil-Sen change {gained:+.3g}; "
             f"{level:.0%} of the way up its range, read from {bounds.source}): a completion cut at the limit never "
@@ -343,6 +403,8 @@ def growth(h, v):
 
 # Length collapse: mean completion length down to under half its start (Theil-Sen change over the run).
 COLLAPSE_FRAC = 0.5
+# A collapse in one step holds: nine in ten rows since stay under the line.
+HELD_DOWN_FRAC = 0.9
 
 
 @hypothesis("length.collapse", "are completions collapsing in length without a reward gain (loss-aggregation bias)?")
@@ -351,7 +413,8 @@ def collapse(h, v):
     if len(length) < 6:
         return v.skipped("needs completions/mean_length over at least 6 steps")
     first, last, relative, trend, evidence = _length_change(length, "length_change_rel")
-    if not (trend.falling and relative <= -COLLAPSE_FRAC and last <= (1 - COLLAPSE_FRAC) * first):
+    if not (((trend.falling and relative <= -COLLAPSE_FRAC) or _stepped_down(length, first))
+            and last <= (1 - COLLAPSE_FRAC) * first):
         shrank_then_fell = _shrank_then_fell(h, length, first, evidence)
         if shrank_then_fell:
             return v.fail(shrank_then_fell, evidence, _collapse_advice(h, evidence) + "; resume from a checkpoint "
@@ -363,11 +426,30 @@ def collapse(h, v):
     if p is not None and (p.rising or p.eval_rising or near_ceiling(h, p)):
         return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward rose or stayed "
                         "at the top of its range: the policy learned to answer more briefly", evidence)
+    # a collapse breaks the answers (VLM-R1 #280: the reasoning goes, the reward with it); answers that still earn
+    # half of a known range or more, having lost less than a material gain and with no fall, are briefer, not broken
+    held = p is not None and p.gain > -MIN_GAIN * range_scale(h) and reward_fall(h) is None
+    if held and known_level(h, p.last) >= HALF_WAY:
+        return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward held "
+                        f"({p.first:.3g} -> {p.last:.3g}, {known_level(h, p.last):.0%} of its range): the shorter "
+                        "answers still score, so they are briefer, not broken", evidence)
     onset = sustained_from(length, lambda x: x <= (1 - COLLAPSE_FRAC) * first)
     if math.isfinite(onset):
         evidence["onset_step"] = onset
     return v.fail(f"completions collapsed from {first:.0f} to {last:.0f} tokens without a reward gain", evidence,
                   _collapse_advice(h, evidence), refs("length_collapse", "length_bias"))
+
+
+def _stepped_down(length, first: float) -> bool:
+    """The lengths dropped to under half the first window's mean and stayed there (HELD_DOWN_FRAC of the rows since,
+    over LONG_STRETCH_FRAC of the log at least): a collapse in one step, which a rank trend misses when it comes in
+    the first rows and the lengths are flat after."""
+    low = (1 - COLLAPSE_FRAC) * first
+    onset = sustained_from(length, lambda x: x <= low)
+    if not math.isfinite(onset):
+        return False
+    after = length.since(onset)
+    return len(after) >= LONG_STRETCH_FRAC * len(length) and float(np.mean(after.values <= low)) >= HELD_DOWN_FRAC
 
 
 def _collapse_advice(h, evidence: dict) -> str:

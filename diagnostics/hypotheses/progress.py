@@ -7,7 +7,7 @@ import numpy as np
 
 from flatline.diagnostics.history import MIN_TREND_POINTS
 from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, SPARSE_START, SPARSE_START_STEPS,
-                                                  enough_steps, flat_groups, known_level, near_ceiling, optimizer_steps,
+                                                  enough_steps, flat_groups, gain_scale, known_level, near_ceiling, optimizer_steps,
                                                   precursors_moving, progress, recent_part, reward_fall, reward_range,
                                                   sparse_start, sustained_from)
 from flatline.diagnostics.references import refs
@@ -79,10 +79,11 @@ def plateau(h, v):
     # falling: a significant downward trend that lost a material amount between the end windows and a fall from the
     # best window clear of the noise (a noisy start drifting by a few hundredths, or ten rows, is not a fall)
     falling = p.trend.falling and p.gain <= -MIN_GAIN and reward_fall(h) is not None
-    if not falling and p.gain + NOISE_Z * p.gain_se >= MIN_GAIN:
+    material = MIN_GAIN * gain_scale(h)
+    if not falling and p.gain + NOISE_Z * p.gain_se >= material:
         return v.inconclusive(f"no clear reward gain yet ({p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer "
                               f"steps), but the batch-to-batch noise (standard error {p.gain_se:.2g} on that change) "
-                              f"cannot rule out a gain of {MIN_GAIN}", evidence,
+                              f"cannot rule out a gain of {material:.3g}", evidence,
                               "train longer, or with more prompts per batch")
     if sparse_start(h, p):  # at the floor a fall is as small as the noise there: it waits as a flat start does
         moving = {} if falling else precursors_moving(h)
@@ -110,7 +111,7 @@ def plateau(h, v):
                               "train longer: a fall that holds turns the trend significant")
     return v.fail(("reward is falling" if falling else "reward is flat") +
                   f": {p.first:.3g} -> {p.last:.3g} over {span:.0f} optimizer steps (Kendall tau {p.trend.tau:.2f}, "
-                  f"p = {p.trend.p_value:.2f}, gain below {MIN_GAIN})", evidence,
+                  f"p = {p.trend.p_value:.2f}, gain below {material:.3g})", evidence,
                   "the failed hypotheses above name the likeliest cause; with none, train longer or raise "
                   "learning_rate, and compare with the control task (control.learns)", refs("plateau"))
 
