@@ -213,12 +213,16 @@ def test_fails_are_ordered_likeliest_cause_first():
 
 def test_a_run_without_any_signal_is_blamed_on_the_signal_not_the_gradient_path():
     # every group all-wrong: zero advantages, so a zero gradient and an all-KL pull are the right answers
-    h = healthy(reward=0.0, reward_std=0.0, grad_norm=0.0, frac_reward_zero_std=1.0,
-                **{"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_min_frac": 1.0,
-                   "advantage/zero_std_all_max_frac": 0.0, "advantage/zero_frac": 1.0, "policy/kl_grad_share": 1.0,
-                   "eval/reward": None})
+    silent = dict(reward=0.0, reward_std=0.0, grad_norm=0.0, frac_reward_zero_std=1.0,
+                  **{"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_min_frac": 1.0,
+                     "advantage/zero_std_all_max_frac": 0.0, "advantage/zero_frac": 1.0, "policy/kl_grad_share": 1.0,
+                     "eval/reward": None})
+    # at the floor of the reward's range with nothing moving, a silence waits out a sparse reward's start (50 steps)
+    early = judge_one("reward.no_signal", healthy(**silent))
+    assert early.status == "inconclusive" and early.evidence["sparse_start_steps_left"] == 50 - N, early.message()
+    h = healthy(60, **silent)
     failed = [v.id for v in judge(h).failed]
-    assert failed[0] == "reward.no_signal", failed  # (the all-min groups wait for the sparse start: 24 steps)
+    assert failed[0] == "reward.no_signal", failed
     assert "gradients.no_flow" not in failed and "kl.penalty_dominates" not in failed
     assert judge_one("gradients.no_flow", h).status == "skipped"
     assert judge_one("kl.penalty_dominates", h).status == "skipped"

@@ -343,3 +343,30 @@ def test_completions_that_collapse_in_one_step_and_stay_short_are_a_collapse():
     lengths = [53.0] + [3.0] * 10 + [50.0] * (ROWS - 11)
     back_up = trl_rows({"completions/mean_length": lengths, "reward": [2.5] * ROWS})
     assert verdict("length.collapse", back_up).status == "pass"
+
+
+@pytest.mark.parametrize("run_id, rows, hypothesis_id, why", [
+    # a Llama 3.1 8B GSM8K run (healthy): silent on 20 of its first 21 steps at the floor, scoring from step 37
+    ("basilenouvellet-llama3.1-8b-gsm8k", 21, "reward.no_signal", "the start's wait"),
+    # a sudoku run (healthy), 17 rows: KL past 1 nat while the reward went -1.8 -> 5.0 through noise of +-2.9
+    ("unsloth-ministral3-3b-sudoku", 17, "kl.drift", "cannot be told yet"),
+    # its lengths halved over the same rows: no collapse claimed while the reward may be rising
+    ("unsloth-ministral3-3b-sudoku", 19, "length.collapse", "cannot be told yet"),
+    # gpt-oss 20B (healthy), 209 rows: KL 1.15 still rising, the reward 0.25 -> 0.55 on a -12.5..13 scale
+    ("unsloth-gptoss-20b-2048-dgxspark", 209, "kl.drift", "cannot be told yet"),
+    # an Unsloth GSM8K run (healthy), 30 rows: the all-cut rows score less, at a sparse start
+    ("micic-qwen2.5-3b-gsm8k", 30, "length.truncation", "the start of a sparse reward"),
+])
+def test_what_a_healthy_run_shows_early_is_not_called_before_its_noise_and_start_allow(run_id, rows, hypothesis_id, why):
+    v = verdict(hypothesis_id, real_prefix(run_id, rows))
+    assert v.status == "inconclusive" and why in v.reason, v.message()
+
+
+def test_shorter_answers_that_keep_their_reward_are_brevity_and_a_flat_trend_is_no_rise():
+    # a 7B GSM8K run (healthy), 21 rows: 288 -> 142 tokens with the reward 0.805 -> 0.795 on [0, 1]
+    v = verdict("length.collapse", real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.10-s42", 21))
+    assert v.status == "pass" and "briefer, not broken" in v.reason, v.message()
+    # an Unsloth DAPO run (broken): end windows -4.19 -> -1.5 apart by noise, with no rank trend at all (tau -0.02):
+    # a measured cost of the cut (all-cut rows -7.46 against 2.28) still fails
+    v = verdict("length.truncation", real_prefix("unsloth-qwen3-4b-base-dapo", None))
+    assert v.status == "fail" and "truncated completions score" in v.reason, v.message()

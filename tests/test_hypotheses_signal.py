@@ -120,7 +120,8 @@ def test_clean_advantages_pass():
 # ---------------------------------------------------------------- reward.no_signal
 
 def test_no_group_ever_varies_fails():
-    h = history(series={"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_max_frac": 0.0},
+    # past a sparse reward's start (50 silent optimizer steps at the floor of its range, nothing moving)
+    h = history(60, series={"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_max_frac": 0.0},
                 reward=0.0, reward_std=0.0)
     v = verdict("reward.no_signal", h)
     assert v.status == "fail"
@@ -299,11 +300,16 @@ def test_too_hard_needs_first_and_last_windows_apart():
     assert long.status == "fail", long.message()
 
 
-def test_a_silence_at_the_floor_waits_twenty_steps_but_a_scorer_paying_all_alike_is_flagged_at_once():
+def test_a_silence_at_the_floor_waits_out_the_start_but_a_scorer_paying_all_alike_is_flagged_at_once():
     silent = {"advantage/zero_std_frac": 1.0, "advantage/zero_std_all_max_frac": 0.0, "advantage/reward_ceiling": 1.0}
-    # a sparse reward's first 8 steps: nothing scored yet (the toolkit's window is 20 steps)
-    v = verdict("reward.no_signal", history(8, series=silent, reward=0.0, reward_std=0.0))
-    assert v.status == "inconclusive" and "a silence is called after 20" in v.reason, v.message()
+    # a sparse reward's first steps: nothing scored yet; called after the toolkit's 20-step window and the start's
+    # wait (50 optimizer steps when nothing moves, as "too hard" waits: a real Llama 3.1 8B GSM8K run that learned was
+    # silent on 20 of its first 21 steps and scored from step 37)
+    for steps, left in ((8, 42), (30, 20)):
+        v = verdict("reward.no_signal", history(steps, series=silent, reward=0.0, reward_std=0.0))
+        assert v.status == "inconclusive" and "called after 20 silent steps" in v.reason, v.message()
+        assert v.evidence["sparse_start_steps_left"] == left, v.message()
+    assert verdict("reward.no_signal", history(60, series=silent, reward=0.0, reward_std=0.0)).status == "fail"
     # the same 8 steps with every completion paid 0.5 (a scorer that ignores the completion): no sparse start
     v = verdict("reward.no_signal", history(8, series=silent, reward=0.5, reward_std=0.0))
     assert v.status == "fail" and v.evidence["steps_without_variance_frac"] == 1.0, v.message()

@@ -349,6 +349,14 @@ def gain_scale(h: History) -> float:
     return max(1.0, 2 * spread.mean()) if len(spread) else 1.0
 
 
+def rise_not_ruled_out(h: History, p: "Progress | None") -> bool:
+    """The reward went up, between the run's end windows and in its rank trend over all rows, by an amount its noise
+    cannot tell from a material gain (MIN_GAIN of gain_scale): a verdict that needs "the reward did not rise" cannot
+    say so yet."""
+    return (p is not None and p.gain > 0 and p.trend.tau > 0
+            and p.gain + NOISE_Z * p.gain_se >= MIN_GAIN * gain_scale(h))
+
+
 def reward_level(h: History, value: float) -> float:
     """`value` placed in the reward's range (0 floor, 1 ceiling); NaN when the range is unknown."""
     bounds = reward_range(h)

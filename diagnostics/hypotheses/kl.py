@@ -1,8 +1,8 @@
 """kl.*: does the KL penalty swamp the policy gradient, and is the policy running away from the reference."""
 from __future__ import annotations
 
-from flatline.diagnostics.hypotheses.common import (RECENT_MIN_POINTS, at_steps, progress, recent_part, signal_steps,
-                                                     solved, window_size)
+from flatline.diagnostics.hypotheses.common import (RECENT_MIN_POINTS, at_steps, progress, recent_part,
+                                                     rise_not_ruled_out, signal_steps, solved, window_size)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -65,6 +65,15 @@ def drift(h, v):
         if p is not None and p.learning_now:
             return v.warn(reason + " while the reward rises: a policy this far from the reference, still moving "
                           "away, is one the KL term no longer holds", evidence, prescription, refs("kl_beta"))
+        if p is not None and p.rising:
+            return v.warn(reason + f" after the reward rose ({p.first:.3g} -> {p.last:.3g}) and has stopped rising: "
+                          "the move bought reward so far; if the reward stays flat while KL climbs, the policy is "
+                          "leaving the reference for nothing", evidence, prescription, refs("kl_beta"))
+        # "no longer rising" needs the reward shown flat or falling: a gain the noise cannot rule out leaves it open
+        if rise_not_ruled_out(h, p):
+            return v.inconclusive(reason + f", and whether the reward still rises cannot be told yet ({p.first:.3g} "
+                                  f"-> {p.last:.3g}, standard error {p.gain_se:.2g} on that change)", evidence,
+                                  prescription, refs("kl_beta"))
         return v.fail(reason + (" with the reward no longer rising" if p is not None else ""), evidence,
                       prescription, refs("kl_beta"))
     if unbounded and last > KL_WATCH:

@@ -7,9 +7,10 @@ import numpy as np
 
 from flatline.diagnostics.hypotheses.advantage import DEGENERATE_FRAC, DOMINANT_SHARE
 from flatline.diagnostics.hypotheses.common import (HALF_WAY, HIGH_LEVEL, MIN_GAIN, NOISE_Z, RECENT_FRAC,
-                                                  RECENT_MIN_POINTS, end_means, enough_steps, known_level, near_ceiling,
-                                                  progress, range_scale, reward_fall, reward_range, sustained_from,
-                                                  waiting_for_first_rewards, window_size)
+                                                  RECENT_MIN_POINTS, end_means, enough_steps, known_level,
+                                                  near_ceiling, progress, range_scale, reward_fall, reward_range,
+                                                  rise_not_ruled_out, sustained_from, waiting_for_first_rewards,
+                                                  window_size)
 from flatline.diagnostics.hypotheses.gradients import NO_FLOW_STEPS_FRAC, ZERO_GRAD, grad_norm_series
 from flatline.diagnostics.hypotheses.progress import PLATEAU_MIN_STEPS
 from flatline.diagnostics.references import refs
@@ -174,6 +175,18 @@ def truncation(h, v):
         reason = f"{_share(clipped, recent.mean())} of recent completions were cut at max_completion_length{gap}"
         if learning:
             return v.inconclusive(reason + "; the reward still rises", evidence, advice, refs("truncation", "verl_clip"))
+        if rise_not_ruled_out(h, p):
+            return v.inconclusive(reason + f"; the reward went up ({p.first:.3g} -> {p.last:.3g}) by a gain its noise "
+                                  "cannot yet tell from a material one", evidence, advice, refs("truncation", "verl_clip"))
+        # compared rows, not scored completions: at a sparse start cut answers score less while the policy learns to
+        # finish within the limit, so the comparison waits out the start as "too hard" does
+        start_left = waiting_for_first_rewards(h, p) if clipped.name == PINNED_NAME else 0.0
+        if start_left > 0:
+            evidence["sparse_start_steps_left"] = start_left
+            return v.inconclusive(reason + f"; with the reward at the floor of its range after {h.steps} rows, the "
+                                  "start of a sparse reward, where the policy first learns to answer within the limit: "
+                                  f"called after {start_left:.0f} more optimizer steps", evidence, advice,
+                                  refs("truncation", "verl_clip"))
         return v.fail(reason, evidence, advice, refs("truncation", "verl_clip"))
     if math.isfinite(cut_reward) and math.isfinite(done_reward):
         return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit, but truncated ones score "
@@ -433,6 +446,12 @@ def collapse(h, v):
         return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward held "
                         f"({p.first:.3g} -> {p.last:.3g}, {known_level(h, p.last):.0%} of its range): the shorter "
                         "answers still score, so they are briefer, not broken", evidence)
+    # a reward that went up, by a gain its noise cannot tell from a material one, may be what the shorter answers pay
+    if rise_not_ruled_out(h, p):
+        return v.inconclusive(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward went up "
+                              f"({p.first:.3g} -> {p.last:.3g}, standard error {p.gain_se:.2g} on that change): whether "
+                              "the shorter answers cost reward cannot be told yet", evidence,
+                              "read the short samples; train on and watch whether the reward keeps rising")
     onset = sustained_from(length, lambda x: x <= (1 - COLLAPSE_FRAC) * first)
     if math.isfinite(onset):
         evidence["onset_step"] = onset

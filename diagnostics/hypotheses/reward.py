@@ -8,7 +8,8 @@ import numpy as np
 from flatline.diagnostics.history import Series
 from flatline.diagnostics.hypotheses.common import (MIN_GAIN, NOISE_Z, RECENT_MIN_POINTS, collapsed_from_a_high,
                                                   end_means, enough_steps, flat_groups, progress, recent_part,
-                                                  reward_fall, sparse_start, sustained_from)
+                                                  reward_fall, sparse_start, sustained_from,
+                                                  waiting_for_first_rewards)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -19,8 +20,10 @@ NO_SIGNAL_STEPS_FRAC = 0.8
 SOME_SIGNAL_STEPS_FRAC = 0.5
 # ... and, with the reward at the floor of its range (common.sparse_start), at least as many silent optimizer steps as
 # the post-training-toolkit's window (group reward std < 0.01 over 20 steps): a sparse reward's first steps are often
-# silent (a real Llama 3.1 8B GSM8K run that learned was silent on 19 of its first 20). A reward silent above its floor
-# (a scorer that pays every completion alike) is no sparse start: it is flagged at once.
+# silent (a real Llama 3.1 8B GSM8K run that learned was silent on 20 of its first 21 and scored from step 37), so the
+# start's wait (common.waiting_for_first_rewards: 50 optimizer steps, 150 while a precursor moves) applies too, as it
+# does to "too hard". A reward silent above its floor (a scorer that pays every completion alike) is no sparse start:
+# it is flagged at once.
 SILENT_MIN_STEPS = 20
 # A component is saturated when 95% of its scored values sit at one end (it never, or always, pays).
 SATURATED_FRAC = 0.95
@@ -58,10 +61,15 @@ def no_signal(h, v):
     if len(std):
         evidence["reward_std_mean"] = std.mean()
     silent_steps = sum(x >= 1.0 for _, x in judged) * h.logging_steps
-    if silent >= NO_SIGNAL_STEPS_FRAC and silent_steps < SILENT_MIN_STEPS and p is not None and sparse_start(h, p):
-        return v.inconclusive(f"{silent:.0%} of steps had no group with any reward variance, but that is "
-                              f"{silent_steps:.0f} optimizer steps: a silence is called after {SILENT_MIN_STEPS} (a "
-                              "sparse reward's first steps are often silent): judged again as the log grows", evidence,
+    start_left = waiting_for_first_rewards(h, p)  # 0 unless at the floor of the range, as a sparse reward starts
+    if silent >= NO_SIGNAL_STEPS_FRAC and p is not None and sparse_start(h, p) and \
+            (silent_steps < SILENT_MIN_STEPS or start_left > 0):
+        evidence["sparse_start_steps_left"] = start_left
+        return v.inconclusive(f"{silent:.0%} of steps had no group with any reward variance, with the reward at the "
+                              f"floor of its range after {silent_steps:.0f} silent optimizer steps: a sparse reward's "
+                              "first steps are often silent while the policy finds its first rewarded completions, so "
+                              f"a silence there is called after {SILENT_MIN_STEPS} silent steps and the start's wait "
+                              f"({start_left:.0f} optimizer steps left): judged again as the log grows", evidence,
                               "keep training, or raise num_generations so more groups see both outcomes",
                               refs("ptt_std"))
     if silent >= NO_SIGNAL_STEPS_FRAC:
