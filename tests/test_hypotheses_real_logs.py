@@ -370,3 +370,16 @@ def test_shorter_answers_that_keep_their_reward_are_brevity_and_a_flat_trend_is_
     # a measured cost of the cut (all-cut rows -7.46 against 2.28) still fails
     v = verdict("length.truncation", real_prefix("unsloth-qwen3-4b-base-dapo", None))
     assert v.status == "fail" and "truncated completions score" in v.reason, v.message()
+
+
+def test_a_reward_that_keeps_most_of_itself_was_not_lost_to_the_cut_or_the_shrink():
+    # a 9B GSM8K run (healthy), 26 rows: the cut share 48% -> 100% and the reward 0.923 -> 0.815 on [0, 1]: nearly
+    # every answer cut, yet most still paid (what comes before the cut), so the cut did not take the reward
+    v = verdict("length.truncation", real_prefix("grpodyn-qwen3.5-9b-gsm8k-rho1.00-s42", 26))
+    assert v.status != "fail", v.message()
+    # a 7B run (healthy), 22 rows: 288 -> 122 tokens and the reward 0.925 -> 0.735: a dip, not answers lost
+    v = verdict("length.collapse", real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.10-s42", 22))
+    assert v.status != "fail", v.message()
+    # the collapses they are told from: the reward went with the answers (0.79 -> 0, 0.9 -> 0.005)
+    assert verdict("length.truncation", real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.10-s43", None)).status == "fail"
+    assert verdict("length.collapse", real_prefix("grpodyn-qwen2.5-7b-gsm8k-rho0.50-s43", None)).status == "fail"

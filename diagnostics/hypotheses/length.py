@@ -58,6 +58,8 @@ def _clipped(h):
 # completion in it is that long, i.e. cut at max_completion_length; a natural length distribution does not repeat its
 # exact maximum mean row after row. The floor keeps out answers of a fixed short format (a label and its EOS).
 PINNED_MIN_ROWS = 3
+# A length event "takes the reward with it" when the reward falls by half of what the affected answers held.
+LOST_FRAC = 0.5
 # Nearly all cut with no gradient: on two logged rows at least (one row's zero is one step's chance).
 NO_GRADIENT_MIN_ROWS = 2
 PINNED_MIN_TOKENS = 32
@@ -239,6 +241,10 @@ def _cut_then_fell(h, clipped, evidence: dict) -> str:
     span = bounds.span if bounds is not None else math.nan
     if not (span > 0 and (fall.peak - fall.last) / span <= last - first + TRUNCATION_FRAC):
         return ""
+    # ... and at least half of what the newly cut answers held: a reward that stays high while nearly every
+    # completion is cut is still paid for what comes before the cut
+    if not _lost_what_it_held(fall, bounds, last - first):
+        return ""
     evidence.update(clipped_ratio_first=first, clipped_ratio_last=last, onset_step=onset, reward_peak=fall.peak,
                     reward_peak_step=fall.peak_step, reward_fall_step=fall.below_step, reward_last_window=fall.last)
     return (f"completions reach max_completion_length from step {onset:.0f} (cut share {first:.0%} -> {last:.0%}) and "
@@ -272,6 +278,16 @@ def _cut_and_no_gradient(h, clipped, evidence: dict) -> str:
             f"or more on {len(cut_rows)} logged rows), and {len(still)} of them had a zero gradient with the reward "
             f"down to {cut_reward:.3g} against {other_reward:.3g} on the rows with fewer cut, which had a gradient: the "
             "cut completions give the update nothing, so the run stopped learning")
+
+
+def _lost_what_it_held(fall, bounds, share: float) -> bool:
+    """The reward fell by at least LOST_FRAC of what `share` of the completions held at the peak (its height above
+    the floor of the range): answers that lose their reward take the reward down with them, while a dip of a tenth
+    from 0.93 with the answers intact is noise or another cause."""
+    if bounds is None or not share > 0:
+        return False
+    held = share * (fall.peak - bounds.low)
+    return held > 0 and fall.peak - fall.last >= LOST_FRAC * held
 
 
 def _cut_stretch(clipped):
@@ -492,6 +508,8 @@ def _shrank_then_fell(h, length, first: float, evidence: dict) -> str:
     # the reward was at its best when they shrank and fell after: a reward that rose once the answers got shorter
     # (the policy learned to answer briefly) fell later for another reason
     if not (math.isfinite(onset) and fall.peak_step <= onset <= fall.below_step):
+        return ""
+    if not _lost_what_it_held(fall, reward_range(h), 1.0):  # answers that lost their reasoning lose their reward
         return ""
     low = float(np.min(length.since(onset).values))
     evidence.update(onset_step=onset, length_low=low, reward_peak=fall.peak, reward_peak_step=fall.peak_step,
