@@ -338,6 +338,8 @@ def test_completions_that_collapse_in_one_step_and_stay_short_are_a_collapse():
     h = real_prefix("trldapo-qwen2.5vl-3b-aokvqa", None)
     v = verdict("length.collapse", h)
     assert v.status == "fail" and v.evidence["onset_step"] == 20, v.message()
+    # the first window (5 rows) holds the drop: the reason gives the level before it, not the window's 13 tokens
+    assert v.evidence["length_before_onset"] == pytest.approx(53.35) and "from 53 (the mean before step 20)" in v.reason
     assert judge(h).failed[0].id == "length.collapse"
     # the same drop for ten rows, then back up to 50 tokens: it did not hold, so no collapse
     lengths = [53.0] + [3.0] * 10 + [50.0] * (ROWS - 11)

@@ -469,9 +469,14 @@ def collapse(h, v):
                               "the shorter answers cost reward cannot be told yet", evidence,
                               "read the short samples; train on and watch whether the reward keeps rising")
     onset = sustained_from(length, lambda x: x <= (1 - COLLAPSE_FRAC) * first)
+    start = f"{first:.0f}"
     if math.isfinite(onset):
         evidence["onset_step"] = onset
-    return v.fail(f"completions collapsed from {first:.0f} to {last:.0f} tokens without a reward gain", evidence,
+        before = length.values[length.steps < onset]
+        if len(before) and float(np.mean(before)) > first:  # the first window holds the collapse: say where it began
+            evidence["length_before_onset"] = float(np.mean(before))
+            start = f"{np.mean(before):.0f} (the mean before step {onset:.0f})"
+    return v.fail(f"completions collapsed from {start} to {last:.0f} tokens without a reward gain", evidence,
                   _collapse_advice(h, evidence), refs("length_collapse", "length_bias"))
 
 
