@@ -12,6 +12,7 @@ was read, the fail and warn ids, the headline, the author's outcome, and the cla
     missed         broken, no fail (a warn does not count: a user acting on `--fail-on fail` hears nothing)
     false alarm    healthy, and at least one fail
     correct pass   healthy, no fail (its warns are counted apart: a warn says "learning now, but ...")
+    not judged     read, but every hypothesis skipped (no metric flatline reads): neither caught nor passed
     unreadable     the log could not be read (the reader's one-line error is listed)
 
 For a broken run whose author named a failure that maps to hypotheses (CAUSE_IDS), whether the first fail (the
@@ -55,7 +56,7 @@ CAUSE_IDS = {
 # Prefixes judged on the first pass of the lead-time search (lead_time: then the block before the first failing one
 # is bisected).
 COARSE_PREFIXES = 50
-CLASSES = ("caught", "missed", "false alarm", "correct pass", "unreadable")
+CLASSES = ("caught", "missed", "false alarm", "correct pass", "not judged", "unreadable")
 REQUIRED = ("log", "outcome")
 OUTCOMES = ("healthy", "broken")
 
@@ -70,6 +71,7 @@ class Run:
     read: bool = False
     error: str = ""
     rows: int = 0
+    judged: bool = True  # some verdict was not skipped (False: read, but nothing in it could be judged)
     fails: list[str] = field(default_factory=list)
     warns: list[str] = field(default_factory=list)
     headline: str = ""
@@ -91,7 +93,7 @@ class Run:
 
     @property
     def verdict_class(self) -> str:
-        return classify(self.outcome, self.read, self.fails)
+        return classify(self.outcome, self.read, self.fails, self.judged)
 
     @property
     def cause_named_first(self) -> bool | None:
@@ -115,9 +117,11 @@ class Lead:
 # -- pure pieces ------------------------------------------------------------------------------------------------------
 
 
-def classify(outcome: str, read: bool, fails: list[str]) -> str:
+def classify(outcome: str, read: bool, fails: list[str], judged: bool = True) -> str:
     if not read:
         return "unreadable"
+    if not judged:
+        return "not judged"
     if outcome == "broken":
         return "caught" if fails else "missed"
     return "false alarm" if fails else "correct pass"
@@ -172,10 +176,12 @@ def lead_time(steps: list[float], first_fail_at, collapse_step: float, coarse: i
 
 def totals(runs: list[Run]) -> dict:
     count = {name: sum(r.verdict_class == name for r in runs) for name in CLASSES}
-    healthy = [r for r in runs if r.read and r.outcome == "healthy"]
-    broken = [r for r in runs if r.read and r.outcome == "broken"]
+    judged = [r for r in runs if r.read and r.judged]
+    healthy = [r for r in judged if r.outcome == "healthy"]
+    broken = [r for r in judged if r.outcome == "broken"]
     mapped = [r for r in broken if r.cause_named_first is not None]
     return {"runs": len(runs), "read": sum(r.read for r in runs), "unreadable": count["unreadable"],
+            "not_judged": count["not judged"],
             "broken": len(broken), "caught": count["caught"], "missed": count["missed"],
             "healthy": len(healthy), "false_alarms": count["false alarm"], "correct_passes": count["correct pass"],
             "healthy_warned": sum(bool(r.warns) for r in healthy if not r.fails),
@@ -236,7 +242,7 @@ def judge_run(run: Run, with_lead: bool, watch_healthy: bool = False) -> Run:
         run.error = f"internal error in flatline: {type(exc).__name__}: {exc}"
         return run
     diagnosis = judge(history)
-    run.read, run.rows = True, history.steps
+    run.read, run.rows, run.judged = True, history.steps, any(v.status != "skipped" for v in diagnosis.verdicts)
     run.fails, run.warns = [v.id for v in diagnosis.failed], [v.id for v in diagnosis.warned]
     run.headline = " ".join(diagnosis.headline().split())
     def first_fail_at(step):
@@ -271,7 +277,8 @@ def render(runs: list[Run], corpora: list[Path], seconds: float) -> str:
         cause = {True: "yes", False: "no", None: "-"}[r.cause_named_first]
         out.append(f"{r.run_id[:38]:<38} {r.rows if r.read else '-':>5} {author[:20]:<20} {r.verdict_class:<13} "
                    f"{cause:<5} {_ids(r.fails, 44):<44} {_ids(r.warns, 60)}")
-    out += ["", f"Totals: {t['runs']} runs, {t['read']} read, {t['unreadable']} unreadable",
+    out += ["", f"Totals: {t['runs']} runs, {t['read']} read, {t['not_judged']} read but not judged, "
+                f"{t['unreadable']} unreadable",
             f"  broken {t['broken']}: caught {t['caught']} (with a fail), missed {t['missed']}; the headline's first "
             f"fail names the reported cause in {t['cause_first']} of the {t['cause_mapped']} caught runs whose "
             "failure maps to hypotheses (the cause column):",
@@ -302,6 +309,10 @@ def render(runs: list[Run], corpora: list[Path], seconds: float) -> str:
         out += ["", "Headlines (runs with a fail or warn):"]
         out += [f"  {r.run_id} [{r.outcome}{'/' + r.failure if r.failure else ''}]: {r.headline[:300]}"
                 for r in headlines]
+    blind = [r for r in runs if r.read and not r.judged]
+    if blind:
+        out += ["", "Not judged (read, every hypothesis skipped; counted neither broken nor healthy):"]
+        out += [f"  {r.run_id} [{r.outcome}]: {r.headline[:300]}" for r in blind]
     unread = [r for r in runs if not r.read]
     if unread:
         out += ["", "Unreadable:"] + [f"  {r.run_id}: {r.error[:300]}" for r in unread]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from flatline.diagnostics.history import History
 from flatline.diagnostics.hypotheses.common import reward_fall
+from flatline.diagnostics.readers.base import nothing_judged
 from flatline.diagnostics.verdict import FLAGGED, REGISTRY, SEVERITY, STATUSES, Verdict
 
 # When several hypotheses are confirmed, the headline lists them in this order: a root cause before the
@@ -109,7 +110,7 @@ class Diagnosis:
     verdicts: list[Verdict]  # fails first (likeliest cause first), then warn, inconclusive, pass, skipped
     key_metrics: dict = field(default_factory=dict)
     control_run: str | None = None
-    nothing_to_judge: str = ""  # the log was read but none of its keys is a metric the judges read (History.log)
+    nothing_to_judge: str = ""  # the log was read but nothing could be judged (readers.base.nothing_judged)
     reward_fall: tuple | None = None  # (step the reward falls from, its peak, its last window mean) when it fell
 
     @property
@@ -219,8 +220,15 @@ def judge(history: History, control: History | None = None, ids=None) -> Diagnos
     verdicts = fails + [v for v in verdicts if v.status != "fail"]
     control_run = history.control.run if history.control is not None else None
     fall = reward_fall(history) if fails else None
-    return Diagnosis(history.run, verdicts, key_metrics(history), control_run, history.log.nothing_to_judge,
+    blind = history.log.nothing_to_judge or (nothing_judged(history.log, history.steps)
+                                             if ids is None and all_skipped(verdicts) else "")
+    return Diagnosis(history.run, verdicts, key_metrics(history), control_run, blind,
                      (fall.peak_step, fall.peak, fall.last) if fall is not None else None)
+
+
+def all_skipped(verdicts: list[Verdict]) -> bool:
+    """Every hypothesis skipped: the log was read, but nothing was judged (the headline must not say "ruled out")."""
+    return bool(verdicts) and all(v.status == "skipped" for v in verdicts)
 
 
 # Steps averaged at each end of the run for "first" and "last" figures (as the run summary's).

@@ -21,6 +21,7 @@ from flatline.common.files import write_atomic
 from flatline.diagnostics.history import History
 from flatline.diagnostics.judge import Diagnosis
 from flatline.diagnostics.markdown import escape_inline, fenced, table
+from flatline.diagnostics.readers import TRAINER_LABELS
 from flatline.diagnostics.verdict import Verdict, format_number
 
 FAMILY_ORDER = ("advantage", "reward", "masking", "gradients", "update", "sync", "length", "kl", "entropy",
@@ -91,7 +92,7 @@ def _run_section(diagnosis: Diagnosis) -> list[str]:
 # Entries of a long list shown in the report (the JSON has them all).
 SHOWN_KEYS = 40
 SHOWN_DROPPED = 10
-TRAINER_NAMES = {"flatline": "flatline", "trl": "TRL", "verl": "verl", "prime-rl": "prime-rl", "openrlhf": "OpenRLHF"}
+TRAINER_NAMES = TRAINER_LABELS  # one table: the dialects' labels (readers/aliases.py)
 
 
 def _name_list(names: list[str], limit: int) -> str:

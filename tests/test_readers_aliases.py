@@ -48,6 +48,8 @@ def test_a_held_out_key_never_fills_a_training_name(trainer, prefix, names):
     ("prime-rl", ["eval/env/effective/agent/reward/mean", "eval/env/all/agent/reward/mean", "eval/env/agent/avg@4"],
      "eval/env/all/agent/reward/mean"),
     ("openrlhf", ["eval/eval_math_pass1", "eval/eval_gsm8k_pass1", "eval/eval_gsm8k_pass4"], "eval/eval_gsm8k_pass1"),
+    ("tinker", ["test/env/all/reward/total", "test/env/other/reward/total", "test/env/all/ac_tokens_per_turn"],
+     "test/env/all/reward/total"),
     ("", ["val/loss", "test_accuracy"], "test_accuracy"),
 ])
 def test_the_held_out_score_is_chosen_deterministically(trainer, keys, chosen):
@@ -69,6 +71,14 @@ def test_verl_names_several_data_sources_and_says_which_it_read():
     (["train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/policy_loss"], "trl"),
     (["reward", "frac_reward_zero_std", "advantage/zero_std_frac", "update/rel_update"], "flatline"),
     (["my_metric", "other"], ""),
+    # prime-rl's orchestrator before train/agg/ (a W&B export holds only these): reward/ is also a flatline family
+    (["reward/mean", "completion_len/mean", "is_truncated/mean", "batch/solve_all", "batch/solve_none",
+      "metrics/exact_reward", "time/step", "progress/total_tokens"], "prime-rl"),
+    # Tinker (tinker-cookbook): optim/lr alone would say prime-rl, time/train alone flatline
+    (["env/all/reward/total", "env/all/ac_tokens_per_turn", "optim/lr", "optim/entropy", "optim/kl_sample_train_v1",
+      "time/train", "progress/done_frac"], "tinker"),
+    # flatline's own names with its reward probe and timings stay flatline's
+    (["reward", "reward/errors", "reward/format/variance_share", "time/generate", "time/train", "loss"], "flatline"),
 ])
 def test_sniffing_the_trainer_from_its_keys(keys, trainer):
     assert sniff_trainer(keys)[0] == trainer

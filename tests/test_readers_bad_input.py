@@ -231,8 +231,9 @@ def test_a_verl_line_among_flat_rows_is_left_out(tmp_path):
 def test_a_recognised_log_whose_keys_map_to_nothing_says_so_loudly(tmp_path, capsys):
     log = write_jsonl(tmp_path / "exp.jsonl", [{"step": s, "data": {"my/custom": 1.0, "other_thing": 2.0}}
                                                for s in range(1, 31)])
-    message = ("Nothing to judge: this looks like a verl file-logger log but none of its 2 keys map to a metric "
-               "flatline judges (see the unrecognised keys)")
+    message = ("Nothing judged: no metric this log holds is one flatline reads (2 keys unrecognised, e.g. my/custom, "
+               "other_thing); pass --format-in with the trainer that wrote it, or rename its keys to flatline's names "
+               "(reward, loss, grad_norm, entropy, completions/mean_length, ...)")
     assert main(["diagnose", str(log)]) == 0
     captured = capsys.readouterr()
     assert captured.err == f"flatline: warning: {message}\n"

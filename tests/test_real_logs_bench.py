@@ -19,6 +19,9 @@ def test_classify():
     assert classify("healthy", True, []) == "correct pass"
     assert classify("healthy", False, []) == "unreadable"
     assert classify("broken", False, []) == "unreadable"
+    # read, but every hypothesis skipped: neither a pass nor a miss
+    assert classify("healthy", True, [], judged=False) == "not judged"
+    assert classify("broken", True, [], judged=False) == "not judged"
 
 
 def test_names_cause_reads_the_first_fail_only():
@@ -64,9 +67,9 @@ def test_lead_time_on_a_long_log_judges_few_prefixes_and_finds_the_same_step():
         assert len(judged) <= 50 + 5 + 1, first  # the coarse pass, then a bisection of one block of 20
 
 
-def _run(outcome, read, fails, warns=(), failure=""):
+def _run(outcome, read, fails, warns=(), failure="", judged=True):
     run = Run("r", Path("."), {"outcome": outcome, "failure": failure, "log": "x"})
-    run.read, run.fails, run.warns = read, list(fails), list(warns)
+    run.read, run.fails, run.warns, run.judged = read, list(fails), list(warns), judged
     return run
 
 
@@ -74,8 +77,10 @@ def test_totals():
     runs = [_run("broken", True, ["length.truncation"], failure="truncation"),
             _run("broken", True, ["progress.plateau"], failure="collapse"),
             _run("broken", True, []), _run("healthy", True, ["entropy.collapse"]),
-            _run("healthy", True, [], ["length.growth"]), _run("healthy", True, []), _run("healthy", False, [])]
-    assert totals(runs) == {"runs": 7, "read": 6, "unreadable": 1, "broken": 3, "caught": 2, "missed": 1,
+            _run("healthy", True, [], ["length.growth"]), _run("healthy", True, []), _run("healthy", False, []),
+            _run("healthy", True, [], judged=False), _run("broken", True, [], judged=False)]
+    assert totals(runs) == {"runs": 9, "read": 8, "unreadable": 1, "not_judged": 2, "broken": 3, "caught": 2,
+                            "missed": 1,
                             "healthy": 3, "false_alarms": 1, "correct_passes": 2, "healthy_warned": 1,
                             "cause_mapped": 2, "cause_first": 1}
 
@@ -96,9 +101,12 @@ def test_a_small_corpus_end_to_end(tmp_path):
                outcome="healthy", collapse_step=0)
     _write_run(tmp_path, "c_binary", "run.log", b"\x00\x01" * 50, outcome="healthy")
     _write_run(tmp_path, "d_no_outcome", "metrics.jsonl", jsonl)
+    _write_run(tmp_path, "e_unknown_names", "log.jsonl", "".join(json.dumps({"step": s, "my/score": 0.1 * s}) + "\n"
+                                                                 for s in range(1, 31)), outcome="healthy")
     runs = [judge_run(r, with_lead=True, watch_healthy=True) for r in find_runs([tmp_path])]
-    assert [r.run_id for r in runs] == ["a_collapse", "b_climb", "c_binary", "d_no_outcome"]
-    collapse, climb, binary, no_outcome = runs
+    assert [r.run_id for r in runs] == ["a_collapse", "b_climb", "c_binary", "d_no_outcome", "e_unknown_names"]
+    collapse, climb, binary, no_outcome, unknown = runs
+    assert unknown.verdict_class == "not judged" and unknown.headline.startswith("Nothing judged: no metric")
     assert collapse.verdict_class == "caught" and collapse.rows == 80 and collapse.headline.startswith("Not learning")
     assert climb.verdict_class == "correct pass"
     assert binary.verdict_class == "unreadable" and binary.error.startswith("run.log: is a binary file")
@@ -114,5 +122,7 @@ def test_a_small_corpus_end_to_end(tmp_path):
     assert climb.watched == Lead(0, None)  # quiet at every prefix, as `flatline watch` would judge it
     assert collapse.watched is None  # only healthy runs are watched for false alarms
     table = real_logs.render(runs, [tmp_path], 1.0)
-    assert "Totals: 4 runs, 2 read, 2 unreadable" in table
+    assert "Totals: 5 runs, 3 read, 1 read but not judged, 2 unreadable" in table
+    assert "Not judged (read, every hypothesis skipped; counted neither broken nor healthy):\n  e_unknown_names" in table
+    assert "healthy 1: false alarms with a fail 0, correct passes 1" in table
     assert f"a_collapse{' ' * 28}       52 {first:>10} {52 - first:>12}" in table

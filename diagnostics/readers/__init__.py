@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flatline.diagnostics.readers.aliases import META, check_guards, map_keys, sniff_trainer
-from flatline.diagnostics.readers.base import LogError, LogInfo, RawLog
+from flatline.diagnostics.readers.aliases import DIALECTS, META, check_guards, map_keys, sniff_trainer
+from flatline.diagnostics.readers.base import LogError, LogInfo, RawLog, nothing_judged
 from flatline.diagnostics.readers.configs import find_settings
 from flatline.diagnostics.readers.detect import FORMATS, Found, find_log
 from flatline.diagnostics.readers.rows import merge_by_step, number, places
@@ -29,12 +29,7 @@ from flatline.diagnostics.readers.source import opened, too_large
 
 __all__ = ["FORMATS", "LogData", "LogError", "LogInfo", "read_log", "read_logs"]
 
-FORMAT_LABELS = {"flatline": "flatline run", "trl": "TRL trainer_state.json", "trl-console": "HF/TRL console output",
-                 "notebook": "Jupyter notebook", "json-array": "JSON array of log rows", "verl-console": "verl console",
-                 "wandb": "W&B run",
-                 "tensorboard": "TensorBoard", "verl": "verl file-logger", "prime-rl": "prime-rl metrics.jsonl",
-                 "jsonl": "JSON Lines", "csv": "CSV", "tsv": "TSV"}
-TRAINER_LABELS = {"flatline": "flatline", "trl": "TRL", "verl": "verl", "prime-rl": "prime-rl", "openrlhf": "OpenRLHF"}
+TRAINER_LABELS = {name: dialect.label for name, dialect in DIALECTS.items() if name}  # "prime-rl": "prime-rl", ...
 
 
 @dataclass
@@ -214,10 +209,7 @@ def _finish(raw: RawLog, found: Found, named: str) -> LogData:
                    mapping=keymap.mapping, unrecognised=keymap.unrecognised, ignored=keymap.ignored, dropped=dropped,
                    notes=notes, config_source=config_source, eval_points=len(eval_rows))
     if not keymap.judged:
-        label = FORMAT_LABELS.get(raw.format, raw.format)
-        named = f" with {TRAINER_LABELS[trainer]}'s names" if trainer and trainer != raw.format else ""
-        info.nothing_to_judge = (f"Nothing to judge: this looks like a {label} log{named} but none of its {len(keys)} "
-                                 "keys map to a metric flatline judges (see the unrecognised keys)")
+        info.nothing_to_judge = nothing_judged(info, len(rows))
     return LogData(run=raw.run_name or named, rows=rows, eval_rows=eval_rows, config=settings,
                    summary=_summary(raw), samples=raw.samples, run_dir=raw.run_dir, info=info)
 

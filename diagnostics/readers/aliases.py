@@ -164,9 +164,19 @@ VERL = Dialect(
     caveats={"reward": "critic/score/mean is the task score before any KL penalty (critic/rewards/mean is after it)"})
 
 _AGENT = r"train/agg/all/(?P<agent>[^/]+)"
+# prime-rl's orchestrator before train/agg/ (2025: src/prime_rl/orchestrator/orchestrator.py, read in the W&B export of
+# data/real_runs/dakota-qwen3-0.6b-primerl-wandbcsv): reward/mean; completion_len/, seq_len/, prompt_len/ and
+# is_truncated/ as {mean,max,min} over per-prompt means (so /max is the largest per-prompt MEAN, not the longest
+# completion: only the means are read); metrics/<f>, the mean of each verifiers rubric function; batch/solve_all and
+# batch/solve_none, the share of prompts whose rewards sum to rollouts_per_example (all 1) or to 0 (all 0).
 PRIME_RL = Dialect(
     "prime-rl", "prime-rl",
     aliases={
+        "reward": ("reward/mean",),
+        "completions/mean_length": ("completion_len/mean",),
+        "completions/clipped_ratio": ("is_truncated/mean",),
+        "advantage/zero_std_all_max_frac": ("batch/solve_all",),
+        "advantage/zero_std_all_min_frac": ("batch/solve_none",),
         "entropy": ("entropy/all/mean",),
         "grad_norm": ("optim/grad_norm",),
         "learning_rate": ("optim/lr",),
@@ -182,14 +192,69 @@ PRIME_RL = Dialect(
         (re.compile(_AGENT + r"/is_truncated/mean$"), "completions/clipped_ratio"),
         (re.compile(_AGENT + r"/solved_all$"), "advantage/zero_std_all_max_frac"),
         (re.compile(_AGENT + r"/solved_none$"), "advantage/zero_std_all_min_frac"),
+        (re.compile(r"^metrics/(?P<f>[^/]+)$"), "rewards/{f}/mean"),  # older prime-rl: one per rubric function
     ),
     derived={"frac_reward_zero_std": ("advantage/zero_std_all_max_frac", "advantage/zero_std_all_min_frac")},
     known=("time/", "orchestrator/time/", "perf/", "system/", "progress/", "off_policy/", "batch/", "train/", "optim/",
            "loss/", "entropy/", "mismatch_kl/", "masked_mismatch_kl/", "unmasked_mismatch_kl/", "is_masked/", "is_masked_",
-           "masked_advantage_", "kl_ent_ratio/", "ref_kl/"),
+           "masked_advantage_", "kl_ent_ratio/", "ref_kl/",
+           "reward/", "completion_len/", "seq_len/", "prompt_len/", "is_truncated/", "num_turns/", "error/",
+           "generation_ms/", "scoring_ms/"),
     held_out=held_out_prime_rl,
-    caveats={"frac_reward_zero_std": "solved_all + solved_none: groups all at 0 or all at 1; groups with equal "
-                                     "rewards in between are not counted (a lower bound)"})
+    caveats={"frac_reward_zero_std": "solved_all + solved_none (batch/solve_all + batch/solve_none before train/agg/): "
+                                     "groups all at 0 or all at 1; groups with equal rewards in between are not "
+                                     "counted (a lower bound)",
+             "rewards/<f>/mean": "each verifiers rubric function's mean score as logged, functions of weight 0 "
+                                 "(metrics only) included"})
+
+
+_TINKER_EVAL = re.compile(r"^eval/test/env/(?P<tag>[^/]+)/reward/total$")
+
+
+def held_out_tinker(eval_names: set[str]) -> tuple[str | None, str]:
+    """test/env/<tag>/reward/total (tinker-cookbook's RLTestSetEvaluator, name "test"): `all` before any tag."""
+    found = sorted((m.group("tag") != "all", m.group("tag"), name)
+                   for name in eval_names if (m := _TINKER_EVAL.match(name)))
+    return (found[0][2], "") if found else (None, "")
+
+
+# Thinking Machines' Tinker, through tinker-cookbook's RL loop (thinking-machines-lab/tinker-cookbook,
+# tinker_cookbook/rl/metric_util.py and rl/metrics.py; its ml_log writes metrics.jsonl, one object per step):
+# env/<tag>/... from compute_trajectory_metrics (`all` over every group): reward/total the mean total reward of the
+# episodes, ac_tokens_per_turn the sampled (action) tokens per turn, turns_per_episode, by_group/frac_mixed|
+# frac_all_good|frac_all_bad the groups with varied rewards, all equal at >= 0.5 (good_thresh) or all equal below;
+# optim/ from compute_kl_sample_train over the action tokens, d = sampler logprob - trainer logprob (the trainer's
+# forward_backward before its optimizer step): kl_sample_train_v1 = mean(d), kl_sample_train_v2 = mean(d^2)/2,
+# entropy = -mean(sampler logprob); the held-out evaluator logs the same env/ names under test/.
+TINKER = Dialect(
+    "tinker", "Tinker",
+    aliases={
+        "reward": ("env/all/reward/total",),
+        "completions/mean_length": ("env/all/ac_tokens_per_turn",),
+        "entropy": ("optim/entropy",),
+        "learning_rate": ("optim/lr",),
+        # sync.sampler_mismatch's lines are for a per-token KL(sampler || trainer) taken as E[d^2]/2: v2 is that
+        # (k2); v1 (k1, the mean of d) has the same expectation but a noisier, possibly negative value per step
+        "sync/mismatch_kl": ("optim/kl_sample_train_v2", "optim/kl_sample_train_v1"),
+        "advantage/zero_std_all_max_frac": ("env/all/by_group/frac_all_good",),
+        "advantage/zero_std_all_min_frac": ("env/all/by_group/frac_all_bad",),
+    },
+    derived={"frac_reward_zero_std": ("advantage/zero_std_all_max_frac", "advantage/zero_std_all_min_frac")},
+    known=("env/", "optim/", "progress/", "time/", "sampling_client/", "async/", "kl_pre_post_", "kl_policy_base",
+           "mini_epoch_"),
+    eval_prefixes=(("test/", "eval/test/"),),
+    held_out=held_out_tinker,
+    caveats={"completions/mean_length": "env/all/ac_tokens_per_turn is sampled tokens per turn: the completion length "
+                                        "for single-turn episodes (env/all/turns_per_episode = 1), a turn's for "
+                                        "multi-turn ones",
+             "entropy": "optim/entropy is -mean(sampler logprob) of the sampled tokens: an estimate of the sampling "
+                        "entropy per token",
+             "sync/mismatch_kl": "Tinker's kl_sample_train_v2 = mean((sampler - trainer logprob)^2)/2 over the "
+                                 "sampled tokens (the k2 estimate; prime-rl and verl log k3); with num_substeps > 1 "
+                                 "or off-policy steps it also holds the policy's own change",
+             "frac_reward_zero_std": "env/all/by_group/frac_all_good + frac_all_bad: every group without reward "
+                                     "variance; the split is at a reward of 0.5 (tinker-cookbook's good_thresh), so "
+                                     "'all good' is the maximum only for a 0/1 reward"})
 
 OPENRLHF = Dialect(
     "openrlhf", "OpenRLHF",
@@ -221,18 +286,26 @@ GENERIC = Dialect(
                    ("validation/", "eval/"), ("validation_", "eval/"), ("test/", "eval/"), ("test_", "eval/")),
     strip=("train/",))
 
-DIALECTS = {d.name: d for d in (FLATLINE, TRL, VERL, PRIME_RL, OPENRLHF, GENERIC)}
+DIALECTS = {d.name: d for d in (FLATLINE, TRL, VERL, PRIME_RL, OPENRLHF, TINKER, GENERIC)}
 
 # Keys that give a trainer away when the file format does not (W&B, TensorBoard, CSV, plain JSONL).
 MARKERS = {
     "openrlhf": ("actor_grad_norm", "actor_lr", "policy_loss", "entropy_loss", "response_clip_ratio",
                  "ppo_clip_ratio", "group_reward_std", "logprobs_diff", "eval/eval_"),
     "verl": ("actor/", "critic/score/", "timing_s/", "val-core/", "response_length/", "training/global_step"),
-    "prime-rl": ("optim/grad_norm", "optim/lr", "loss/mean", "entropy/all/", "train/agg/", "is_masked/"),
+    "prime-rl": ("optim/grad_norm", "optim/lr", "loss/mean", "entropy/all/", "train/agg/", "is_masked/",
+                 # the orchestrator before train/agg/ (a W&B export of it holds only these)
+                 "completion_len/", "is_truncated/", "seq_len/", "prompt_len/", "batch/solve_all", "batch/solve_none",
+                 "batch/effective_batch_size"),
+    "tinker": ("env/all/", "optim/kl_sample_train_v1", "optim/kl_sample_train_v2", "test/env/all/"),
     "trl": ("frac_reward_zero_std", "reward_std", "completions/", "clip_ratio/", "rewards/", "profiling/",
             "sampling/", "train/global_step"),
     "flatline": tuple(f"{family}/" for family in FLATLINE_FAMILIES) + ("time/generate", "time/train"),
 }
+
+
+# Trainers whose names are not TRL's or flatline's: one of them wins the sniff when it has more marker hits than those.
+FOREIGN = ("openrlhf", "verl", "prime-rl", "tinker")
 
 
 def _matches(key: str, marker: str) -> bool:
@@ -247,7 +320,7 @@ def sniff_trainer(keys) -> tuple[str, list[str]]:
     hits = {trainer: [k for k, s in zip(keys, stripped) if any(_matches(k, m) or _matches(s, m) for m in markers)]
             for trainer, markers in MARKERS.items()}
     ours = len(set(hits["trl"]) | set(hits["flatline"]))  # flatline logs TRL's names plus its probe families
-    other = max(("openrlhf", "verl", "prime-rl"), key=lambda t: len(hits[t]))
+    other = max(FOREIGN, key=lambda t: len(hits[t]))
     if len(hits[other]) > ours:
         best = other
     elif hits["flatline"] and not any(k.startswith(("profiling/", "train/global_step")) for k in keys):
@@ -375,9 +448,18 @@ def map_keys(keys, trainer: str) -> KeyMap:
             out.targets[evals[chosen]] += (HELD_OUT,)
             out.notes.append(f"the held-out score eval/reward is {evals[chosen]}" + (f" ({why})" if why else ""))
     for canonical, caveat in dialect.caveats.items():
-        if canonical in out.mapping:
+        if canonical in out.mapping or any(_fills(canonical, name) for name in out.mapping):
             out.notes.append(f"{canonical}: {caveat}")
     return out
+
+
+def _fills(template: str, name: str) -> bool:
+    """Whether `name` is an instance of a caveat's family template such as rewards/<f>/mean."""
+    if "<" not in template:
+        return False
+    head, _, rest = template.partition("<")
+    tail = rest.partition(">")[2]
+    return name.startswith(head) and name.endswith(tail) and "/" not in name[len(head):len(name) - len(tail)]
 
 
 def check_guards(keymap: KeyMap, trainer: str) -> None:

@@ -17,7 +17,7 @@ SNIFF_BYTES = 64 * 1024
 # What each format is, for the messages that list them (a binary or unrecognised file, an unknown --format-in).
 FORMAT_HELP = ("flatline run directory, trl (trainer_state.json), trl-console (captured HF/TRL console output), "
                "notebook (.ipynb), json-array (a dumped log_history), wandb, tensorboard, verl (file-logger JSONL), "
-               "verl-console, prime-rl, openrlhf, jsonl, csv/tsv (W&B Export CSV too)")
+               "verl-console, prime-rl, openrlhf, tinker, jsonl, csv/tsv (W&B Export CSV too)")
 BINARY_FIX = f"pass the run's metrics log ({FORMAT_HELP}), or name its format with --format-in"
 # Places of left-out rows kept in diagnosis.json (their count is always there).
 DROPPED_IN_JSON = 100
@@ -67,7 +67,7 @@ class LogInfo:
     """Where a History came from and how it was read: shown in the report so every number can be traced."""
 
     format: str = ""  # reader: flatline, trl, wandb, tensorboard, verl, prime-rl, jsonl, csv, tsv
-    trainer: str = ""  # whose metric names: flatline, trl, verl, prime-rl, openrlhf; "" when not recognised
+    trainer: str = ""  # whose metric names: flatline, trl, verl, prime-rl, openrlhf, tinker; "" when not recognised
     source: str = ""  # the file or directory read
     keys: int = 0  # distinct keys in the log
     mapping: dict = field(default_factory=dict)  # flatline's name -> the log's own key it was read from
@@ -77,7 +77,7 @@ class LogInfo:
     notes: list[str] = field(default_factory=list)
     config_source: str = ""
     eval_points: int = 0  # held-out evaluations (not training steps)
-    nothing_to_judge: str = ""  # set when the log was read but no key maps to a metric the judges read
+    nothing_to_judge: str = ""  # set when the log was read but no key maps to a metric the judges read (nothing_judged)
     caveat: str = ""  # shown with the headline: the reading changed what the steps mean (file order, ...)
 
     def to_json(self) -> dict:
@@ -87,6 +87,33 @@ class LogInfo:
                 "dropped_count": len(self.dropped), "notes": list(self.notes),
                 "config_source": self.config_source, "eval_points": self.eval_points,
                 "nothing_to_judge": self.nothing_to_judge, "caveat": self.caveat}
+
+
+# flatline's names a log can be renamed to (TRL's where the concept is the same; docs/MANUAL.md lists them all).
+OUR_NAMES = "reward, loss, grad_norm, entropy, completions/mean_length"
+SHOWN_NAMES = 3
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN_NAMES]) + (", ..." if len(names) > SHOWN_NAMES else "")
+
+
+def nothing_judged(info: LogInfo, rows: int) -> str:
+    """The one line a diagnosis headlines when a log was read but nothing in it could be judged: none of its metrics
+    is one flatline reads (the usual case: a trainer whose names no dialect knows), or the ones it reads are not
+    enough for any judge. Never "ruled out": nothing was."""
+    from flatline.diagnostics.readers.aliases import HELD_OUT, is_canonical
+
+    ours = [name for name in info.mapping if is_canonical(name) or name == HELD_OUT]
+    if ours:
+        return (f"Nothing judged: every hypothesis was skipped: what this log holds ({_some(ours)}, over {rows} "
+                f"training row{'s' if rows != 1 else ''}) is not enough for any judge; each skipped verdict names what "
+                "it needs")
+    unknown = list(dict.fromkeys(info.unrecognised + list(info.mapping.values())))
+    found = [f"{len(unknown)} key{'s' if len(unknown) != 1 else ''} unrecognised, e.g. {_some(unknown)}"] if unknown else []
+    found += [f"{len(info.ignored)} known but not judged"] if info.ignored else []
+    return (f"Nothing judged: no metric this log holds is one flatline reads ({'; '.join(found) or 'no keys'}); pass "
+            f"--format-in with the trainer that wrote it, or rename its keys to flatline's names ({OUR_NAMES}, ...)")
 
 
 def read_text(path: Path, what: str = "log") -> str:

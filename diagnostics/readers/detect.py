@@ -5,7 +5,8 @@ Directories, first match wins:
   1. trainer_state.json                          TRL (written when the script calls trainer.save_state())
   2. checkpoint-<N>/trainer_state.json           TRL, the highest N (its log_history holds every earlier row)
   3. metrics.jsonl                               flatline's run directory, or prime-rl's output directory
-                                                 (told apart by its first objects: prime-rl rows carry "time")
+                                                 (told apart by its first objects: prime-rl rows carry "time"),
+                                                 or another trainer's JSONL when its names say so (Tinker's)
   4. run-*.wandb                                 a W&B run directory
   5. [offline-]run-*/run-*.wandb below           a W&B run, the newest by its directory name (a timestamp)
   6. events.out.tfevents.* here or below         TensorBoard, the directory with the newest event file
@@ -27,7 +28,7 @@ from pathlib import Path
 from flatline.diagnostics.readers.base import BINARY_FIX, FORMAT_HELP, SNIFF_BYTES, LogError, head_bytes
 
 FORMATS = ("auto", "flatline", "trl", "trl-console", "notebook", "json-array", "wandb", "tensorboard", "verl",
-           "verl-console", "prime-rl", "openrlhf", "jsonl", "csv", "tsv")
+           "verl-console", "prime-rl", "openrlhf", "tinker", "jsonl", "csv", "tsv")
 MAX_DEPTH = 4
 MAX_ENTRIES = 100_000
 # Objects (within the first lines) looked at to tell JSON Lines formats apart; a line is read whole up to the limit.
@@ -111,6 +112,14 @@ def jsonl_kind(path: Path) -> str:
                        for o in objects) > majority:
         return "prime-rl"
     return "jsonl"
+
+
+def foreign_names(path: Path) -> bool:
+    """Whether a JSON Lines file's first objects carry another trainer's names (a Tinker metrics.jsonl): then a
+    directory's metrics.jsonl is that trainer's log, not a flatline run."""
+    from flatline.diagnostics.readers.aliases import FOREIGN, sniff_trainer
+
+    return sniff_trainer(dict.fromkeys(k for o in first_objects(path) for k in o))[0] in FOREIGN
 
 
 def file_kind(path: Path) -> str | None:
@@ -224,7 +233,7 @@ def detect_dir(root: Path, want: str | None = None) -> Found:
     metrics = root / "metrics.jsonl"
     if (want is None or want in JSONL_READERS) and metrics.is_file():
         kind = want or jsonl_kind(metrics)
-        kind = "flatline" if kind == "jsonl" and want is None else kind
+        kind = "flatline" if kind == "jsonl" and want is None and not foreign_names(metrics) else kind
         return Found(kind, metrics, trainer="flatline" if kind == "flatline" else "",
                      run_dir=root if kind == "flatline" else None)
     own = sorted(root.glob("run-*.wandb"))
@@ -284,7 +293,7 @@ def detect_file(path: Path) -> Found:
 FORCED = {
     "flatline": ("flatline", "flatline"), "trl": ("trl", "trl"), "wandb": ("wandb", None),
     "tensorboard": ("tensorboard", None), "verl": ("verl", "verl"), "prime-rl": ("prime-rl", "prime-rl"),
-    "openrlhf": (None, "openrlhf"), "jsonl": ("jsonl", None), "csv": ("csv", None), "tsv": ("tsv", None),
+    "openrlhf": (None, "openrlhf"), "tinker": (None, "tinker"), "jsonl": ("jsonl", None), "csv": ("csv", None), "tsv": ("tsv", None),
     "trl-console": ("trl-console", "trl"), "verl-console": ("verl-console", "verl"), "notebook": ("notebook", "trl"),
     "json-array": ("json-array", None),
 }
@@ -299,10 +308,10 @@ def find_log(path: Path, forced: str | None = None) -> Found:
     if forced not in FORCED:
         raise LogError(f"--format-in {forced}: unknown; choose from {', '.join(FORMATS)} ({FORMAT_HELP})")
     reader, trainer = FORCED[forced]
-    if reader is None:  # openrlhf: its names in whatever file holds them (W&B, TensorBoard, JSONL, CSV)
+    if reader is None:  # openrlhf, tinker: their names in whatever file holds them (W&B, TensorBoard, JSONL, CSV)
         found = detect_dir(path) if path.is_dir() else detect_file(path)
         if found.format == "trl":
-            raise LogError(f"{found.path}: --format-in openrlhf: OpenRLHF writes no trainer_state.json; pass its W&B "
+            raise LogError(f"{found.path}: --format-in {forced}: {forced} writes no trainer_state.json; pass its W&B "
                            "run, TensorBoard directory or a JSONL/CSV of its metrics")
         found.format = "jsonl" if found.format in JSONL_READERS else found.format
         found.trainer, found.run_dir = trainer, None
