@@ -270,9 +270,17 @@ def test_most_tokens_clipped_with_several_iterations_fail():
 
 @pytest.mark.parametrize("diff, status", [(0.05, "fail"), (0.007, "inconclusive"), (0.0, "pass")])
 def test_sampler_probability_gap(diff, status):
-    v = verdict("sync.sampler_mismatch", healthy(**{"sync/probs_diff_mean": diff, "sync/logprob_diff_mean": None}))
+    stuck = flat(0.3, noise=0.03, seed=71)  # a run that does not learn
+    v = verdict("sync.sampler_mismatch", healthy(reward=stuck, **{"sync/probs_diff_mean": diff,
+                                                                  "sync/logprob_diff_mean": None}))
     assert v.status == status, v.message()
     assert v.evidence["probs_diff_mean_median"] == pytest.approx(diff)
+
+
+def test_a_sampler_gap_on_a_run_that_learns_through_it_is_a_warn():
+    # the healthy run's reward rises 0.2 -> 0.6 with the same 5% gap: learning now, but the gap is a risk
+    v = verdict("sync.sampler_mismatch", healthy(**{"sync/probs_diff_mean": 0.05, "sync/logprob_diff_mean": None}))
+    assert v.status == "warn" and "while the reward rose" in v.reason, v.message()
 
 
 def test_trl_sampling_logp_difference_alone_is_judged():

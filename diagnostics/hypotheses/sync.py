@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import sustained_from
+from flatline.diagnostics.hypotheses.common import progress, sustained_from
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -104,9 +104,17 @@ def sampler_mismatch(h, v):
         _date(evidence, (probs, lambda x: x > PROBS_DIFF_BAD), (logp, lambda x: x > LOGP_DIFF_BAD),
               (kl if use_kl else kl.head(0), lambda x: x > KL_BAD))
         growing = (len(logp) and logp.trend().rising) or (use_kl and kl.trend().rising)
-        return v.fail("the sampler's token probabilities differ from the trainer's" +
-                      (", and the gap grows with training: the sampler keeps old weights" if growing else ""),
-                      evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
+        reason = ("the sampler's token probabilities differ from the trainer's" +
+                  (", and the gap grows with training, as it does when the sampler keeps old weights" if growing else ""))
+        # a run that learns through the gap is not stopped by it (yet): mixture-of-experts routing and sampling
+        # temperature widen it on healthy runs; it is the collapse the gap leads to that ends runs
+        p = progress(h)
+        if p is not None and (p.rising or p.learning_now):
+            evidence.update(p.evidence(trend=False))
+            return v.warn(reason + f", while the reward rose ({p.first:.3g} -> {p.last:.3g}): the off-policy gap "
+                          "grows the importance weights' variance until they give out", evidence, prescription,
+                          refs("sync_lora", "sync_sleep", "verl_rollout"))
+        return v.fail(reason, evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
     if watch:
         return v.inconclusive("sampler and trainer differ a little: above what verl calls fine, below its problem "
                               "line",
