@@ -10,6 +10,8 @@ until then), LoRA r16 on every linear layer, beta 0, one optimizer step per gene
 Sections (each prints a table; medians over the steps after the first two, which compile and capture):
   step       flatline vs TRL per architecture: seconds per step, completion tokens per second, the ratio,
              flatline's time per phase, peak GPU memory of each.
+  kernels    one decode step under torch.profiler: kernels and their summed time, and the sample phase, for the
+             model's forward, the same with samplers/fused.py's pieces, and samplers/decoder.py's direct step.
   plan       Qwen2.5-7B architecture, LoRA r16, 8 x 8 rollouts of 512 prompt + 512 completion tokens, activation
              checkpointing, cheap probes: peak memory and step time.
   probes     the same flatline step with probes none / cheap / full, taken in turns on one trainer: the ratios.
@@ -232,7 +234,7 @@ def section_step(args, root: Path, report: dict) -> None:
     for arch in args.archs:
         path = model_dir(arch, root)
         entry = {}
-        variants = [("flatline", {})]
+        variants = [("flatline", dict(direct=False) if args.no_direct else {})]
         if args.compare_unfolded:
             variants.append(("flatline, adapters unfolded", dict(fold=False)))
         if args.compare_compiled:
@@ -536,6 +538,8 @@ def main() -> int:
                         help="also time the sampler without samplers/fused.py")
     parser.add_argument("--compare-indirect", action="store_true",
                         help="also time the sampler on the model's forward (fused pieces) instead of the direct step")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="flatline's sampler on the model's forward (fused pieces), not samplers/decoder.py's step")
     parser.add_argument("--compare-peft-backward", action="store_true",
                         help="also time (and measure the memory of) peft's own LoRA backward")
     parser.add_argument("--work", default="", help="folder for model directories (default: a temporary one)")
