@@ -309,7 +309,10 @@ def test_folded_bf16_sampler_stays_within_verls_fine_gap_at_real_size():
 def test_triton_rope_store_is_the_reference_exactly_on_the_gpu():
     from tests.test_direct_decoder import rope_store_both
 
+    # The same bits as eager: each product rounded, then the sum (no fused multiply-add: decoder.KERNEL_OPTIONS).
     for dtype in (torch.bfloat16, torch.float32):
         for dim in (64, 128):
             ours, theirs = rope_store_both(dtype, "cuda", heads=14, kv_heads=2, dim=dim)
+            print(f"rope_store {dtype} D={dim}: " + ", ".join(
+                f"{name} equal {torch.equal(a, b)}" for name, a, b in zip(("q", "keys", "values"), ours, theirs)))
             assert all(torch.equal(a, b) for a, b in zip(ours, theirs))

@@ -65,6 +65,8 @@ def rope_store_reference(q, k, v, cos, sin, keys, values, position, heads: int, 
 
 
 _kernel = None
+# The rotary kernel's launch options: no floating-point contraction (see the kernel), one warp (64 to 128 values).
+KERNEL_OPTIONS = dict(num_warps=1, enable_fp_fusion=False)
 
 
 def _triton_kernel():
@@ -99,7 +101,9 @@ def _triton_kernel():
             s1 = tl.load(sin_ptr + row * cs_row + lanes)
             s2 = tl.load(sin_ptr + row * cs_row + HALF + lanes)
             kind = x1.dtype
-            # eager's rounding: q * cos and rotate_half(q) * sin each rounded to the dtype, then their sum
+            # eager's rounding: q * cos and rotate_half(q) * sin each rounded to the dtype, then their sum. The launch
+            # turns floating-point contraction off: with it on, the compiler fuses a product and the sum into one
+            # bf16 fma (one rounding instead of two; seen in the PTX, and as bf16 values one unit off on an H100)
             a1 = (x1.to(tl.float32) * c1.to(tl.float32)).to(kind).to(tl.float32)
             b1 = (-x2.to(tl.float32) * s1.to(tl.float32)).to(kind).to(tl.float32)
             a2 = (x2.to(tl.float32) * c2.to(tl.float32)).to(kind).to(tl.float32)
@@ -123,7 +127,7 @@ def rope_store_fused(q, k, v, cos, sin, keys, values, position, heads: int, kv_h
     _triton_kernel()[(batch, heads + 2 * kv_heads)](
         q, k, v, q.stride(0), k.stride(0), v.stride(0), cos, sin, cos.stride(0), out, keys, values, position,
         keys.stride(0), keys.stride(1), keys.stride(2), HEADS=heads, KV_HEADS=kv_heads, DIM=dim,
-        num_warps=1)
+        **KERNEL_OPTIONS)
     return out
 
 
