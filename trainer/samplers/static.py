@@ -23,8 +23,8 @@ import torch
 
 from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.logprobs import positions
-from flatline.trainer.samplers.base import SampleBatch, left_pad
 from flatline.trainer.samplers import decoder
+from flatline.trainer.samplers.base import SampleBatch, left_pad
 from flatline.trainer.samplers.folded import FoldedWeights
 from flatline.trainer.samplers.fused import compiled, fused_decoding
 
