@@ -84,6 +84,30 @@ def test_direct_decoder_reads_through_peft_layers():
     assert (full - ours).abs().max() < 1e-4 * full.abs().max()
 
 
+def test_a_rotary_kernel_that_cannot_build_falls_back_to_torch(monkeypatch):
+    model = tiny_qwen2()
+    full, *_ = one_step(model, torch.float32)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no Triton here")
+
+    made = []
+    real = decoder.DirectDecoder
+
+    class Compiled(real):  # compile_kernels on, the pieces themselves left uncompiled (CPU)
+        def __init__(self, model, compile_kernels=True):
+            super().__init__(model, compile_kernels=False)
+            self.compile_kernels = True
+            made.append(self)
+
+    monkeypatch.setattr(decoder, "DirectDecoder", Compiled)
+    monkeypatch.setattr(decoder, "fusable_rope_store", lambda *args: True)
+    monkeypatch.setattr(decoder, "rope_store_fused", broken)
+    with pytest.warns(UserWarning, match="fused rotary/cache kernel is not available"):
+        _, ours, *_ = one_step(model, torch.float32)
+    assert made[0].fused_failed and (full - ours).abs().max() < 1e-4 * full.abs().max()
+
+
 def test_supports_refuses_what_it_does_not_compute():
     model = tiny_qwen2()
     model.config._attn_implementation = "eager"

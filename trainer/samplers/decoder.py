@@ -23,6 +23,8 @@ same functions run uncompiled and the rotary/cache write runs as plain torch.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -197,6 +199,7 @@ class DirectDecoder:
         self.scale = self.dim ** -0.5
         self.rotary_scaling = float(getattr(self.inner.rotary_emb, "attention_scaling", 1.0))
         self.compile_kernels = compile_kernels
+        self.fused_failed = False
         wrap = compiled if compile_kernels else (lambda function: function)
         self.rms_norm, self.add_rms_norm = wrap(rms_norm), wrap(add_rms_norm)
         self.silu_mul, self.rope_tables = wrap(silu_mul), wrap(rope_tables)
@@ -210,8 +213,13 @@ class DirectDecoder:
         return cache.keys[index], cache.values[index]
 
     def _rope_store(self, q, k, v, cos, sin, keys, values, position):
-        if self.compile_kernels and fusable_rope_store(q, k, v, cos, keys):
-            return rope_store_fused(q, k, v, cos, sin, keys, values, position, self.heads, self.kv_heads)
+        if self.compile_kernels and not self.fused_failed and fusable_rope_store(q, k, v, cos, keys):
+            try:  # the first call is an eager step before any capture: a kernel that cannot build falls back here
+                return rope_store_fused(q, k, v, cos, sin, keys, values, position, self.heads, self.kv_heads)
+            except Exception as exc:  # no Triton, or none that builds for this GPU: torch's kernels instead
+                self.fused_failed = True
+                warnings.warn(f"the fused rotary/cache kernel is not available ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); decoding with torch's kernels")
         return rope_store_reference(q, k, v, cos, sin, keys, values, position, self.heads, self.kv_heads)
 
     def logits(self, tokens: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
