@@ -10,6 +10,8 @@ until then), LoRA r16 on every linear layer, beta 0, one optimizer step per gene
 Sections (each prints a table; medians over the steps after the first two, which compile and capture):
   step       flatline vs TRL per architecture: seconds per step, completion tokens per second, the ratio,
              flatline's time per phase, peak GPU memory of each.
+  kernels    one decode step under torch.profiler: kernels and their summed time, and the sample phase, for the
+             model's forward, the same with samplers/fused.py's pieces, and samplers/decoder.py's direct step.
   plan       Qwen2.5-7B architecture, LoRA r16, 8 x 8 rollouts of 512 prompt + 512 completion tokens, activation
              checkpointing, cheap probes: peak memory and step time.
   probes     the same flatline step with probes none / cheap / full, taken in turns on one trainer: the ratios.
@@ -178,7 +180,7 @@ def timed_steps(trainer, steps: int, listeners_by_step=None) -> list[tuple[float
 
 
 def flatline_step(path: Path, steps: int, fold: bool = True, compile_step: bool = False, fuse: bool = True,
-                  lean: bool = True) -> dict:
+                  lean: bool = True, direct: bool | None = None) -> dict:
     cfg = load_config(None, settings(path, "none", steps))
     reset_peak()
     trainer = build_trainer(cfg)
@@ -187,6 +189,7 @@ def flatline_step(path: Path, steps: int, fold: bool = True, compile_step: bool 
     trainer.sampler.fold_adapters = fold
     trainer.sampler.compile_step = compile_step
     trainer.sampler.fuse_kernels = fuse
+    trainer.sampler.direct_decoding = direct
     runs = timed_steps(trainer, steps)
     times = [t for t, _ in runs]
     phases = {k.split("/", 1)[1]: median([row[k] for _, row in runs]) for k in runs[-1][1]
@@ -231,13 +234,15 @@ def section_step(args, root: Path, report: dict) -> None:
     for arch in args.archs:
         path = model_dir(arch, root)
         entry = {}
-        variants = [("flatline", {})]
+        variants = [("flatline", dict(direct=False) if args.no_direct else {})]
         if args.compare_unfolded:
             variants.append(("flatline, adapters unfolded", dict(fold=False)))
         if args.compare_compiled:
             variants.append(("flatline, compiled step", dict(compile_step=True)))
         if args.compare_unfused:
             variants.append(("flatline, kernels unfused", dict(fuse=False)))
+        if args.compare_indirect:
+            variants.append(("flatline, model forward with fused pieces", dict(direct=False)))
         if args.compare_peft_backward:
             variants.append(("flatline, peft's LoRA backward", dict(lean=False)))
         for label, options in variants:
@@ -275,9 +280,10 @@ def section_step(args, root: Path, report: dict) -> None:
                 print(f"{label} {arch} per phase (s): " + ", ".join(f"{k} {v:.3f}" for k, v in ours["phases"].items()))
 
 
-def decode_kernels(state, folded, fuse: bool, model) -> list[str]:
-    """Names of the GPU kernels one decode step launches: the step run eagerly under the profiler, with the same
-    folded weights and fused pieces as the captured graph (which replays the same kernels)."""
+def decode_kernels(state, folded, fuse: bool, model) -> list[tuple[str, float]]:
+    """(name, microseconds) of each GPU kernel one decode step launches: the step run eagerly under the profiler,
+    with the same folded weights, fused pieces and direct step as the captured graph (which replays the same
+    kernels; the graph saves the launch gaps, not the kernels' own time)."""
     from contextlib import nullcontext
 
     from torch.profiler import ProfilerActivity, profile
@@ -297,23 +303,31 @@ def decode_kernels(state, folded, fuse: bool, model) -> list[str]:
         step()  # compiled pieces compile outside the profile
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             step()
-    return [event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
+    return [(event.name, event.device_time) for event in prof.events()
+            if event.device_type == torch.autograd.DeviceType.CUDA]
+
+
+# (label, fuse_kernels, direct_decoding) of the kernels section
+DECODE_VARIANTS = (("model forward", False, False), ("model forward, fused pieces", True, False),
+                   ("direct step", True, None))
 
 
 def section_kernels(args, root: Path, report: dict) -> None:
-    """Kernels per decode step and the sample phase's time, with and without samplers/fused.py."""
+    """Kernels per decode step, their summed time, and the sample phase's time: the model's own forward, the same
+    with samplers/fused.py's pieces, and samplers/decoder.py's direct step (what ships)."""
     from collections import Counter
 
     print(f"\nkernels per decode step ({PROMPTS * GENERATIONS} rows; eager step under torch.profiler, the graph "
-          f"replays the same kernels) and sample time ({PROMPTS}x{GENERATIONS}x{NEW_TOKENS} tokens, median of 3)")
+          f"replays the same kernels; 'busy' sums their durations) and sample time ({PROMPTS}x{GENERATIONS}x"
+          f"{NEW_TOKENS} tokens, median of 3 after one warm-up)")
     for arch in args.archs:
         cfg = load_config(None, settings(model_dir(arch, root), "none", 1))
         trainer = build_trainer(cfg)
         sampler = trainer.sampler
         sampler.min_new_tokens = NEW_TOKENS
         prompts = [trainer.prompt_ids[e.id] for e in trainer.next_examples(PROMPTS)]
-        for fuse in (False, True):
-            sampler.fuse_kernels = fuse
+        for label, fuse, direct in DECODE_VARIANTS:
+            sampler.fuse_kernels, sampler.direct_decoding = fuse, direct
             sampler._states.clear()
             seconds = []
             for _ in range(4):
@@ -323,14 +337,21 @@ def section_kernels(args, root: Path, report: dict) -> None:
                 synchronize()
                 seconds.append(time.perf_counter() - started)
             state = next(iter(sampler._states.values()))
-            names = decode_kernels(state, sampler._folded, fuse, trainer.model)
-            label = "fused" if fuse else "unfused"
-            report.setdefault("kernels", {})[f"{arch} {label}"] = {"kernels": len(names), "seconds": seconds,
-                                                                    "top": Counter(names).most_common(25)}
-            print(f"[{arch}] {label}: {len(names)} kernels per decode step; sample {statistics.median(seconds[1:]):.3f} s "
-                  f"(steps {' '.join(f'{t:.3f}' for t in seconds)})", flush=True)
-            for name, count in Counter(names).most_common(12):
-                print(f"    {count:5d}  {name[:110]}")
+            kernels = decode_kernels(state, sampler._folded, fuse, trainer.model)
+            busy = sum(us for _, us in kernels)
+            per_step = statistics.median(seconds[1:]) / NEW_TOKENS
+            times = Counter()
+            for name, us in kernels:
+                times[name] += us
+            counts = Counter(name for name, _ in kernels)
+            report.setdefault("kernels", {})[f"{arch} {label}"] = {
+                "kernels": len(kernels), "busy_us": busy, "seconds": seconds, "direct": state.direct is not None,
+                "top": [(name, counts[name], us) for name, us in times.most_common(25)]}
+            print(f"[{arch}] {label}: {len(kernels)} kernels per decode step, busy {busy:.0f} us; sample "
+                  f"{statistics.median(seconds[1:]):.3f} s = {per_step * 1e6:.0f} us per decode step (steps "
+                  f"{' '.join(f'{t:.3f}' for t in seconds)})", flush=True)
+            for name, us in times.most_common(14):
+                print(f"    {counts[name]:4d} x {us / counts[name]:6.1f} us = {us:7.1f} us  {name[:90]}")
         del trainer, sampler
         empty_cache()
 
@@ -348,6 +369,11 @@ def section_plan(args, root: Path, report: dict) -> None:
         prepared.prompt_ids[key] = torch.randint(1000, 40000, (args.plan_tokens,), generator=generator).tolist()
     reset_peak()
     model = place(apply_lora(random_model(args.plan_arch, prepared.tokenizer.eos_token_id), cfg), cfg)
+    every = args.plan_checkpoint_every
+    layers = model.get_base_model().model.layers
+    for index, layer in enumerate(layers):  # checkpoint every `every`-th layer only; the others keep activations
+        layer.gradient_checkpointing = every > 0 and index % every == 0
+    checkpointed = sum(bool(layer.gradient_checkpointing) for layer in layers)
     weights_gib = torch.cuda.memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan")
     trainer = Trainer(prepared, model)
     trainer.listeners.extend(for_trainer(trainer))
@@ -358,11 +384,12 @@ def section_plan(args, root: Path, report: dict) -> None:
     reserved = torch.cuda.max_memory_reserved() / 2**30 if DEVICE == "cuda" else float("nan")
     phases = {k.split("/", 1)[1]: statistics.median([row[k] for _, row in runs[1:] or runs]) for k in runs[-1][1]
               if k.startswith("time/") and k not in ("time/generate", "time/train")}
-    report["plan"] = {"times": times, "peak_gib": peak, "reserved_gib": reserved, "weights_gib": weights_gib,
+    report["plan"] = {"checkpointed_layers": checkpointed, "times": times, "peak_gib": peak, "reserved_gib": reserved, "weights_gib": weights_gib,
                       "phases": phases,
                       "total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE == "cuda" else 0}
     print(f"\n7B plan (Qwen2.5-7B arch, bf16 base, LoRA r16 all-linear fp32, 64 rollouts x ({args.plan_tokens} + {args.plan_tokens}) tokens, "
-          f"micro-batch 8 x 8 accumulation, activation checkpointing, cheap probes)")
+          f"micro-batch 8 x 8 accumulation, activation checkpointing in {checkpointed} of {len(layers)} layers, "
+          f"cheap probes)")
     print(f"  weights + adapters {weights_gib:.1f} GiB; peak allocated {peak:.1f} GiB, peak reserved {reserved:.1f} "
           f"GiB of {report['plan']['total_gib']:.1f} GiB")
     print(f"  steps: {' '.join(f'{t:.1f}' for t in times)} s; per phase (median after the first): "
@@ -509,6 +536,10 @@ def main() -> int:
     parser.add_argument("--compare-compiled", action="store_true", help="also time a torch.compile'd decode step")
     parser.add_argument("--compare-unfused", action="store_true",
                         help="also time the sampler without samplers/fused.py")
+    parser.add_argument("--compare-indirect", action="store_true",
+                        help="also time the sampler on the model's forward (fused pieces) instead of the direct step")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="flatline's sampler on the model's forward (fused pieces), not samplers/decoder.py's step")
     parser.add_argument("--compare-peft-backward", action="store_true",
                         help="also time (and measure the memory of) peft's own LoRA backward")
     parser.add_argument("--work", default="", help="folder for model directories (default: a temporary one)")
@@ -516,6 +547,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (with --archs tiny)")
     parser.add_argument("--plan-arch", default="7b")
     parser.add_argument("--learn-configs", default="configs/bandit.toml,configs/default.toml")
+    parser.add_argument("--plan-checkpoint-every", type=int, default=1,
+                        help="the plan checkpoints every N-th decoder layer (1: all, 0: none)")
     parser.add_argument("--plan-tokens", type=int, default=512, help="prompt and completion tokens of the plan")
     parser.add_argument("--new-tokens", type=int, default=256, help="completion tokens of the step section")
     args = parser.parse_args()

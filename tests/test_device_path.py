@@ -285,7 +285,9 @@ def test_folded_bf16_sampler_stays_within_verls_fine_gap_at_real_size():
     sampler = StaticSampler(model, tokenizer.pad_token_id, eos)
     torch.manual_seed(0)
     batch = sampler.sample(prompts, 8, 64, 1.0)
-    assert next(iter(sampler._states.values())).graph is not None and len(sampler._folded.layers) == 24 * 7
+    state = next(iter(sampler._states.values()))
+    assert state.graph is not None and len(sampler._folded.layers) == 24 * 7
+    assert state.direct is not None and state.pick_plain is not None  # samplers/decoder.py's step is what ran
     gap, mask = mean_gap(model, batch, 8, eos)
     # the adapters matter at this size: without them the logprobs move by more than the line being asserted
     with model.disable_adapter():
@@ -301,3 +303,16 @@ def test_folded_bf16_sampler_stays_within_verls_fine_gap_at_real_size():
           f"(verl's fine line {LOGP_DIFF_OK})")
     assert gap_without > LOGP_DIFF_OK
     assert gap < LOGP_DIFF_OK and gap_after < LOGP_DIFF_OK
+
+
+@cuda
+def test_triton_rope_store_is_the_reference_exactly_on_the_gpu():
+    from tests.test_direct_decoder import rope_store_both
+
+    # The same bits as eager: each product rounded, then the sum (no fused multiply-add: decoder.KERNEL_OPTIONS).
+    for dtype in (torch.bfloat16, torch.float32):
+        for dim in (64, 128):
+            ours, theirs = rope_store_both(dtype, "cuda", heads=14, kv_heads=2, dim=dim)
+            print(f"rope_store {dtype} D={dim}: " + ", ".join(
+                f"{name} equal {torch.equal(a, b)}" for name, a, b in zip(("q", "keys", "values"), ours, theirs)))
+            assert all(torch.equal(a, b) for a, b in zip(ours, theirs))

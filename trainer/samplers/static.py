@@ -23,9 +23,10 @@ import torch
 
 from flatline.trainer.algorithm import completion_mask
 from flatline.trainer.logprobs import positions
+from flatline.trainer.samplers import decoder
 from flatline.trainer.samplers.base import SampleBatch, left_pad
 from flatline.trainer.samplers.folded import FoldedWeights
-from flatline.trainer.samplers.fused import fused_decoding
+from flatline.trainer.samplers.fused import compiled, fused_decoding
 
 # Prompts are left-padded to a multiple of this, so batches whose longest prompt differs a little share one graph.
 PROMPT_BUCKET = 64
@@ -128,10 +129,28 @@ def pick_tokens(logits: torch.Tensor, settings: Settings, eos_ids: torch.Tensor,
     return tokens, logprobs.gather(1, tokens[:, None]).squeeze(1)
 
 
+def plain_sampling(settings: Settings) -> bool:
+    """Settings that pick_plain samples as pick_tokens does: a temperature, no top-k, no top-p."""
+    return settings.temperature > 0 and settings.top_k <= 0 and settings.top_p >= 1.0
+
+
+def pick_plain(logits: torch.Tensor, noise: torch.Tensor, temperature: float, eos_mask: torch.Tensor,
+               eos_allowed: torch.Tensor):
+    """pick_tokens for plain_sampling settings, the draw's exponential noise [B, V] given and EOS banned through a
+    [V] mask, so that nothing is indexed: compiled, the pass over the vocabulary is two kernels instead of a dozen
+    (each reading and writing B x V floats)."""
+    scaled = logits.float() / temperature
+    logprobs = scaled.log_softmax(-1)
+    choose = torch.where(eos_mask & ~eos_allowed, -math.inf, scaled)
+    tokens = (choose.softmax(-1) / noise).argmax(-1)
+    return tokens, logprobs.gather(1, tokens[:, None]).squeeze(1)
+
+
 class DecodeState:
     """The fixed buffers one decode step reads and writes, for one Settings."""
 
-    def __init__(self, model, settings: Settings, eos_ids: tuple[int, ...], pad_id: int, device):
+    def __init__(self, model, settings: Settings, eos_ids: tuple[int, ...], pad_id: int, device,
+                 direct: "decoder.DirectDecoder | None" = None):
         n, width, steps = settings.rows, settings.prompt_width, settings.max_new_tokens
         self.model, self.settings, self.pad_id = model, settings, pad_id
         self.implementation = model.config._attn_implementation
@@ -147,6 +166,14 @@ class DecodeState:
         self.eos_ids = torch.tensor(eos_ids, dtype=torch.long, device=device)
         self.graph = None
         self.weights_seen: tuple[int, ...] = ()
+        # samplers/decoder.py's step instead of the model's forward, and the vocabulary pass as pick_plain
+        self.direct = direct
+        self.pick_plain = None
+        if direct is not None and plain_sampling(settings):
+            self.pick_plain = compiled(pick_plain) if direct.compile_kernels else pick_plain
+        self.eos_mask: torch.Tensor | None = None  # [V], built at the first step
+        # the direct step's additive mask, kept from step to step (one position opened per step, one kernel)
+        self.additive = attention_mask_4d(self.allowed, "sdpa", self.dtype) if direct is not None else None
 
     def record(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> None:
         """Write the tokens just picked at column `step`, feed them as the next input, advance one position."""
@@ -163,11 +190,23 @@ class DecodeState:
 
     def decode_step(self) -> None:
         """One token for every row: the only code a graph holds."""
-        self.allowed.index_fill_(3, self.cache.position, True)
-        mask = attention_mask_4d(self.allowed, self.implementation, self.dtype)
-        logits = self.model(input_ids=self.tokens, position_ids=self.position_ids, attention_mask=mask,
-                            past_key_values=self.cache, use_cache=True).logits[:, -1]
-        self.record(*pick_tokens(logits, self.settings, self.eos_ids, self.eos_allowed()))
+        if self.direct is not None:
+            self.additive.index_fill_(3, self.cache.position, 0.0)
+            logits = self.direct.logits(self.tokens, self.position_ids, self.additive, self.cache)
+        else:
+            self.allowed.index_fill_(3, self.cache.position, True)
+            mask = attention_mask_4d(self.allowed, self.implementation, self.dtype)
+            logits = self.model(input_ids=self.tokens, position_ids=self.position_ids, attention_mask=mask,
+                                past_key_values=self.cache, use_cache=True).logits[:, -1]
+        if self.pick_plain is not None:
+            if self.eos_mask is None:
+                self.eos_mask = torch.zeros(logits.size(-1), dtype=torch.bool, device=logits.device)
+                self.eos_mask[self.eos_ids] = True
+            noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_()
+            picked = self.pick_plain(logits, noise, self.settings.temperature, self.eos_mask, self.eos_allowed())
+        else:
+            picked = pick_tokens(logits, self.settings, self.eos_ids, self.eos_allowed())
+        self.record(*picked)
         self.position_ids.add_(1)
         self.cache.position.add_(1)
 
@@ -184,6 +223,9 @@ class StaticSampler:
         self.fold_adapters = fold_adapters  # None: on a GPU only
         self.compile_step = False  # torch.compile the decode step before capturing it (fewer, fused kernels)
         self.fuse_kernels: bool | None = None  # samplers/fused.py; None: where decode steps are captured as graphs
+        # samplers/decoder.py's decode step where the model is one it supports; None: wherever kernels are fused
+        self.direct_decoding: bool | None = None
+        self.compile_kernels = True  # False: the fused and direct pieces run uncompiled (what the CPU tests check)
         self._folded: FoldedWeights | None = None
         self.min_new_tokens = 0  # a benchmark's fixed-length rollouts; EOS is never sampled before this
         self._states: dict[Settings, DecodeState] = {}  # at most KEEP_STATES, the latest last
@@ -211,8 +253,8 @@ class StaticSampler:
         fuse = self._wants_graph(device) if self.fuse_kernels is None else self.fuse_kernels
         try:
             with folded.active() if folded is not None else nullcontext(), \
-                    fused_decoding(self.model) if fuse else nullcontext():
-                state = self._ready(settings, device)
+                    fused_decoding(self.model, self.compile_kernels) if fuse else nullcontext():
+                state = self._ready(settings, device, fuse)
                 steps = self._decode(state, padded_ids.to(device), padded_mask.to(device), num_generations)
         finally:
             self.model.train(was_training)
@@ -253,6 +295,8 @@ class StaticSampler:
         width = settings.prompt_width
         state.allowed.zero_()
         state.allowed[:, 0, 0, :width] = prompt_mask.bool().index_select(0, rows)
+        if state.additive is not None:
+            state.additive.copy_(attention_mask_4d(state.allowed, "sdpa", state.dtype))
         state.position_ids.copy_(prompt_mask.sum(dim=1).index_select(0, rows)[:, None])
         state.cache.position.fill_(width)
         state.finished.zero_()
@@ -269,13 +313,20 @@ class StaticSampler:
                 return step + 1
         return settings.max_new_tokens
 
-    def _ready(self, settings: Settings, device) -> DecodeState:
+    def _direct(self, fuse: bool) -> "decoder.DirectDecoder | None":
+        wanted = fuse if self.direct_decoding is None else self.direct_decoding
+        if not wanted or not decoder.supports(self.model):
+            return None
+        return decoder.DirectDecoder(self.model, compile_kernels=self.compile_kernels)
+
+    def _ready(self, settings: Settings, device, fuse: bool = False) -> DecodeState:
         """The decode state for these settings, with its graph captured when graphs are on."""
         state = self._states.pop(settings, None)
         if state is None or state.model is not self.model:
             while len(self._states) >= KEEP_STATES:  # free the oldest buffers and graph first
                 self._states.pop(next(iter(self._states)))
-            state = DecodeState(self.model, settings, self.eos_token_ids, self.pad_token_id, device)
+            state = DecodeState(self.model, settings, self.eos_token_ids, self.pad_token_id, device,
+                                direct=self._direct(fuse))
         self._states[settings] = state
         if self._wants_graph(device):
             weights = tuple(p.data_ptr() for p in self.model.parameters())
