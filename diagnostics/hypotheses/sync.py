@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from flatline.diagnostics.hypotheses.common import progress, rise_not_ruled_out, sustained_from
+from flatline.diagnostics.hypotheses.common import progress, sustained_from
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 
@@ -114,11 +114,6 @@ def sampler_mismatch(h, v):
             return v.warn(reason + f", while the reward rose ({p.first:.3g} -> {p.last:.3g}): the off-policy gap "
                           "grows the importance weights' variance until they give out", evidence, prescription,
                           refs("sync_lora", "sync_sleep", "verl_rollout"))
-        if p is not None and (rise_not_ruled_out(h, p) or not p.ends_apart):
-            evidence.update(p.evidence(trend=False))
-            return v.inconclusive(reason + f"; whether the run learns through it cannot be told yet (reward "
-                                  f"{p.first:.3g} -> {p.last:.3g}, standard error {p.gain_se:.2g} on that change)",
-                                  evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
         return v.fail(reason, evidence, prescription, refs("sync_lora", "sync_sleep", "verl_rollout"))
     if watch:
         return v.inconclusive("sampler and trainer differ a little: above what verl calls fine, below its problem "
