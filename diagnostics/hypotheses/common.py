@@ -344,7 +344,7 @@ def gain_scale(h: History) -> float:
     whose range the log does not give a gain is material against it, not against the score's unknown units."""
     bounds = reward_range(h)
     if bounds is not None and bounds.from_the_log:
-        return range_scale(h)
+        return bounds.span if bounds.span > 0 else 1.0
     spread = h.series("reward_std").finite()
     return max(1.0, 2 * spread.mean()) if len(spread) else 1.0
 

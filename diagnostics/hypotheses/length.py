@@ -58,10 +58,6 @@ def _clipped(h):
 # completion in it is that long, i.e. cut at max_completion_length; a natural length distribution does not repeat its
 # exact maximum mean row after row. The floor keeps out answers of a fixed short format (a label and its EOS).
 PINNED_MIN_ROWS = 3
-# A length event "takes the reward with it" when the reward falls by half of what the affected answers held.
-LOST_FRAC = 0.5
-# Nearly all cut with no gradient: on two logged rows at least (one row's zero is one step's chance).
-NO_GRADIENT_MIN_ROWS = 2
 PINNED_MIN_TOKENS = 32
 PINNED_NAME = "completions/mean_length at its cap (a lower bound on the cut share)"
 # Rewards of all-cut rows against the others: each side holds two windows of rows at least (WINDOW, as the run's ends
@@ -69,6 +65,10 @@ PINNED_NAME = "completions/mean_length at its cap (a lower bound on the cut shar
 # rewards are noisy, and a few rows a side differ by chance.
 PINNED_COMPARE_ROWS = 10
 PINNED_COMPARE_ALPHA = 0.05
+# A length event "takes the reward with it" when the reward falls by half of what the affected answers held.
+LOST_FRAC = 0.5
+# Nearly all cut with no gradient: on two logged rows at least (one row's zero is one step's chance).
+NO_GRADIENT_MIN_ROWS = 2
 
 
 def _pinned_at_cap(h):
@@ -89,6 +89,11 @@ def _pinned_at_cap(h):
     return type(length)(PINNED_NAME, length.steps, pinned.astype(float))
 
 
+def _sparse_start(steps_left: float) -> str:
+    return ("with the reward at the floor of its range, the start of a sparse reward, where the policy first learns to "
+            f"answer within the limit: called after {steps_left:.0f} more optimizer steps without a gain")
+
+
 def _share(clipped, value: float) -> str:
     """A cut share as the verdict prints it: a pinned length gives only a lower bound."""
     return f"at least {value:.0%} (rows whose mean length sat at the cap)" if clipped.name == PINNED_NAME else \
@@ -102,6 +107,7 @@ def truncation(h, v):
         lengths = "; completions/mean_length alone cannot say how many were cut" if len(_lengths(h)) else ""
         return v.skipped(f"no completions/clipped_ratio (or length/truncated_frac) in the log{lengths}")
     recent = clipped.tail(max(1, len(clipped) // 2))
+    share = _share(clipped, recent.mean())  # of recent completions
     limit = h.setting("max_completion_length")
     evidence = {"clipped_ratio_mean": clipped.mean(), "clipped_ratio_recent": recent.mean()}
     if limit is not None:
@@ -115,7 +121,8 @@ def truncation(h, v):
     if math.isfinite(done_reward):
         evidence["terminated_reward_mean"] = done_reward
     if max(clipped.mean(), recent.mean()) <= TRUNCATION_FRAC:
-        return v.passed(f"{_share(clipped, clipped.mean())} of completions reached the limit", evidence, refs("verl_clip"))
+        return v.passed(f"{_share(clipped, clipped.mean())} of completions reached the limit", evidence,
+                        refs("verl_clip"))
     bigger = f"max_completion_length = {2 * int(limit)}" if limit else "raise max_completion_length"
     advice = f"{bigger}, or ask for a shorter answer in the prompt"
     cut_then_fell = _cut_then_fell(h, clipped, evidence)
@@ -147,12 +154,12 @@ def truncation(h, v):
     if learning and growing and not never_finishes:
         first_cut = clipped.head(window_size(len(clipped))).mean()
         evidence["clipped_ratio_first"] = first_cut
-        return v.warn(f"{_share(clipped, recent.mean())} of recent completions hit max_completion_length, up from {first_cut:.0%}, "
+        return v.warn(f"{share} of recent completions hit max_completion_length, up from {first_cut:.0%}, "
                       "and the share keeps growing as completions lengthen: the reward still rises, but the cut will "
                       "cap it", evidence, advice, refs("truncation", "verl_clip"))
     if learning and (shrinking or not costs):
         why = "the truncated share is falling as it learns" if shrinking else "truncated completions score as well as finished ones"
-        return v.passed(f"{_share(clipped, recent.mean())} of recent completions hit the limit, but the reward rises and {why}",
+        return v.passed(f"{share} of recent completions hit the limit, but the reward rises and {why}",
                         evidence, refs("verl_clip"))
     if never_finishes and not learning:
         return v.inconclusive("every completion hit max_completion_length and the reward is flat: whether the cut "
@@ -163,44 +170,41 @@ def truncation(h, v):
     # "the reward is flat" needs a run long enough to show it, unless the cut leaves almost nothing to learn from
     flat_enough = h.steps >= PLATEAU_MIN_STEPS or (recent.mean() >= NEARLY_ALL_CUT and starved >= DOMINANT_SHARE)
     if not learning and not flat_enough:
-        return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit max_completion_length; {h.steps} steps "
+        return v.inconclusive(f"{share} of recent completions hit max_completion_length; {h.steps} steps "
                               "are too few to tell whether the reward will rise through it", evidence, advice,
                               refs("truncation", "verl_clip"))
     if not learning and not never_finishes and mostly_cut and starved >= STARVED_GROUPS_FRAC:
         evidence["all_min_groups_frac_recent"] = starved
-        return v.fail(f"{_share(clipped, recent.mean())} of recent completions were cut at max_completion_length"
+        return v.fail(f"{share} of recent completions were cut at max_completion_length"
                       f"{f' = {int(limit)}' if limit else ''} and {starved:.0%} of groups scored the minimum on every "
                       "completion, with the reward flat: the answers do not fit, so there is nothing to learn from",
                       evidence, advice, refs("truncation", "verl_clip"))
     if costs:
         gap = f"; truncated completions score {cut_reward:.3g} against {done_reward:.3g} for finished ones"
-        reason = f"{_share(clipped, recent.mean())} of recent completions were cut at max_completion_length{gap}"
+        reason = f"{share} of recent completions were cut at max_completion_length{gap}"
         if learning:
             return v.inconclusive(reason + "; the reward still rises", evidence, advice, refs("truncation", "verl_clip"))
         if rise_not_ruled_out(h, p):
             return v.inconclusive(reason + f"; the reward went up ({p.first:.3g} -> {p.last:.3g}) by a gain its noise "
-                                  "cannot yet tell from a material one", evidence, advice, refs("truncation", "verl_clip"))
+                                  "cannot yet tell from a material one", evidence, advice,
+                                  refs("truncation", "verl_clip"))
         # compared rows, not scored completions: at a sparse start cut answers score less while the policy learns to
         # finish within the limit, so the comparison waits out the start as "too hard" does
         start_left = waiting_for_first_rewards(h, p) if clipped.name == PINNED_NAME else 0.0
         if start_left > 0:
             evidence["sparse_start_steps_left"] = start_left
-            return v.inconclusive(reason + f"; with the reward at the floor of its range after {h.steps} rows, the "
-                                  "start of a sparse reward, where the policy first learns to answer within the limit: "
-                                  f"called after {start_left:.0f} more optimizer steps", evidence, advice,
+            return v.inconclusive(reason + "; " + _sparse_start(start_left), evidence, advice,
                                   refs("truncation", "verl_clip"))
         return v.fail(reason, evidence, advice, refs("truncation", "verl_clip"))
     if math.isfinite(cut_reward) and math.isfinite(done_reward):
-        return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit, but truncated ones score "
+        return v.inconclusive(f"{share} of recent completions hit the limit, but truncated ones score "
                               f"about as well as finished ones ({cut_reward:.3g} against {done_reward:.3g})", evidence,
                               advice + " to see whether it matters", refs("verl_clip"))
     if "sparse_start_steps_left" in evidence:
-        return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit with the reward "
-                              "flat at the floor of its range, the start of a sparse reward, where the policy first "
-                              "learns to answer within the limit: called after "
-                              f"{evidence['sparse_start_steps_left']:.0f} more optimizer steps without a gain",
-                              evidence, advice + " to see whether it matters", refs("truncation", "verl_clip"))
-    return v.inconclusive(f"{_share(clipped, recent.mean())} of recent completions hit the limit; whether the cut costs reward "
+        return v.inconclusive(f"{share} of recent completions hit the limit with the reward "
+                              f"flat; {_sparse_start(evidence['sparse_start_steps_left'])}", evidence,
+                              advice + " to see whether it matters", refs("truncation", "verl_clip"))
+    return v.inconclusive(f"{share} of recent completions hit the limit; whether the cut costs reward "
                           "cannot be told from this log (flatline's length probe scores cut and finished completions "
                           "apart)", evidence, advice + " to see whether it matters", refs("verl_clip"))
 
@@ -273,7 +277,7 @@ def _cut_and_no_gradient(h, clipped, evidence: dict) -> str:
     onset = float(min(cut_rows))
     evidence.update(onset_step=onset, all_cut_rows=len(cut_rows), all_cut_rows_zero_grad=len(still),
                     reward_all_cut_zero_grad=float(cut_reward), reward_other_rows=float(other_reward))
-    least = min(x for s, x in rows if s in cut_rows)
+    least = min(x for _, x in rows if x >= NEARLY_ALL_CUT)
     return (f"from step {onset:.0f} nearly every completion was cut at max_completion_length ({_share(clipped, least)} "
             f"or more on {len(cut_rows)} logged rows), and {len(still)} of them had a zero gradient with the reward "
             f"down to {cut_reward:.3g} against {other_reward:.3g} on the rows with fewer cut, which had a gradient: the "
@@ -332,21 +336,23 @@ def _cut_while_flat(h, clipped, evidence: dict) -> str:
     gained, could_gain = slope * steps, slope_high * steps
     if could_gain >= MIN_GAIN * scale:  # rising, or too noisy to tell flat from rising
         return ""
-    cut = stretch.mean()
-    wait = waiting_for_first_rewards(h, progress(h), lengths_censored=True)
-    if clipped.name == PINNED_NAME and cut < NEARLY_ALL_CUT and wait > 0:
+    cut, p = stretch.mean(), progress(h)
+    if clipped.name == PINNED_NAME and cut < NEARLY_ALL_CUT:
         # some completions may finish: at the floor of the reward's range that is the start of a sparse reward, where
         # the policy first learns to answer within the limit (a format reward, shorter reasoning)
-        evidence["sparse_start_steps_left"] = wait
-        return ""
+        wait = waiting_for_first_rewards(h, p, lengths_censored=True)
+        if wait > 0:
+            evidence["sparse_start_steps_left"] = wait
+            return ""
     level = bounds.level(last)
-    if (near_ceiling(h, progress(h)) if bounds.from_the_log else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
+    if (near_ceiling(h, p) if bounds.from_the_log else level >= HIGH_LEVEL and cut < NEARLY_ALL_CUT):
         return ""
     evidence.update(onset_step=onset, clipped_ratio_stretch=cut, stretch_rows=len(stretch), reward_stretch_first=first,
                     reward_stretch_last=last, reward_stretch_gain=gained, reward_stretch_gain_upper=could_gain,
                     reward_level=level, reward_range_source=bounds.source)
     limit = h.setting("max_completion_length")
-    return (f"{_share(clipped, cut)} of completions were cut at max_completion_length{f' = {int(limit)}' if limit else ''} over "
+    cap = f" = {int(limit)}" if limit else ""
+    return (f"{_share(clipped, cut)} of completions were cut at max_completion_length{cap} over "
             f"steps {onset:.0f}-{stretch.steps[-1]:.0f} ({len(stretch)} of {len(clipped)} logged rows), and the reward "
             f"did not rise over them ({first:.3g} -> {last:.3g}, Theil-Sen change {gained:+.3g}; "
             f"{level:.0%} of the way up its range, read from {bounds.source}): a completion cut at the limit never "
@@ -458,9 +464,10 @@ def collapse(h, v):
     # a collapse breaks the answers (VLM-R1 #280: the reasoning goes, the reward with it); answers that still earn
     # half of a known range or more, having lost less than a material gain and with no fall, are briefer, not broken
     held = p is not None and p.gain > -MIN_GAIN * range_scale(h) and reward_fall(h) is None
-    if held and known_level(h, p.last) >= HALF_WAY:
+    level = known_level(h, p.last) if held else math.nan
+    if level >= HALF_WAY:
         return v.passed(f"completions got shorter ({first:.0f} -> {last:.0f} tokens) while the reward held "
-                        f"({p.first:.3g} -> {p.last:.3g}, {known_level(h, p.last):.0%} of its range): the shorter "
+                        f"({p.first:.3g} -> {p.last:.3g}, {level:.0%} of its range): the shorter "
                         "answers still score, so they are briefer, not broken", evidence)
     # a reward that went up, by a gain its noise cannot tell from a material one, may be what the shorter answers pay
     if rise_not_ruled_out(h, p):

@@ -7,9 +7,9 @@ import numpy as np
 
 from flatline.diagnostics.history import MIN_TREND_POINTS
 from flatline.diagnostics.hypotheses.common import (HIGH_LEVEL, MIN_GAIN, NOISE_Z, SPARSE_START, SPARSE_START_STEPS,
-                                                  enough_steps, flat_groups, gain_scale, known_level, near_ceiling, optimizer_steps,
-                                                  precursors_moving, progress, recent_part, reward_fall, reward_range,
-                                                  sparse_start, sustained_from)
+                                                  enough_steps, flat_groups, gain_scale, known_level, near_ceiling,
+                                                  optimizer_steps, precursors_moving, progress, recent_part,
+                                                  reward_fall, reward_range, sparse_start, sustained_from)
 from flatline.diagnostics.references import refs
 from flatline.diagnostics.verdict import hypothesis
 

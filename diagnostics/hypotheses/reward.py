@@ -87,9 +87,9 @@ def no_signal(h, v):
 
 def _silent_after_a_fall(h, judged: list, evidence: dict) -> str:
     """Date the silence: evidence onset_step is the step from which the steps stay silent when that came after the
-    run's start. Silence that began after the reward collapsed (collapsed_from_a_high, as for flat groups) is its doing (the groups all
-    fail together), not its cause: it gets no onset, so the headline leads with what moved before it, and the reason
-    says so (returned as a clause, else "")."""
+    run's start. Silence that began after the reward collapsed (collapsed_from_a_high, as for flat groups) is its
+    doing (the groups all fail together), not its cause: it gets no onset, so the headline leads with what moved
+    before it, and the reason says so (returned as a clause, else "")."""
     silence = Series("silent", np.array([s for s, _ in judged]), np.array([float(x >= 1.0) for _, x in judged]))
     onset = sustained_from(silence, lambda x: x >= 1.0)
     if not math.isfinite(onset) or onset <= silence.steps[0]:

@@ -110,7 +110,8 @@ def nothing_judged(info: LogInfo, rows: int) -> str:
                 f"training row{'s' if rows != 1 else ''}) is not enough for any judge; each skipped verdict names what "
                 "it needs")
     unknown = list(dict.fromkeys(info.unrecognised + list(info.mapping.values())))
-    found = [f"{len(unknown)} key{'s' if len(unknown) != 1 else ''} unrecognised, e.g. {_some(unknown)}"] if unknown else []
+    plural = "s" if len(unknown) != 1 else ""
+    found = [f"{len(unknown)} key{plural} unrecognised, e.g. {_some(unknown)}"] if unknown else []
     found += [f"{len(info.ignored)} known but not judged"] if info.ignored else []
     return (f"Nothing judged: no metric this log holds is one flatline reads ({'; '.join(found) or 'no keys'}); pass "
             f"--format-in with the trainer that wrote it, or rename its keys to flatline's names ({OUR_NAMES}, ...)")
